@@ -1,0 +1,183 @@
+"""Turning user tables into validated numpy columns.
+
+Accepts anything Arrow-compatible — pyarrow tables and record batches, polars and pandas
+DataFrames (through the Arrow PyCapsule interface, or ``from_pandas``), and dicts of
+numpy arrays or lists — and yields typed numpy columns, failing with a ``DataError`` that
+names the table, the column and the first offending row (0-based). Numeric columns are
+handed over without a copy when the input is a single chunk without nulls.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from vamargin.errors import DataError
+
+F64 = npt.NDArray[np.float64]
+I64 = npt.NDArray[np.int64]
+U32 = npt.NDArray[np.uint32]
+I32 = npt.NDArray[np.int32]
+Bools = npt.NDArray[np.bool_]
+
+
+def to_arrow_table(table: Any, name: str) -> pa.Table:
+    """Any supported table type as a ``pyarrow.Table``."""
+    if isinstance(table, pa.Table):
+        return table
+    if isinstance(table, pa.RecordBatch):
+        return pa.Table.from_batches([table])
+    if isinstance(table, Mapping):
+        try:
+            return pa.table({str(k): _as_arrow_array(v) for k, v in table.items()})
+        except (pa.ArrowInvalid, pa.ArrowTypeError, ValueError, TypeError) as error:
+            raise DataError(f"{name}: cannot read the columns: {error}") from None
+    if hasattr(table, "__arrow_c_stream__"):
+        return pa.table(table)
+    module = type(table).__module__
+    if module.startswith("pandas"):
+        return pa.Table.from_pandas(table, preserve_index=False)
+    if module.startswith("polars"):
+        return table.to_arrow()
+    raise DataError(
+        f"{name}: expected a pyarrow/polars/pandas table or a dict of arrays, "
+        f"got {type(table).__name__}"
+    )
+
+
+def _as_arrow_array(values: Any) -> pa.Array | pa.ChunkedArray:
+    if isinstance(values, pa.Array | pa.ChunkedArray):
+        return values
+    array = np.asarray(values)
+    if array.ndim != 1:
+        raise ValueError(f"columns must be one-dimensional, got shape {array.shape}")
+    if array.dtype.kind in "OUT":
+        return pa.array(array.tolist(), type=pa.string() if array.dtype.kind != "O" else None)
+    return pa.array(array)
+
+
+@dataclass(frozen=True)
+class Codes:
+    """A string column as dictionary codes into ``names``."""
+
+    names: list[str]
+    codes: I32
+
+
+class TableReader:
+    """Reads and checks the columns of one input table."""
+
+    def __init__(self, table: Any, name: str) -> None:
+        self.name = name
+        self.table = to_arrow_table(table, name)
+        self.rows = self.table.num_rows
+
+    def has(self, column: str) -> bool:
+        return column in self.table.column_names
+
+    def fail(self, column: str, row: int | None, reason: str) -> DataError:
+        where = f"{self.name}.{column}" + ("" if row is None else f" row {row}")
+        return DataError(f"{where}: {reason}")
+
+    def _column(self, column: str) -> pa.ChunkedArray:
+        if not self.has(column):
+            raise DataError(
+                f"{self.name}: missing column {column!r} (has {self.table.column_names})"
+            )
+        return self.table.column(column)
+
+    def _reject_nulls(self, column: str, data: pa.ChunkedArray) -> None:
+        if data.null_count:
+            row = int(np.flatnonzero(pc.is_null(data).to_numpy(zero_copy_only=False))[0])
+            raise self.fail(column, row, "missing value")
+
+    def _numpy(self, data: pa.ChunkedArray) -> npt.NDArray[Any]:
+        if data.num_chunks == 1:
+            return data.chunk(0).to_numpy(zero_copy_only=False)
+        if data.num_chunks == 0:
+            return np.empty(0, dtype=data.type.to_pandas_dtype())
+        return data.to_numpy()
+
+    def int64(self, column: str) -> I64:
+        data = self._column(column)
+        if not pa.types.is_integer(data.type):
+            raise self.fail(column, None, f"must be an integer column, got {data.type}")
+        self._reject_nulls(column, data)
+        return np.ascontiguousarray(self._numpy(data), dtype=np.int64)
+
+    def float64(
+        self,
+        column: str,
+        *,
+        default: float | None = None,
+        nulls_as_nan: bool = False,
+        finite: bool = True,
+    ) -> F64:
+        """A float column; ``default`` fills it when absent; ``nulls_as_nan`` reads null as
+        NaN (optional columns); ``finite`` rejects NaN and ±inf among present values."""
+        if not self.has(column) and default is not None:
+            return np.full(self.rows, default, dtype=np.float64)
+        data = self._column(column)
+        if not (pa.types.is_floating(data.type) or pa.types.is_integer(data.type)):
+            raise self.fail(column, None, f"must be a numeric column, got {data.type}")
+        if nulls_as_nan:
+            if data.null_count:
+                data = pc.fill_null(data.cast(pa.float64()), float("nan"))
+        else:
+            self._reject_nulls(column, data)
+        values = np.ascontiguousarray(self._numpy(data), dtype=np.float64)
+        if finite:
+            bad = ~np.isfinite(values)
+            if nulls_as_nan:
+                bad &= ~np.isnan(values)
+            if bad.any():
+                row = int(np.argmax(bad))
+                raise self.fail(column, row, f"{values[row]} is not a finite number")
+        return values
+
+    def boolean(self, column: str, *, default: bool) -> Bools:
+        if not self.has(column):
+            return np.full(self.rows, default, dtype=np.bool_)
+        data = self._column(column)
+        if not pa.types.is_boolean(data.type):
+            raise self.fail(column, None, f"must be a boolean column, got {data.type}")
+        self._reject_nulls(column, data)
+        return np.ascontiguousarray(self._numpy(data), dtype=np.bool_)
+
+    def strings(self, column: str) -> Codes:
+        """A string column (plain or dictionary-encoded) as codes into its distinct names."""
+        data = self._column(column)
+        value_type = data.type.value_type if pa.types.is_dictionary(data.type) else data.type
+        if not (
+            pa.types.is_string(value_type)
+            or pa.types.is_large_string(value_type)
+            or pa.types.is_string_view(value_type)
+        ):
+            raise self.fail(column, None, f"must be a string column, got {data.type}")
+        self._reject_nulls(column, data)
+        if not pa.types.is_dictionary(data.type):
+            data = pc.dictionary_encode(data)
+        names: dict[str, int] = {}
+        pieces: list[I32] = []
+        for chunk in data.chunks:
+            chunk_names = chunk.dictionary.to_pylist()
+            remap = np.array(
+                [names.setdefault(n, len(names)) for n in chunk_names], dtype=np.int32
+            )
+            indices = chunk.indices.to_numpy(zero_copy_only=False)
+            pieces.append(remap[indices] if len(remap) else np.zeros(0, dtype=np.int32))
+        codes = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.int32)
+        return Codes(names=list(names), codes=np.ascontiguousarray(codes, dtype=np.int32))
+
+
+def first_true(mask: Bools) -> int | None:
+    """Row of the first ``True`` in ``mask``, or ``None``."""
+    if not mask.any():
+        return None
+    return int(np.argmax(mask))

@@ -1,0 +1,235 @@
+"""The Book: accounts, holdings and perpetual positions as validated columns (SPEC §3).
+
+Validation happens in two steps, both before anything is computed:
+
+1. ``Book(...)`` checks structure: columns present and typed, no NaN/inf, unique
+   ``account_id``, every holding and position owned by a known account, known investor
+   classes, positive entry prices, leverage ≥ 1, isolated margin ≥ 0.
+2. ``Book.bind(config)`` (done by the engine, once per config) checks the book against the
+   configuration: known assets and instruments, negative amounts only of ``borrowable``
+   assets, loans only for credit-approved margin clients (``EligibilityError``), one
+   holding row per (account, asset).
+
+Row numbers in errors are 0-based positions in the table as given.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from vamargin import _core
+from vamargin._columns import F64, I64, U32, Bools, Codes, TableReader, first_true
+from vamargin.config import RiskConfig
+from vamargin.errors import DataError, EligibilityError
+
+INVESTOR_CLASSES: tuple[str, ...] = ("institutional_pi", "corporate_pi", "individual_pi", "retail")
+"""Investor classes, in code order (``Book.investor_class`` holds these codes)."""
+
+PROFESSIONAL_CLASSES: frozenset[str] = frozenset(INVESTOR_CLASSES[:3])
+
+_EMPTY_HOLDINGS = {
+    "account_id": np.zeros(0, dtype=np.int64),
+    "asset": np.zeros(0, dtype=np.str_),
+    "amount": np.zeros(0, dtype=np.float64),
+}
+_EMPTY_POSITIONS = {
+    "account_id": np.zeros(0, dtype=np.int64),
+    "instrument": np.zeros(0, dtype=np.str_),
+    "qty": np.zeros(0, dtype=np.float64),
+    "entry_price": np.zeros(0, dtype=np.float64),
+}
+
+
+@dataclass(frozen=True)
+class BoundBook:
+    """A book's string columns resolved against one configuration."""
+
+    config: RiskConfig
+    holding_asset: U32
+    position_instrument: U32
+    assets_used: Bools
+    """Per config asset: held, or the settle asset of a held perpetual."""
+    instruments_used: Bools
+
+
+class Book:
+    """Accounts, holdings and positions; see the module docstring for what is checked."""
+
+    def __init__(self, accounts: Any, holdings: Any = None, positions: Any = None) -> None:
+        self._read_accounts(TableReader(accounts, "accounts"))
+        self._read_holdings(TableReader(_EMPTY_HOLDINGS if holdings is None else holdings, "holdings"))
+        self._read_positions(
+            TableReader(_EMPTY_POSITIONS if positions is None else positions, "positions")
+        )
+        n = len(self.account_id)
+        self._holding_groups = _core.Grouping(self.holding_account, n, "holdings.account_id")
+        self._position_groups = _core.Grouping(self.position_account, n, "positions.account_id")
+        self._bound: BoundBook | None = None
+
+    # -- reading ------------------------------------------------------------------------
+
+    def _read_accounts(self, table: TableReader) -> None:
+        self.account_id: I64 = table.int64("account_id")
+        classes = table.strings("investor_class")
+        lut = np.array([_class_code(n) for n in classes.names] or [0], dtype=np.int16)
+        if (lut < 0).any():
+            bad_code = int(np.flatnonzero(lut < 0)[0])
+            row = first_true(classes.codes == bad_code)
+            raise table.fail(
+                "investor_class",
+                row,
+                f"{classes.names[bad_code]!r} is not one of {list(INVESTOR_CLASSES)}",
+            )
+        self.investor_class = lut[classes.codes].astype(np.uint8)
+        self.affiliate_market_maker: Bools = table.boolean("affiliate_market_maker", default=False)
+        self.credit_limit: F64 = table.float64("credit_limit", default=np.inf, finite=False)
+        bad = np.isnan(self.credit_limit) | (self.credit_limit < 0)
+        if (row := first_true(bad)) is not None:
+            raise table.fail(
+                "credit_limit", row, f"{self.credit_limit[row]} is not a limit ≥ 0 (inf = none)"
+            )
+        self.margin_client: Bools = table.boolean("margin_client", default=False)
+        self.credit_approved: Bools = table.boolean("credit_approved", default=False)
+        self._index = _core.AccountIndex(self.account_id)
+
+    def _read_holdings(self, table: TableReader) -> None:
+        self.holding_account_id: I64 = table.int64("account_id")
+        self.holding_account: U32 = self._index.lookup(
+            self.holding_account_id, "holdings.account_id"
+        )
+        self.holding_asset: Codes = table.strings("asset")
+        self.holding_amount: F64 = table.float64("amount")
+
+    def _read_positions(self, table: TableReader) -> None:
+        self.position_account_id: I64 = table.int64("account_id")
+        self.position_account: U32 = self._index.lookup(
+            self.position_account_id, "positions.account_id"
+        )
+        self.position_instrument: Codes = table.strings("instrument")
+        self.qty: F64 = table.float64("qty")
+        self.entry_price: F64 = table.float64("entry_price")
+        if (row := first_true((self.entry_price <= 0) & (self.qty != 0))) is not None:
+            raise table.fail("entry_price", row, f"{self.entry_price[row]} is not a price > 0")
+        self.isolated_margin: F64 | None = None
+        if table.has("isolated_margin"):
+            margin = table.float64("isolated_margin", nulls_as_nan=True)
+            if (row := first_true(margin < 0)) is not None:
+                raise table.fail("isolated_margin", row, f"{margin[row]} is negative")
+            self.isolated_margin = margin
+        self.leverage: F64 | None = None
+        if table.has("leverage"):
+            leverage = table.float64("leverage", nulls_as_nan=True)
+            if (row := first_true(leverage < 1)) is not None:
+                raise table.fail("leverage", row, f"{leverage[row]} is below 1")
+            self.leverage = leverage
+        self.funding_index: F64 | None = None
+        if table.has("funding_index"):
+            self.funding_index = table.float64("funding_index")
+
+    # -- shape ----------------------------------------------------------------------------
+
+    @property
+    def n_accounts(self) -> int:
+        return len(self.account_id)
+
+    @property
+    def n_holdings(self) -> int:
+        return len(self.holding_amount)
+
+    @property
+    def n_positions(self) -> int:
+        return len(self.qty)
+
+    def __repr__(self) -> str:
+        return (
+            f"Book({self.n_accounts} accounts, {self.n_holdings} holdings, "
+            f"{self.n_positions} positions)"
+        )
+
+    @property
+    def holding_groups(self) -> _core.Grouping:
+        return self._holding_groups
+
+    @property
+    def position_groups(self) -> _core.Grouping:
+        return self._position_groups
+
+    # -- binding to a configuration ----------------------------------------------------
+
+    def bind(self, config: RiskConfig) -> BoundBook:
+        """Resolves assets and instruments against ``config`` and checks eligibility;
+        cached for the last config used."""
+        if self._bound is not None and self._bound.config is config:
+            return self._bound
+        holding_asset = _resolve(
+            self.holding_asset, config.asset_ids, "holdings", "asset", "asset"
+        )
+        position_instrument = _resolve(
+            self.position_instrument, config.perpetual_ids, "positions", "instrument", "instrument"
+        )
+        self._check_loans(config, holding_asset)
+        self._check_unique_holdings(config, holding_asset)
+        instruments_used = np.bincount(position_instrument, minlength=len(config.perpetuals)) > 0
+        assets_used = np.bincount(holding_asset, minlength=len(config.assets)) > 0
+        for perp_id in np.flatnonzero(instruments_used):
+            assets_used[config.asset_ids[config.perpetuals[perp_id].settle]] = True
+        self._bound = BoundBook(
+            config=config,
+            holding_asset=holding_asset,
+            position_instrument=position_instrument,
+            assets_used=assets_used,
+            instruments_used=instruments_used,
+        )
+        return self._bound
+
+    def _check_loans(self, config: RiskConfig, holding_asset: U32) -> None:
+        borrowable = np.array([a.borrowable for a in config.assets], dtype=np.bool_)
+        negative = self.holding_amount < 0
+        if (row := first_true(negative & ~borrowable[holding_asset])) is not None:
+            symbol = config.assets[holding_asset[row]].symbol
+            raise DataError(
+                f"holdings.amount row {row}: {self.holding_amount[row]} {symbol} is negative, "
+                f"but {symbol} is not borrowable"
+            )
+        approved = self.margin_client & self.credit_approved
+        if (row := first_true(negative & ~approved[self.holding_account])) is not None:
+            account = self.holding_account_id[row]
+            symbol = config.assets[holding_asset[row]].symbol
+            raise EligibilityError(
+                f"holdings row {row}: account {account} holds a loan of "
+                f"{-self.holding_amount[row]} {symbol} but is not a credit-approved margin "
+                "client (accounts.margin_client and accounts.credit_approved)"
+            )
+
+    def _check_unique_holdings(self, config: RiskConfig, holding_asset: U32) -> None:
+        if self.n_holdings < 2:
+            return
+        keys = self.holding_account.astype(np.int64) * len(config.assets) + holding_asset
+        order = np.argsort(keys, kind="stable")
+        repeated = keys[order][1:] == keys[order][:-1]
+        if repeated.any():
+            row = int(order[1:][repeated].min())
+            raise DataError(
+                f"holdings row {row}: account {self.holding_account_id[row]} already has a "
+                f"{config.assets[holding_asset[row]].symbol} holding (one row per account "
+                "and asset)"
+            )
+
+
+def _class_code(name: str) -> int:
+    return INVESTOR_CLASSES.index(name) if name in INVESTOR_CLASSES else -1
+
+
+def _resolve(codes: Codes, ids: dict[str, int], table: str, column: str, what: str) -> U32:
+    lut = np.array([ids.get(name, -1) for name in codes.names] or [0], dtype=np.int64)
+    if (lut < 0).any():
+        unknown = int(np.flatnonzero(lut < 0)[0])
+        row = first_true(codes.codes == unknown)
+        raise DataError(
+            f"{table}.{column} row {row}: unknown {what} {codes.names[unknown]!r} "
+            f"(configured: {sorted(ids)})"
+        )
+    return np.ascontiguousarray(lut[codes.codes], dtype=np.uint32)

@@ -1,0 +1,412 @@
+//! The columnar book: borrowed columns, dense ids, and rows grouped by account.
+//!
+//! Positions and holdings stay in the caller's row order (outputs line up with inputs);
+//! a [`Grouping`] lists each account's rows, in row order, so an account's sums are one
+//! fixed-order loop whatever the thread count.
+
+use rayon::prelude::*;
+
+use crate::error::{Error, Result};
+use crate::params::EngineParams;
+
+/// Rows of a table grouped by account: account `a` owns rows
+/// `order[offsets[a]..offsets[a + 1]]` (or that range itself when the table is already
+/// sorted by account, the common case, which needs no `order`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Grouping {
+    offsets: Vec<usize>,
+    order: Option<Vec<u32>>,
+}
+
+impl Grouping {
+    /// Stable counting sort of `account_of_row` (dense account indexes `< n_accounts`).
+    pub fn build(account_of_row: &[u32], n_accounts: usize, column: &'static str) -> Result<Self> {
+        if account_of_row.len() > u32::MAX as usize {
+            return Err(Error::LengthMismatch {
+                column,
+                expected: u32::MAX as usize,
+                actual: account_of_row.len(),
+            });
+        }
+        let mut counts = vec![0usize; n_accounts + 1];
+        let mut sorted = true;
+        let mut previous = 0u32;
+        for (row, &account) in account_of_row.iter().enumerate() {
+            if account as usize >= n_accounts {
+                return Err(Error::IdOutOfRange {
+                    column,
+                    row,
+                    id: u64::from(account),
+                    len: n_accounts,
+                });
+            }
+            counts[account as usize + 1] += 1;
+            sorted &= account >= previous;
+            previous = account;
+        }
+        for a in 0..n_accounts {
+            counts[a + 1] += counts[a];
+        }
+        let offsets = counts;
+        let order = if sorted {
+            None
+        } else {
+            let mut next = offsets[..n_accounts].to_vec();
+            let mut order = vec![0u32; account_of_row.len()];
+            for (row, &account) in account_of_row.iter().enumerate() {
+                let slot = &mut next[account as usize];
+                // Row count was checked against u32::MAX above.
+                order[*slot] = row as u32;
+                *slot += 1;
+            }
+            Some(order)
+        };
+        Ok(Grouping { offsets, order })
+    }
+
+    pub fn n_accounts(&self) -> usize {
+        self.offsets.len() - 1
+    }
+
+    pub fn n_rows(&self) -> usize {
+        self.offsets[self.offsets.len() - 1]
+    }
+
+    /// Whether the rows were already in account order.
+    pub fn is_sorted(&self) -> bool {
+        self.order.is_none()
+    }
+
+    /// Calls `f(row)` for every row of `account`, in row order.
+    #[inline]
+    pub fn for_each_row(&self, account: usize, mut f: impl FnMut(usize)) {
+        let range = self.offsets[account]..self.offsets[account + 1];
+        match &self.order {
+            None => range.for_each(f),
+            Some(order) => order[range].iter().for_each(|&row| f(row as usize)),
+        }
+    }
+}
+
+/// Maps external `account_id`s to dense indexes `0..n` (their row in the accounts table).
+///
+/// Contiguous ascending ids are mapped by subtraction; anything else by an open-addressing
+/// table with a multiplicative hash (read-only after build, so lookups run in parallel).
+#[derive(Debug, Clone)]
+pub struct AccountIndex {
+    len: usize,
+    lookup: Lookup,
+}
+
+#[derive(Debug, Clone)]
+enum Lookup {
+    Dense {
+        first: i64,
+    },
+    Hashed {
+        keys: Vec<i64>,
+        rows: Vec<u32>,
+        shift: u32,
+    },
+}
+
+const EMPTY: u32 = u32::MAX;
+
+#[inline]
+fn slot_of(key: i64, shift: u32) -> usize {
+    // Fibonacci hashing: the top bits of key·2^64/φ.
+    ((key as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> shift) as usize
+}
+
+impl AccountIndex {
+    pub fn build(ids: &[i64]) -> Result<Self> {
+        if ids.len() >= EMPTY as usize {
+            return Err(Error::LengthMismatch {
+                column: "account_id",
+                expected: EMPTY as usize - 1,
+                actual: ids.len(),
+            });
+        }
+        let dense = ids.first().is_some_and(|&first| {
+            ids.iter()
+                .enumerate()
+                .all(|(i, &id)| first.checked_add(i as i64) == Some(id))
+        });
+        if dense {
+            return Ok(AccountIndex {
+                len: ids.len(),
+                lookup: Lookup::Dense { first: ids[0] },
+            });
+        }
+        let capacity = (ids.len() * 2).next_power_of_two().max(16);
+        let shift = 64 - capacity.trailing_zeros();
+        let mut keys = vec![0i64; capacity];
+        let mut rows = vec![EMPTY; capacity];
+        let mask = capacity - 1;
+        for (row, &id) in ids.iter().enumerate() {
+            let mut slot = slot_of(id, shift);
+            loop {
+                if rows[slot] == EMPTY {
+                    keys[slot] = id;
+                    rows[slot] = row as u32;
+                    break;
+                }
+                if keys[slot] == id {
+                    return Err(Error::DuplicateKey { row, key: id });
+                }
+                slot = (slot + 1) & mask;
+            }
+        }
+        Ok(AccountIndex {
+            len: ids.len(),
+            lookup: Lookup::Hashed { keys, rows, shift },
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    #[inline]
+    pub fn get(&self, id: i64) -> Option<u32> {
+        match &self.lookup {
+            Lookup::Dense { first } => {
+                let offset = id.checked_sub(*first)?;
+                (0..self.len as i64)
+                    .contains(&offset)
+                    .then_some(offset as u32)
+            }
+            Lookup::Hashed { keys, rows, shift } => {
+                let mask = keys.len() - 1;
+                let mut slot = slot_of(id, *shift);
+                loop {
+                    let row = rows[slot];
+                    if row == EMPTY {
+                        return None;
+                    }
+                    if keys[slot] == id {
+                        return Some(row);
+                    }
+                    slot = (slot + 1) & mask;
+                }
+            }
+        }
+    }
+
+    /// Dense indexes of `ids`; the first unknown id is an error naming its row.
+    pub fn lookup_all(&self, ids: &[i64]) -> Result<Vec<u32>> {
+        let found: Vec<u32> = ids
+            .par_iter()
+            .with_min_len(4096)
+            .map(|&id| self.get(id).unwrap_or(EMPTY))
+            .collect();
+        match found.par_iter().position_first(|&row| row == EMPTY) {
+            Some(row) => Err(Error::UnknownKey { row, key: ids[row] }),
+            None => Ok(found),
+        }
+    }
+}
+
+/// Account-level inputs (one row per account, dense index = row).
+#[derive(Debug, Clone, Copy)]
+pub struct Accounts<'a> {
+    pub credit_limit: &'a [f64],
+}
+
+/// Spot holdings and cash.
+#[derive(Debug, Clone, Copy)]
+pub struct Holdings<'a> {
+    pub account: &'a [u32],
+    pub asset: &'a [u32],
+    pub amount: &'a [f64],
+}
+
+/// Perpetual positions.
+#[derive(Debug, Clone, Copy)]
+pub struct Positions<'a> {
+    pub account: &'a [u32],
+    pub instrument: &'a [u32],
+    pub qty: &'a [f64],
+    pub entry_price: &'a [f64],
+    /// NaN = cross; otherwise the margin locked in this isolated position (settle ccy).
+    pub isolated_margin: Option<&'a [f64]>,
+    /// NaN = the tier's maximum; otherwise the leverage the position chose.
+    pub leverage: Option<&'a [f64]>,
+}
+
+impl Positions<'_> {
+    #[inline]
+    pub fn isolated_margin(&self, row: usize) -> Option<f64> {
+        self.isolated_margin
+            .map(|col| col[row])
+            .filter(|m| !m.is_nan())
+    }
+}
+
+/// A whole book, borrowed, with its groupings; built only through [`Book::new`], which
+/// checks every shape and id against the parameters so kernels can index without fear.
+#[derive(Debug, Clone, Copy)]
+pub struct Book<'a> {
+    pub accounts: Accounts<'a>,
+    pub holdings: Holdings<'a>,
+    pub positions: Positions<'a>,
+    pub holding_groups: &'a Grouping,
+    pub position_groups: &'a Grouping,
+}
+
+fn check_len(column: &'static str, expected: usize, actual: usize) -> Result<()> {
+    if expected == actual {
+        Ok(())
+    } else {
+        Err(Error::LengthMismatch {
+            column,
+            expected,
+            actual,
+        })
+    }
+}
+
+fn check_ids(column: &'static str, ids: &[u32], len: usize) -> Result<()> {
+    match ids.par_iter().position_first(|&id| id as usize >= len) {
+        None => Ok(()),
+        Some(row) => Err(Error::IdOutOfRange {
+            column,
+            row,
+            id: u64::from(ids[row]),
+            len,
+        }),
+    }
+}
+
+impl<'a> Book<'a> {
+    pub fn new(
+        params: &EngineParams,
+        accounts: Accounts<'a>,
+        holdings: Holdings<'a>,
+        positions: Positions<'a>,
+        holding_groups: &'a Grouping,
+        position_groups: &'a Grouping,
+    ) -> Result<Self> {
+        let n_accounts = accounts.credit_limit.len();
+        let n_holdings = holdings.account.len();
+        check_len("holdings.asset", n_holdings, holdings.asset.len())?;
+        check_len("holdings.amount", n_holdings, holdings.amount.len())?;
+        check_len("holdings grouping", n_holdings, holding_groups.n_rows())?;
+        check_len(
+            "holdings grouping accounts",
+            n_accounts,
+            holding_groups.n_accounts(),
+        )?;
+        check_ids("holdings.asset", holdings.asset, params.assets.len())?;
+        let n_positions = positions.account.len();
+        check_len(
+            "positions.instrument",
+            n_positions,
+            positions.instrument.len(),
+        )?;
+        check_len("positions.qty", n_positions, positions.qty.len())?;
+        check_len(
+            "positions.entry_price",
+            n_positions,
+            positions.entry_price.len(),
+        )?;
+        if let Some(col) = positions.isolated_margin {
+            check_len("positions.isolated_margin", n_positions, col.len())?;
+        }
+        if let Some(col) = positions.leverage {
+            check_len("positions.leverage", n_positions, col.len())?;
+        }
+        check_len("positions grouping", n_positions, position_groups.n_rows())?;
+        check_len(
+            "positions grouping accounts",
+            n_accounts,
+            position_groups.n_accounts(),
+        )?;
+        check_ids(
+            "positions.instrument",
+            positions.instrument,
+            params.perpetuals.len(),
+        )?;
+        Ok(Book {
+            accounts,
+            holdings,
+            positions,
+            holding_groups,
+            position_groups,
+        })
+    }
+
+    pub fn n_accounts(&self) -> usize {
+        self.accounts.credit_limit.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grouping_keeps_row_order_within_each_account() {
+        let groups = Grouping::build(&[2, 0, 2, 1, 0], 4, "account").unwrap();
+        assert!(!groups.is_sorted());
+        let rows_of = |a| {
+            let mut rows = Vec::new();
+            groups.for_each_row(a, |r| rows.push(r));
+            rows
+        };
+        assert_eq!(rows_of(0), vec![1, 4]);
+        assert_eq!(rows_of(1), vec![3]);
+        assert_eq!(rows_of(2), vec![0, 2]);
+        assert_eq!(rows_of(3), Vec::<usize>::new());
+    }
+
+    #[test]
+    fn sorted_rows_need_no_order() {
+        let groups = Grouping::build(&[0, 0, 1, 3], 4, "account").unwrap();
+        assert!(groups.is_sorted());
+        let mut rows = Vec::new();
+        groups.for_each_row(3, |r| rows.push(r));
+        assert_eq!(rows, vec![3]);
+    }
+
+    #[test]
+    fn grouping_rejects_an_account_out_of_range() {
+        let err = Grouping::build(&[0, 5], 2, "positions.account").unwrap_err();
+        assert_eq!(
+            err,
+            Error::IdOutOfRange {
+                column: "positions.account",
+                row: 1,
+                id: 5,
+                len: 2
+            }
+        );
+    }
+
+    #[test]
+    fn dense_and_hashed_indexes_agree() {
+        let dense = AccountIndex::build(&[10, 11, 12]).unwrap();
+        let hashed = AccountIndex::build(&[12, 10, 11]).unwrap();
+        assert_eq!(dense.lookup_all(&[12, 10]).unwrap(), vec![2, 0]);
+        assert_eq!(hashed.lookup_all(&[12, 10]).unwrap(), vec![0, 1]);
+        assert_eq!(dense.get(13), None);
+        assert_eq!(hashed.get(-7), None);
+    }
+
+    #[test]
+    fn index_names_the_first_duplicate_and_unknown_rows() {
+        assert_eq!(
+            AccountIndex::build(&[5, 9, 5]).unwrap_err(),
+            Error::DuplicateKey { row: 2, key: 5 }
+        );
+        let index = AccountIndex::build(&[5, 9]).unwrap();
+        assert_eq!(
+            index.lookup_all(&[9, 4, 3]).unwrap_err(),
+            Error::UnknownKey { row: 1, key: 4 }
+        );
+    }
+}

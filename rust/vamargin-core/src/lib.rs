@@ -1,0 +1,21 @@
+//! vamargin-core: margin and risk kernels for virtual-asset brokers and perpetual
+//! platforms, over columnar books. Pure Rust; the Python bindings live in `vamargin-py`.
+//!
+//! Units: quantities and prices are `f64`; risk measures are `f64` in the reporting
+//! currency; per-position perpetual figures are in the contract's settle currency.
+#![forbid(unsafe_code)]
+
+pub mod book;
+pub mod error;
+mod parallel;
+pub mod params;
+pub mod perp;
+pub mod tiers;
+pub mod valuation;
+
+pub use book::{AccountIndex, Accounts, Book, Grouping, Holdings, Positions};
+pub use error::{Error, Result};
+pub use params::{AssetParams, CallTarget, EngineParams, Haircuts, PerpetualParams};
+pub use perp::ContractKind;
+pub use tiers::{MarginTier, SizeTiers, TierSpec, TierTable};
+pub use valuation::{revalue, AccountFigures, Market, PositionFigures, Revaluation, Status};

@@ -1,0 +1,66 @@
+//! Splitting sets of output columns into disjoint chunks for rayon, safely.
+//!
+//! A kernel writes several output columns row by row. Bundling their `&mut` slices in one
+//! struct that can split itself at a row lets `rayon::join` hand each task its own rows of
+//! every column: no locks, no unsafe, and the same result for any number of threads.
+
+/// A bundle of equally long mutable columns that can be cut at a row.
+pub(crate) trait SplitRows: Sized + Send {
+    fn rows(&self) -> usize;
+    fn split_at_row(self, mid: usize) -> (Self, Self);
+}
+
+/// Runs `work(first_row, chunk)` over chunks of at most about `min_rows` rows, in parallel.
+pub(crate) fn for_each_chunk<T, F>(columns: T, min_rows: usize, work: &F)
+where
+    T: SplitRows,
+    F: Fn(usize, T) + Sync,
+{
+    fn recurse<T: SplitRows, F: Fn(usize, T) + Sync>(
+        columns: T,
+        first: usize,
+        min_rows: usize,
+        work: &F,
+    ) {
+        let rows = columns.rows();
+        if rows <= min_rows {
+            work(first, columns);
+        } else {
+            let mid = rows / 2;
+            let (left, right) = columns.split_at_row(mid);
+            rayon::join(
+                || recurse(left, first, min_rows, work),
+                || recurse(right, first + mid, min_rows, work),
+            );
+        }
+    }
+    recurse(columns, 0, min_rows.max(1), work);
+}
+
+/// Declares a bundle of mutable output columns and its [`SplitRows`] impl.
+macro_rules! column_bundle {
+    ($(#[$meta:meta])* $name:ident { $first:ident : $first_ty:ty $(, $field:ident : $ty:ty)* $(,)? }) => {
+        $(#[$meta])*
+        pub(crate) struct $name<'a> {
+            pub $first: &'a mut [$first_ty],
+            $(pub $field: &'a mut [$ty],)*
+        }
+
+        impl $crate::parallel::SplitRows for $name<'_> {
+            fn rows(&self) -> usize {
+                self.$first.len()
+            }
+
+            fn split_at_row(self, mid: usize) -> (Self, Self) {
+                let ($first, right_first) = self.$first.split_at_mut(mid);
+                $(let ($field, right_rest) = self.$field.split_at_mut(mid);
+                  let $field = ($field, right_rest);)*
+                (
+                    $name { $first, $($field: $field.0,)* },
+                    $name { $first: right_first, $($field: $field.1,)* },
+                )
+            }
+        }
+    };
+}
+pub(crate) use column_bundle;

@@ -1,0 +1,256 @@
+//! Per-position perpetual math: notional, unrealised PnL, margins, liquidation and
+//! bankruptcy prices, ADL score.
+//!
+//! Linear contracts settle in the quote currency, inverse ones in the base coin. Both are
+//! handled in one "x-space": with `a = |q|·cs`, the notional is `a·x` where `x = P`
+//! (linear) or `x = 1/P` (inverse), and the position's margin balance is affine in `x`:
+//! `balance(x) = b0 + b1·x`. The liquidation condition `balance(x) = MM(a·x)` is then one
+//! piecewise-linear equation for both kinds.
+
+use crate::tiers::TierTable;
+
+/// How a perpetual settles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContractKind {
+    /// PnL and margin in the quote currency; `contract_size` is base per contract.
+    Linear,
+    /// PnL and margin in the base coin; `contract_size` is quote face value per contract.
+    Inverse,
+}
+
+/// Notional in the settle currency at `price`.
+#[inline]
+pub fn notional(kind: ContractKind, contract_size: f64, qty: f64, price: f64) -> f64 {
+    match kind {
+        ContractKind::Linear => qty.abs() * contract_size * price,
+        ContractKind::Inverse => qty.abs() * contract_size / price,
+    }
+}
+
+/// Value of the position at its entry price, in the settle currency.
+#[inline]
+pub fn entry_value(kind: ContractKind, contract_size: f64, qty: f64, entry_price: f64) -> f64 {
+    notional(kind, contract_size, qty, entry_price)
+}
+
+/// Unrealised PnL in the settle currency.
+#[inline]
+pub fn unrealized_pnl(
+    kind: ContractKind,
+    contract_size: f64,
+    qty: f64,
+    entry_price: f64,
+    mark_price: f64,
+) -> f64 {
+    match kind {
+        ContractKind::Linear => qty * contract_size * (mark_price - entry_price),
+        ContractKind::Inverse => qty * contract_size * (1.0 / entry_price - 1.0 / mark_price),
+    }
+}
+
+/// `(b0, b1)` of `balance(x) = b0 + b1·x` for a position holding `balance` of its own
+/// margin (settle currency) before its PnL.
+#[inline]
+fn balance_line(
+    kind: ContractKind,
+    a: f64,
+    side: f64,
+    entry_price: f64,
+    balance: f64,
+) -> (f64, f64) {
+    match kind {
+        ContractKind::Linear => (balance - side * a * entry_price, side * a),
+        ContractKind::Inverse => (balance + side * a / entry_price, -side * a),
+    }
+}
+
+#[inline]
+fn price_of_x(kind: ContractKind, x: f64) -> f64 {
+    match kind {
+        ContractKind::Linear => x,
+        ContractKind::Inverse => 1.0 / x,
+    }
+}
+
+/// The mark price at which the position's margin balance equals its maintenance margin,
+/// with the maintenance margin evaluated at that price (tier search), or `None` when no
+/// positive price does it.
+///
+/// `balance` is what backs the position in its settle currency, before its own PnL:
+/// the isolated margin, or for cross `WB − TMM + UPNL` of the other positions.
+///
+/// `balance(x) − MM(a·x)` is strictly monotone in `x` (its slope `b1 − a·mmr` keeps the
+/// sign of `b1` because `mmr < 1`), so there is at most one root; it lies in the bracket
+/// at whose upper floor the function has reached zero.
+pub fn liquidation_price(
+    kind: ContractKind,
+    contract_size: f64,
+    qty: f64,
+    entry_price: f64,
+    balance: f64,
+    tiers: &TierTable,
+) -> Option<f64> {
+    let a = qty.abs() * contract_size;
+    if !(a > 0.0 && a.is_finite() && entry_price > 0.0 && balance.is_finite()) {
+        return None;
+    }
+    let side = qty.signum();
+    let (b0, b1) = balance_line(kind, a, side, entry_price, balance);
+    let rising = b1 > 0.0;
+    // At x = 0 the notional is 0 and so is MM: the gap is b0. A root at x > 0 needs the
+    // gap to start on the other side of zero from where the slope takes it.
+    if (rising && b0 >= 0.0) || (!rising && b0 <= 0.0) {
+        return None;
+    }
+    let brackets = tiers.tiers();
+    for (k, tier) in brackets.iter().enumerate() {
+        let x_lo = tier.floor / a;
+        let x_hi = brackets
+            .get(k + 1)
+            .map_or(f64::INFINITY, |next| next.floor / a);
+        let reached = x_hi.is_infinite() || {
+            let gap_hi = b0 + b1 * x_hi - (a * x_hi * tier.mmr - tier.maintenance_amount);
+            if rising {
+                gap_hi >= 0.0
+            } else {
+                gap_hi <= 0.0
+            }
+        };
+        if reached {
+            let x = (b0 + tier.maintenance_amount) / (a * tier.mmr - b1);
+            // The clamp only absorbs rounding at a floor, where both brackets agree.
+            let x = x.clamp(x_lo, x_hi);
+            return (x > 0.0 && x.is_finite()).then(|| price_of_x(kind, x));
+        }
+    }
+    None
+}
+
+/// The mark price at which the position's margin balance reaches zero, or `None` when no
+/// positive price does it.
+pub fn bankruptcy_price(
+    kind: ContractKind,
+    contract_size: f64,
+    qty: f64,
+    entry_price: f64,
+    balance: f64,
+) -> Option<f64> {
+    let a = qty.abs() * contract_size;
+    if !(a > 0.0 && a.is_finite() && entry_price > 0.0 && balance.is_finite()) {
+        return None;
+    }
+    let (b0, b1) = balance_line(kind, a, qty.signum(), entry_price, balance);
+    let x = -b0 / b1;
+    (x > 0.0 && x.is_finite()).then(|| price_of_x(kind, x))
+}
+
+/// Auto-deleveraging score: `pnl_pct·eff_lev` for a profitable position, `pnl_pct/eff_lev`
+/// otherwise, with `pnl_pct = uPnL / entry value` and `eff_lev = notional / margin balance`.
+/// `NaN` when there is no position or its margin balance is not positive (such a position
+/// is itself in the liquidation queue, not a deleveraging counterparty).
+#[inline]
+pub fn adl_score(upnl: f64, entry_value: f64, notional: f64, margin_balance: f64) -> f64 {
+    if !(entry_value > 0.0 && notional > 0.0 && margin_balance > 0.0) {
+        return f64::NAN;
+    }
+    let pnl_pct = upnl / entry_value;
+    let effective_leverage = notional / margin_balance;
+    if pnl_pct > 0.0 {
+        pnl_pct * effective_leverage
+    } else {
+        pnl_pct / effective_leverage
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_close(actual: f64, expected: f64) {
+        assert!(
+            (actual - expected).abs() <= 1e-9 * expected.abs().max(1.0),
+            "{actual} != {expected}"
+        );
+    }
+
+    #[test]
+    fn linear_long_liquidates_where_balance_meets_maintenance() {
+        // 1 BTC long at 100 with 10 of margin, flat 1% rate:
+        // 10 + (L − 100) = 0.01·L  →  L = 90 / 0.99.
+        let table = TierTable::fixed(0.01, 0.0).unwrap();
+        let price = liquidation_price(ContractKind::Linear, 1.0, 1.0, 100.0, 10.0, &table).unwrap();
+        assert_close(price, 90.0 / 0.99);
+    }
+
+    #[test]
+    fn linear_short_liquidates_above_entry() {
+        // 10 − (L − 100) = 0.01·L  →  L = 110 / 1.01.
+        let table = TierTable::fixed(0.01, 0.0).unwrap();
+        let price =
+            liquidation_price(ContractKind::Linear, 1.0, -1.0, 100.0, 10.0, &table).unwrap();
+        assert_close(price, 110.0 / 1.01);
+    }
+
+    #[test]
+    fn inverse_matches_the_closed_form() {
+        // L = a(mmr + s) / (WB + cum + s·a/EP) with a = 100 contracts × 1 USD.
+        let table = TierTable::fixed(0.005, 0.0).unwrap();
+        let price =
+            liquidation_price(ContractKind::Inverse, 1.0, 100.0, 20_000.0, 0.001, &table).unwrap();
+        assert_close(price, 100.0 * 1.005 / (0.001 + 100.0 / 20_000.0));
+    }
+
+    #[test]
+    fn tier_search_evaluates_maintenance_at_the_liquidation_price() {
+        // A long whose notional at entry is in bracket 2 but at L is back in bracket 1.
+        let table = TierTable::new(&[(0.0, 0.004, 125.0), (50_000.0, 0.005, 100.0)]).unwrap();
+        let price =
+            liquidation_price(ContractKind::Linear, 1.0, 1.0, 60_000.0, 30_000.0, &table).unwrap();
+        let notional_at_l = price;
+        assert!(notional_at_l < 50_000.0);
+        let balance = 30_000.0 + (price - 60_000.0);
+        assert_close(balance, table.maintenance_margin(notional_at_l));
+    }
+
+    #[test]
+    fn fully_funded_long_has_no_liquidation_price() {
+        let table = TierTable::fixed(0.01, 0.0).unwrap();
+        assert_eq!(
+            liquidation_price(ContractKind::Linear, 1.0, 1.0, 100.0, 100.0, &table),
+            None
+        );
+        assert_eq!(
+            bankruptcy_price(ContractKind::Linear, 1.0, 1.0, 100.0, 100.0),
+            None
+        );
+    }
+
+    #[test]
+    fn bankruptcy_price_zeroes_the_balance() {
+        assert_close(
+            bankruptcy_price(ContractKind::Linear, 0.001, 1000.0, 100.0, 10.0).unwrap(),
+            90.0,
+        );
+        assert_close(
+            bankruptcy_price(ContractKind::Linear, 1.0, -2.0, 100.0, 10.0).unwrap(),
+            105.0,
+        );
+        // Inverse long: 1/B = 1/EP + WB/(q·cs).
+        assert_close(
+            bankruptcy_price(ContractKind::Inverse, 100.0, 10.0, 20_000.0, 0.01).unwrap(),
+            1.0 / (1.0 / 20_000.0 + 0.01 / 1_000.0),
+        );
+        // An inverse short can never be bankrupted by a rising price when fully funded.
+        assert_eq!(
+            bankruptcy_price(ContractKind::Inverse, 100.0, -10.0, 20_000.0, 1.0),
+            None
+        );
+    }
+
+    #[test]
+    fn adl_score_rewards_profit_times_leverage() {
+        assert_close(adl_score(10.0, 100.0, 110.0, 11.0), 0.1 * 10.0);
+        assert_close(adl_score(-10.0, 100.0, 90.0, 9.0), -0.1 / 10.0);
+        assert!(adl_score(10.0, 100.0, 110.0, 0.0).is_nan());
+    }
+}

@@ -1,0 +1,460 @@
+//! Account revaluation: the one pass that values holdings and perpetuals together.
+//!
+//! Three sweeps, each parallel and each writing disjoint rows:
+//! 1. per position (row order): notional, uPnL, tier, initial and maintenance margin;
+//! 2. per account (its rows in row order, so sums are bitwise reproducible): equity,
+//!    requirements, ratios and status;
+//! 3. per position: liquidation and bankruptcy prices and ADL score, which need the
+//!    account's totals from sweep 2.
+//!
+//! Money here is `f64` in the reporting currency (risk measures, not cash movements).
+
+use crate::book::Book;
+use crate::error::{Error, Result};
+use crate::parallel::{column_bundle, for_each_chunk};
+use crate::params::{CallTarget, EngineParams};
+use crate::perp;
+
+const POSITION_CHUNK: usize = 16 * 1024;
+const ACCOUNT_CHUNK: usize = 2 * 1024;
+
+/// Margin status, worst last. The discriminant is the code used in result columns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum Status {
+    Normal = 0,
+    Restricted = 1,
+    MarginCall = 2,
+    Liquidation = 3,
+}
+
+impl Status {
+    pub const NAMES: [&'static str; 4] = ["normal", "restricted", "margin_call", "liquidation"];
+
+    pub fn name(self) -> &'static str {
+        Self::NAMES[self as usize]
+    }
+}
+
+/// Prices by dense id: assets in the reporting currency, perpetual marks in their quote.
+#[derive(Debug, Clone, Copy)]
+pub struct Market<'a> {
+    pub asset_prices: &'a [f64],
+    pub marks: &'a [f64],
+}
+
+/// Per-position results, in the book's position row order; amounts in settle currency.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct PositionFigures {
+    pub notional: Vec<f64>,
+    pub upnl: Vec<f64>,
+    pub initial_margin: Vec<f64>,
+    pub maintenance_margin: Vec<f64>,
+    /// 1-based bracket number.
+    pub tier: Vec<u8>,
+    /// NaN where no positive price liquidates the position.
+    pub liquidation_price: Vec<f64>,
+    /// NaN where no positive price bankrupts the position.
+    pub bankruptcy_price: Vec<f64>,
+    /// NaN for empty positions and positions with no positive margin balance.
+    pub adl_score: Vec<f64>,
+}
+
+/// Per-account results, in the accounts table's row order; reporting currency.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct AccountFigures {
+    pub equity: Vec<f64>,
+    pub collateral_value: Vec<f64>,
+    pub debit: Vec<f64>,
+    pub upnl: Vec<f64>,
+    pub initial_requirement: Vec<f64>,
+    pub maintenance_requirement: Vec<f64>,
+    pub liquidation_requirement: Vec<f64>,
+    pub excess: Vec<f64>,
+    pub margin_ratio: Vec<f64>,
+    pub ltv: Vec<f64>,
+    pub call_amount: Vec<f64>,
+    /// [`Status`] codes.
+    pub status: Vec<u8>,
+}
+
+/// The result of [`revalue`].
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Revaluation {
+    pub accounts: AccountFigures,
+    pub positions: PositionFigures,
+}
+
+column_bundle!(
+    /// Sweep-1 outputs.
+    PositionMargins {
+        notional: f64,
+        upnl: f64,
+        initial_margin: f64,
+        maintenance_margin: f64,
+        tier: u8,
+    }
+);
+
+column_bundle!(
+    /// Sweep-3 outputs.
+    PositionPrices {
+        liquidation_price: f64,
+        bankruptcy_price: f64,
+        adl_score: f64,
+    }
+);
+
+column_bundle!(
+    /// Sweep-2 outputs, plus what sweep 3 needs to price cross positions.
+    AccountRows {
+        equity: f64,
+        collateral_value: f64,
+        debit: f64,
+        upnl: f64,
+        initial_requirement: f64,
+        maintenance_requirement: f64,
+        liquidation_requirement: f64,
+        excess: f64,
+        margin_ratio: f64,
+        ltv: f64,
+        call_amount: f64,
+        status: u8,
+        holdings_value: f64,
+        cross_wallet: f64,
+        cross_maintenance: f64,
+    }
+);
+
+/// What backs a cross position in the reporting currency, per account.
+struct CrossTotals {
+    /// Σ holdings value − holdings' liquidation requirement (Binance's wallet balance for a
+    /// cash-only account).
+    wallet: Vec<f64>,
+    holdings_value: Vec<f64>,
+    maintenance: Vec<f64>,
+}
+
+/// Status from equity and requirements, worst first.
+#[inline]
+pub fn classify(
+    equity: f64,
+    initial: f64,
+    maintenance: f64,
+    liquidation: f64,
+    over_credit_limit: bool,
+) -> Status {
+    if equity < liquidation {
+        Status::Liquidation
+    } else if equity < maintenance {
+        Status::MarginCall
+    } else if equity < initial || over_credit_limit {
+        Status::Restricted
+    } else {
+        Status::Normal
+    }
+}
+
+/// Revalues every account and position of `book` at `market`.
+pub fn revalue(params: &EngineParams, book: &Book<'_>, market: &Market<'_>) -> Result<Revaluation> {
+    if market.asset_prices.len() != params.assets.len() {
+        return Err(Error::LengthMismatch {
+            column: "asset prices",
+            expected: params.assets.len(),
+            actual: market.asset_prices.len(),
+        });
+    }
+    if market.marks.len() != params.perpetuals.len() {
+        return Err(Error::LengthMismatch {
+            column: "marks",
+            expected: params.perpetuals.len(),
+            actual: market.marks.len(),
+        });
+    }
+    let n_positions = book.positions.qty.len();
+    let n_accounts = book.n_accounts();
+
+    let mut positions = PositionFigures {
+        notional: vec![0.0; n_positions],
+        upnl: vec![0.0; n_positions],
+        initial_margin: vec![0.0; n_positions],
+        maintenance_margin: vec![0.0; n_positions],
+        tier: vec![0; n_positions],
+        liquidation_price: vec![0.0; n_positions],
+        bankruptcy_price: vec![0.0; n_positions],
+        adl_score: vec![0.0; n_positions],
+    };
+    position_margins(params, book, market, &mut positions);
+
+    let mut accounts = AccountFigures {
+        equity: vec![0.0; n_accounts],
+        collateral_value: vec![0.0; n_accounts],
+        debit: vec![0.0; n_accounts],
+        upnl: vec![0.0; n_accounts],
+        initial_requirement: vec![0.0; n_accounts],
+        maintenance_requirement: vec![0.0; n_accounts],
+        liquidation_requirement: vec![0.0; n_accounts],
+        excess: vec![0.0; n_accounts],
+        margin_ratio: vec![0.0; n_accounts],
+        ltv: vec![0.0; n_accounts],
+        call_amount: vec![0.0; n_accounts],
+        status: vec![0; n_accounts],
+    };
+    let cross = account_pass(params, book, market, &positions, &mut accounts);
+    position_prices(params, book, market, &accounts, &cross, &mut positions);
+    Ok(Revaluation {
+        accounts,
+        positions,
+    })
+}
+
+fn position_margins(
+    params: &EngineParams,
+    book: &Book<'_>,
+    market: &Market<'_>,
+    out: &mut PositionFigures,
+) {
+    let columns = PositionMargins {
+        notional: &mut out.notional,
+        upnl: &mut out.upnl,
+        initial_margin: &mut out.initial_margin,
+        maintenance_margin: &mut out.maintenance_margin,
+        tier: &mut out.tier,
+    };
+    let positions = &book.positions;
+    for_each_chunk(
+        columns,
+        POSITION_CHUNK,
+        &|first, chunk: PositionMargins<'_>| {
+            for i in 0..chunk.notional.len() {
+                let row = first + i;
+                let instrument = positions.instrument[row] as usize;
+                let contract = &params.perpetuals[instrument];
+                let mark = market.marks[instrument];
+                let qty = positions.qty[row];
+                let notional = perp::notional(contract.kind, contract.contract_size, qty, mark);
+                let tier_index = contract.tiers.index(notional);
+                let tier = &contract.tiers.tiers()[tier_index];
+                let chosen_leverage = positions.leverage.map_or(f64::NAN, |col| col[row]);
+                // A chosen leverage can only lower the bracket's maximum (NaN compares false).
+                let leverage = if chosen_leverage < tier.max_leverage {
+                    chosen_leverage
+                } else {
+                    tier.max_leverage
+                };
+                chunk.notional[i] = notional;
+                chunk.upnl[i] = perp::unrealized_pnl(
+                    contract.kind,
+                    contract.contract_size,
+                    qty,
+                    positions.entry_price[row],
+                    mark,
+                );
+                chunk.initial_margin[i] = notional / leverage;
+                chunk.maintenance_margin[i] = notional * tier.mmr - tier.maintenance_amount;
+                // Tables have at most 255 brackets (checked when built).
+                chunk.tier[i] = (tier_index + 1) as u8;
+            }
+        },
+    );
+}
+
+fn account_pass(
+    params: &EngineParams,
+    book: &Book<'_>,
+    market: &Market<'_>,
+    positions: &PositionFigures,
+    out: &mut AccountFigures,
+) -> CrossTotals {
+    let n_accounts = book.n_accounts();
+    let mut cross = CrossTotals {
+        wallet: vec![0.0; n_accounts],
+        holdings_value: vec![0.0; n_accounts],
+        maintenance: vec![0.0; n_accounts],
+    };
+    let columns = AccountRows {
+        equity: &mut out.equity,
+        collateral_value: &mut out.collateral_value,
+        debit: &mut out.debit,
+        upnl: &mut out.upnl,
+        initial_requirement: &mut out.initial_requirement,
+        maintenance_requirement: &mut out.maintenance_requirement,
+        liquidation_requirement: &mut out.liquidation_requirement,
+        excess: &mut out.excess,
+        margin_ratio: &mut out.margin_ratio,
+        ltv: &mut out.ltv,
+        call_amount: &mut out.call_amount,
+        status: &mut out.status,
+        holdings_value: &mut cross.holdings_value,
+        cross_wallet: &mut cross.wallet,
+        cross_maintenance: &mut cross.maintenance,
+    };
+    let holdings = &book.holdings;
+    let book_positions = &book.positions;
+    let prices = market.asset_prices;
+    for_each_chunk(columns, ACCOUNT_CHUNK, &|first, chunk: AccountRows<'_>| {
+        for i in 0..chunk.equity.len() {
+            let account = first + i;
+            let mut value = 0.0;
+            let mut debit = 0.0;
+            let mut collateral = 0.0;
+            let mut holdings_initial = 0.0;
+            let mut holdings_maintenance = 0.0;
+            let mut holdings_liquidation = 0.0;
+            book.holding_groups.for_each_row(account, |row| {
+                let asset_id = holdings.asset[row] as usize;
+                let asset = &params.assets[asset_id];
+                let v = holdings.amount[row] * prices[asset_id];
+                value += v;
+                if v < 0.0 {
+                    debit -= v;
+                } else if v > 0.0 {
+                    let credited = asset.size_tiers.credited_value(v);
+                    holdings_initial += v - (1.0 - asset.haircuts.initial) * credited;
+                    holdings_maintenance += v - (1.0 - asset.haircuts.maintenance) * credited;
+                    holdings_liquidation += v - (1.0 - asset.haircuts.liquidation) * credited;
+                    if asset.eligible {
+                        collateral += v;
+                    }
+                }
+            });
+            let mut upnl = 0.0;
+            let mut initial_margin = 0.0;
+            let mut maintenance_margin = 0.0;
+            book.position_groups.for_each_row(account, |row| {
+                if book_positions.isolated_margin(row).is_none() {
+                    let contract = &params.perpetuals[book_positions.instrument[row] as usize];
+                    let settle_price = prices[contract.settle_asset as usize];
+                    upnl += positions.upnl[row] * settle_price;
+                    initial_margin += positions.initial_margin[row] * settle_price;
+                    maintenance_margin += positions.maintenance_margin[row] * settle_price;
+                }
+            });
+            let equity = value + upnl;
+            let initial = holdings_initial + initial_margin;
+            let maintenance = holdings_maintenance + maintenance_margin;
+            let liquidation = holdings_liquidation + maintenance_margin;
+            let credit_limit = book.accounts.credit_limit[account];
+            let status = classify(
+                equity,
+                initial,
+                maintenance,
+                liquidation,
+                debit > credit_limit,
+            );
+            let target = match params.call_target {
+                CallTarget::Initial => initial,
+                CallTarget::Maintenance => maintenance,
+            };
+
+            chunk.equity[i] = equity;
+            chunk.collateral_value[i] = collateral;
+            chunk.debit[i] = debit;
+            chunk.upnl[i] = upnl;
+            chunk.initial_requirement[i] = initial;
+            chunk.maintenance_requirement[i] = maintenance;
+            chunk.liquidation_requirement[i] = liquidation;
+            chunk.excess[i] = (equity - initial).min(credit_limit - debit);
+            chunk.margin_ratio[i] = if maintenance == 0.0 {
+                0.0
+            } else if equity <= 0.0 {
+                f64::INFINITY
+            } else {
+                maintenance / equity
+            };
+            chunk.ltv[i] = if debit == 0.0 {
+                0.0
+            } else if collateral == 0.0 {
+                f64::INFINITY
+            } else {
+                debit / collateral
+            };
+            chunk.call_amount[i] = if status >= Status::MarginCall {
+                (target - equity).max(0.0)
+            } else {
+                0.0
+            };
+            chunk.status[i] = status as u8;
+            chunk.holdings_value[i] = value;
+            chunk.cross_wallet[i] = value - holdings_liquidation;
+            chunk.cross_maintenance[i] = maintenance_margin;
+        }
+    });
+    cross
+}
+
+fn position_prices(
+    params: &EngineParams,
+    book: &Book<'_>,
+    market: &Market<'_>,
+    accounts: &AccountFigures,
+    cross: &CrossTotals,
+    out: &mut PositionFigures,
+) {
+    let columns = PositionPrices {
+        liquidation_price: &mut out.liquidation_price,
+        bankruptcy_price: &mut out.bankruptcy_price,
+        adl_score: &mut out.adl_score,
+    };
+    let positions = &book.positions;
+    let upnl = &out.upnl;
+    let maintenance = &out.maintenance_margin;
+    let notional = &out.notional;
+    for_each_chunk(
+        columns,
+        POSITION_CHUNK,
+        &|first, chunk: PositionPrices<'_>| {
+            for i in 0..chunk.liquidation_price.len() {
+                let row = first + i;
+                let qty = positions.qty[row];
+                if qty == 0.0 {
+                    chunk.liquidation_price[i] = f64::NAN;
+                    chunk.bankruptcy_price[i] = f64::NAN;
+                    chunk.adl_score[i] = f64::NAN;
+                    continue;
+                }
+                let contract = &params.perpetuals[positions.instrument[row] as usize];
+                let entry = positions.entry_price[row];
+                let (liquidation_balance, bankruptcy_balance, margin_balance) = match positions
+                    .isolated_margin(row)
+                {
+                    Some(margin) => (margin, margin, margin + upnl[row]),
+                    None => {
+                        // Other cross positions stay at their current marks and are converted
+                        // to this position's settle currency at today's price.
+                        let account = positions.account[row] as usize;
+                        let settle_price = market.asset_prices[contract.settle_asset as usize];
+                        let other_upnl = accounts.upnl[account] - upnl[row] * settle_price;
+                        let other_maintenance =
+                            cross.maintenance[account] - maintenance[row] * settle_price;
+                        (
+                            (cross.wallet[account] - other_maintenance + other_upnl) / settle_price,
+                            (cross.holdings_value[account] + other_upnl) / settle_price,
+                            accounts.equity[account] / settle_price,
+                        )
+                    }
+                };
+                let kind = contract.kind;
+                let size = contract.contract_size;
+                chunk.liquidation_price[i] = perp::liquidation_price(
+                    kind,
+                    size,
+                    qty,
+                    entry,
+                    liquidation_balance,
+                    &contract.tiers,
+                )
+                .unwrap_or(f64::NAN);
+                chunk.bankruptcy_price[i] =
+                    perp::bankruptcy_price(kind, size, qty, entry, bankruptcy_balance)
+                        .unwrap_or(f64::NAN);
+                chunk.adl_score[i] = perp::adl_score(
+                    upnl[row],
+                    perp::entry_value(kind, size, qty, entry),
+                    notional[row],
+                    margin_balance,
+                );
+            }
+        },
+    );
+}
