@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -35,7 +35,8 @@ def to_arrow_table(table: Any, name: str) -> pa.Table:
         return pa.Table.from_batches([table])
     if isinstance(table, Mapping):
         try:
-            return pa.table({str(k): _as_arrow_array(v) for k, v in table.items()})
+            columns = [_as_arrow_array(v) for v in table.values()]
+            return pa.Table.from_arrays(cast(Any, columns), names=[str(k) for k in table])
         except (pa.ArrowInvalid, pa.ArrowTypeError, ValueError, TypeError) as error:
             raise DataError(f"{name}: cannot read the columns: {error}") from None
     if hasattr(table, "__arrow_c_stream__"):
@@ -44,22 +45,25 @@ def to_arrow_table(table: Any, name: str) -> pa.Table:
     if module.startswith("pandas"):
         return pa.Table.from_pandas(table, preserve_index=False)
     if module.startswith("polars"):
-        return table.to_arrow()
+        return cast(pa.Table, table.to_arrow())
     raise DataError(
         f"{name}: expected a pyarrow/polars/pandas table or a dict of arrays, "
         f"got {type(table).__name__}"
     )
 
 
-def _as_arrow_array(values: Any) -> pa.Array | pa.ChunkedArray:
+def _as_arrow_array(values: Any) -> pa.Array[Any] | pa.ChunkedArray[Any]:
     if isinstance(values, pa.Array | pa.ChunkedArray):
         return values
     array = np.asarray(values)
     if array.ndim != 1:
         raise ValueError(f"columns must be one-dimensional, got shape {array.shape}")
     if array.dtype.kind in "OUT":
-        return pa.array(array.tolist(), type=pa.string() if array.dtype.kind != "O" else None)
-    return pa.array(array)
+        return cast(
+            "pa.Array[Any]",
+            pa.array(array.tolist(), type=pa.string() if array.dtype.kind != "O" else None),
+        )
+    return cast("pa.Array[Any]", pa.array(array))
 
 
 @dataclass(frozen=True)
@@ -85,19 +89,19 @@ class TableReader:
         where = f"{self.name}.{column}" + ("" if row is None else f" row {row}")
         return DataError(f"{where}: {reason}")
 
-    def _column(self, column: str) -> pa.ChunkedArray:
+    def _column(self, column: str) -> pa.ChunkedArray[Any]:
         if not self.has(column):
             raise DataError(
                 f"{self.name}: missing column {column!r} (has {self.table.column_names})"
             )
         return self.table.column(column)
 
-    def _reject_nulls(self, column: str, data: pa.ChunkedArray) -> None:
+    def _reject_nulls(self, column: str, data: pa.ChunkedArray[Any]) -> None:
         if data.null_count:
             row = int(np.flatnonzero(pc.is_null(data).to_numpy(zero_copy_only=False))[0])
             raise self.fail(column, row, "missing value")
 
-    def _numpy(self, data: pa.ChunkedArray) -> npt.NDArray[Any]:
+    def _numpy(self, data: pa.ChunkedArray[Any]) -> npt.NDArray[Any]:
         if data.num_chunks == 1:
             return data.chunk(0).to_numpy(zero_copy_only=False)
         if data.num_chunks == 0:
@@ -128,7 +132,7 @@ class TableReader:
             raise self.fail(column, None, f"must be a numeric column, got {data.type}")
         if nulls_as_nan:
             if data.null_count:
-                data = pc.fill_null(data.cast(pa.float64()), float("nan"))
+                data = pc.fill_null(data.cast(pa.float64()), cast(Any, float("nan")))
         else:
             self._reject_nulls(column, data)
         values = np.ascontiguousarray(self._numpy(data), dtype=np.float64)
@@ -165,11 +169,9 @@ class TableReader:
             data = pc.dictionary_encode(data)
         names: dict[str, int] = {}
         pieces: list[I32] = []
-        for chunk in data.chunks:
+        for chunk in cast(list[Any], data.chunks):
             chunk_names = chunk.dictionary.to_pylist()
-            remap = np.array(
-                [names.setdefault(n, len(names)) for n in chunk_names], dtype=np.int32
-            )
+            remap = np.array([names.setdefault(n, len(names)) for n in chunk_names], dtype=np.int32)
             indices = chunk.indices.to_numpy(zero_copy_only=False)
             pieces.append(remap[indices] if len(remap) else np.zeros(0, dtype=np.int32))
         codes = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.int32)

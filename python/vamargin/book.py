@@ -60,7 +60,9 @@ class Book:
 
     def __init__(self, accounts: Any, holdings: Any = None, positions: Any = None) -> None:
         self._read_accounts(TableReader(accounts, "accounts"))
-        self._read_holdings(TableReader(_EMPTY_HOLDINGS if holdings is None else holdings, "holdings"))
+        self._read_holdings(
+            TableReader(_EMPTY_HOLDINGS if holdings is None else holdings, "holdings")
+        )
         self._read_positions(
             TableReader(_EMPTY_POSITIONS if positions is None else positions, "positions")
         )
@@ -164,9 +166,7 @@ class Book:
         cached for the last config used."""
         if self._bound is not None and self._bound.config is config:
             return self._bound
-        holding_asset = _resolve(
-            self.holding_asset, config.asset_ids, "holdings", "asset", "asset"
-        )
+        holding_asset = _resolve(self.holding_asset, config.asset_ids, "holdings", "asset", "asset")
         position_instrument = _resolve(
             self.position_instrument, config.perpetual_ids, "positions", "instrument", "instrument"
         )

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from importlib import resources
@@ -247,7 +247,7 @@ class RiskConfig:
         perpetuals = [
             (
                 perp.symbol,
-                perp.kind,
+                str(perp.kind),
                 perp.contract_size,
                 self.asset_ids[perp.settle],
                 [(t.floor, t.mmr, t.max_leverage) for t in perp.tiers],
@@ -336,7 +336,9 @@ class RiskConfig:
         policy = self.policy
         _check_fraction("policy.va_haircut_floor", policy.va_haircut_floor)
         if policy.call_target not in CALL_TARGETS:
-            raise _fail("policy.call_target", f"{policy.call_target!r} is not one of {CALL_TARGETS}")
+            raise _fail(
+                "policy.call_target", f"{policy.call_target!r} is not one of {CALL_TARGETS}"
+            )
         _check_positive("policy.call_deadline_hours", policy.call_deadline_hours)
         _check_non_negative("policy.liquidation_buffer", policy.liquidation_buffer)
         _check_positive("policy.max_loans_to_capital", policy.max_loans_to_capital)
@@ -464,7 +466,9 @@ def _perpetual_from_dict(index: int, entry: Mapping[str, Any]) -> PerpetualSpec:
             )
         )
     funding_entry = entry.get("funding", {})
-    _reject_unknown(f"{key}.funding", funding_entry, {"interval_hours", "interest_rate", "clamp", "cap"})
+    _reject_unknown(
+        f"{key}.funding", funding_entry, {"interval_hours", "interest_rate", "clamp", "cap"}
+    )
     defaults = FundingSpec()
     funding = FundingSpec(
         **{

@@ -27,9 +27,10 @@ class CategoryColumn:
         return len(self.codes)
 
     def decode(self) -> npt.NDArray[np.str_]:
-        return np.asarray(self.names, dtype=np.str_)[self.codes]
+        decoded: npt.NDArray[np.str_] = np.asarray(self.names, dtype=np.str_)[self.codes]
+        return decoded
 
-    def to_arrow(self) -> pa.DictionaryArray:
+    def to_arrow(self) -> pa.DictionaryArray[Any, Any]:
         # Arrow dictionary indices are signed; reinterpret the unsigned codes in place.
         signed = {1: np.int8, 2: np.int16, 4: np.int32, 8: np.int64}[self.codes.dtype.itemsize]
         indices = pa.array(self.codes.view(signed))

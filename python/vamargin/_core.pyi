@@ -1,0 +1,83 @@
+# Type stubs of the Rust extension vamargin._core (checked against the binary by stubtest).
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+__version__: str
+STATUS_NAMES: list[str]
+
+class MarginError(ValueError): ...
+class ConfigError(MarginError): ...
+class DataError(MarginError): ...
+class EligibilityError(MarginError): ...
+
+_F64 = npt.NDArray[np.float64]
+_U32 = npt.NDArray[np.uint32]
+_I64 = npt.NDArray[np.int64]
+_Tier = tuple[float, float, float]
+
+class EngineParams:
+    def __new__(
+        cls,
+        assets: list[tuple[str, float, float, float, bool, list[tuple[float, float]]]],
+        perpetuals: list[tuple[str, str, float, int, list[_Tier]]],
+        call_target: str,
+    ) -> EngineParams: ...
+    @property
+    def n_assets(self) -> int: ...
+    @property
+    def n_perpetuals(self) -> int: ...
+
+class AccountIndex:
+    def __new__(cls, ids: _I64) -> AccountIndex: ...
+    def __len__(self) -> int: ...
+    def lookup(self, ids: _I64, context: str) -> _U32: ...
+
+class Grouping:
+    def __new__(cls, account_rows: _U32, n_accounts: int, context: str) -> Grouping: ...
+    @property
+    def is_sorted(self) -> bool: ...
+    @property
+    def n_accounts(self) -> int: ...
+
+def revalue(
+    params: EngineParams,
+    credit_limit: _F64,
+    holding_account: _U32,
+    holding_asset: _U32,
+    holding_amount: _F64,
+    holding_groups: Grouping,
+    position_account: _U32,
+    position_instrument: _U32,
+    qty: _F64,
+    entry_price: _F64,
+    isolated_margin: _F64 | None,
+    leverage: _F64 | None,
+    position_groups: Grouping,
+    asset_prices: _F64,
+    marks: _F64,
+) -> dict[str, dict[str, npt.NDArray[Any]]]: ...
+def maintenance_amounts(tiers: list[_Tier]) -> list[float]: ...
+def maintenance_margin(notional: float, tiers: list[_Tier]) -> float: ...
+def tier_of(notional: float, tiers: list[_Tier]) -> int: ...
+def unrealized_pnl(
+    kind: str, contract_size: float, qty: float, entry_price: float, mark_price: float
+) -> float: ...
+def notional(kind: str, contract_size: float, qty: float, price: float) -> float: ...
+def liquidation_price(
+    kind: str,
+    contract_size: float,
+    qty: float,
+    entry_price: float,
+    balance: float,
+    tiers: list[_Tier] | None,
+    mmr: float,
+    maintenance_amount: float,
+) -> float | None: ...
+def bankruptcy_price(
+    kind: str, contract_size: float, qty: float, entry_price: float, balance: float
+) -> float | None: ...
+def tiered_value(value: float, size_tiers: list[tuple[float, float]]) -> float: ...
+def adl_score(upnl: float, entry_value: float, notional: float, margin_balance: float) -> float: ...
+def thread_count() -> int: ...
