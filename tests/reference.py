@@ -114,6 +114,27 @@ def upnl(kind: str, contract_size: float, qty: float, entry: float, price: float
     return qty * contract_size * (1.0 / entry - 1.0 / price)
 
 
+def margin_gap(
+    kind: str,
+    contract_size: float,
+    qty: float,
+    entry: float,
+    balance: float,
+    tiers: Sequence[Tier],
+    price: float,
+    cums: Sequence[float] | None = None,
+) -> tuple[float, float]:
+    """``balance + uPnL(P) − MM(N(P))`` at ``price`` and the gross size of its terms (what
+    its rounding error is relative to)."""
+    cums = maintenance_amounts(tiers) if cums is None else cums
+    size = notional(kind, contract_size, qty, price)
+    k = tier_index(size, tiers)
+    mm = size * tiers[k][1] - cums[k]
+    pnl = upnl(kind, contract_size, qty, entry, price)
+    gross = abs(balance) + abs(cums[k]) + size + notional(kind, contract_size, qty, entry)
+    return balance + pnl - mm, gross
+
+
 def liquidation_price(
     kind: str,
     contract_size: float,
@@ -121,6 +142,7 @@ def liquidation_price(
     entry: float,
     balance: float,
     tiers: Sequence[Tier],
+    cums: Sequence[float] | None = None,
 ) -> float | None:
     """Positive ``L`` with ``balance + uPnL(L) = MM(N(L))``, or ``None``.
 
@@ -129,12 +151,14 @@ def liquidation_price(
     minus MM is strictly monotone in the price (``mmr < 1``), so at most one bracket can
     accept; a root that rounding puts just outside its bracket (at a floor, where
     neighbouring brackets agree) is taken from the nearest bracket.
+
+    ``cums`` overrides the derived maintenance amounts (a fixed rate with its own amount).
     """
     a = abs(qty) * contract_size
     if not (a > 0 and math.isfinite(a) and entry > 0 and math.isfinite(balance)):
         return None
     s = 1.0 if qty > 0 else -1.0
-    cums = maintenance_amounts(tiers)
+    cums = maintenance_amounts(tiers) if cums is None else cums
     near: list[tuple[float, float]] = []
     for k, (_, mmr, _) in enumerate(tiers):
         cum = cums[k]

@@ -1,9 +1,31 @@
 # Type stubs of the Rust extension vamargin._core (checked against the binary by stubtest).
-from typing import Any
+from typing import Any, final
 
 import numpy as np
 import numpy.typing as npt
 
+__all__ = [
+    "STATUS_NAMES",
+    "AccountIndex",
+    "ConfigError",
+    "DataError",
+    "EligibilityError",
+    "EngineParams",
+    "Grouping",
+    "MarginError",
+    "__version__",
+    "adl_score",
+    "bankruptcy_price",
+    "liquidation_price",
+    "maintenance_amounts",
+    "maintenance_margin",
+    "notional",
+    "revalue",
+    "thread_count",
+    "tier_of",
+    "tiered_value",
+    "unrealized_pnl",
+]
 __version__: str
 STATUS_NAMES: list[str]
 
@@ -17,6 +39,7 @@ _U32 = npt.NDArray[np.uint32]
 _I64 = npt.NDArray[np.int64]
 _Tier = tuple[float, float, float]
 
+@final
 class EngineParams:
     def __new__(
         cls,
@@ -29,11 +52,13 @@ class EngineParams:
     @property
     def n_perpetuals(self) -> int: ...
 
+@final
 class AccountIndex:
     def __new__(cls, ids: _I64) -> AccountIndex: ...
     def __len__(self) -> int: ...
     def lookup(self, ids: _I64, context: str) -> _U32: ...
 
+@final
 class Grouping:
     def __new__(cls, account_rows: _U32, n_accounts: int, context: str) -> Grouping: ...
     @property

@@ -118,7 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser("demo", help="revalue the embedded synthetic HK book")
-    demo.add_argument("--accounts", type=int, default=220_000, help="accounts (≈4.7 positions each)")
+    demo.add_argument(
+        "--accounts", type=int, default=220_000, help="accounts (≈4.7 positions each)"
+    )
     demo.add_argument("--seed", type=int, default=7, help="random seed of the synthetic book")
     demo.add_argument("--top", type=int, default=10, help="deficits to list")
     demo.add_argument("--config", help="risk configuration TOML (default: embedded HK profile)")

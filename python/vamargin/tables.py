@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -93,7 +93,19 @@ class Table:
         return frame
 
     def to_pandas(self) -> pandas.DataFrame:
-        return self.to_arrow().to_pandas()
+        import pandas
+
+        # Built column by column (not through Arrow, whose conversion consolidates the
+        # float columns into one new block) so numeric columns keep their buffers.
+        data: dict[str, Any] = {
+            name: pandas.Categorical.from_codes(
+                c.codes.astype(np.int64), categories=cast(Any, list(c.names))
+            )
+            if isinstance(c, CategoryColumn)
+            else c
+            for name, c in self._columns.items()
+        }
+        return pandas.DataFrame(data, copy=False)
 
     def row(self, index: int) -> dict[str, Any]:
         """One row as a dict of Python scalars (for display and tests)."""

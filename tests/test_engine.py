@@ -1,0 +1,150 @@
+"""Engine-level behaviour: result tables, zero-copy exits, thread-count determinism, the
+affiliate flag, and the demo command."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+import vamargin as vm
+from vamargin.engine import ACCOUNT_COLUMNS, POSITION_COLUMNS
+from vamargin.synthetic import synthetic_book
+
+
+@pytest.fixture(scope="module")
+def small_book() -> tuple[vm.Book, dict[str, float], vm.Revaluation]:
+    synthetic = synthetic_book(n_accounts=3_000, seed=11, shuffle_positions=True)
+    book = vm.Book(synthetic.accounts, synthetic.holdings, synthetic.positions)
+    return book, synthetic.prices, vm.RiskEngine().revalue(book, synthetic.prices)
+
+
+def test_result_tables_have_exactly_the_contract_columns(small_book) -> None:  # type: ignore[no-untyped-def]
+    book, _, result = small_book
+    assert result.accounts.columns == list(ACCOUNT_COLUMNS)
+    assert result.positions.columns == list(POSITION_COLUMNS)
+    assert ACCOUNT_COLUMNS == (
+        "account_id", "equity", "collateral_value", "debit", "upnl", "initial_requirement",
+        "maintenance_requirement", "liquidation_requirement", "excess", "margin_ratio", "ltv",
+        "status", "call_amount",
+    )  # fmt: skip
+    assert POSITION_COLUMNS == (
+        "account_id", "instrument", "notional", "upnl", "initial_margin", "maintenance_margin",
+        "tier", "liquidation_price", "bankruptcy_price", "adl_score",
+    )  # fmt: skip
+    assert len(result.accounts) == book.n_accounts
+    assert len(result.positions) == book.n_positions
+    assert set(np.unique(result.accounts["status"])) <= set(vm.STATUSES)
+    # Rows line up with the inputs: account ids in input order, position rows too.
+    np.testing.assert_array_equal(result.accounts["account_id"], book.account_id)
+    np.testing.assert_array_equal(result.positions["account_id"], book.position_account_id)
+
+
+def test_numeric_columns_leave_without_a_copy(small_book) -> None:  # type: ignore[no-untyped-def]
+    _, _, result = small_book
+    equity = result.accounts["equity"]
+    assert result.accounts["equity"] is equity  # same array each access
+    arrow = result.accounts.to_arrow()
+    assert arrow.column("equity").chunk(0).buffers()[1].address == equity.ctypes.data
+    polars_equity = result.accounts.to_polars()["equity"].to_numpy()
+    assert np.shares_memory(polars_equity, equity)
+    notional = result.positions["notional"]
+    pandas_notional = result.positions.to_pandas()["notional"].to_numpy()
+    assert np.shares_memory(pandas_notional, notional)
+
+
+def test_string_columns_are_dictionary_encoded_in_arrow(small_book) -> None:  # type: ignore[no-untyped-def]
+    _, _, result = small_book
+    status = result.accounts.to_arrow().column("status")
+    assert pa.types.is_dictionary(status.type)
+    assert status.chunk(0).dictionary.to_pylist() == list(vm.STATUSES)
+    assert result.accounts.to_pandas()["status"].tolist() == result.accounts["status"].tolist()
+    instrument = result.positions.to_polars()["instrument"].cast(str).to_list()
+    assert instrument == result.positions["instrument"].tolist()
+
+
+def test_affiliate_flag_changes_no_number(small_book) -> None:  # type: ignore[no-untyped-def]
+    book, prices, result = small_book
+    flipped = book.affiliate_market_maker.copy()
+    flipped[:] = ~flipped
+    synthetic = synthetic_book(n_accounts=3_000, seed=11, shuffle_positions=True)
+    accounts = synthetic.accounts.set_column(
+        synthetic.accounts.schema.get_field_index("affiliate_market_maker"),
+        "affiliate_market_maker",
+        pa.array(flipped),
+    )
+    other = vm.RiskEngine().revalue(vm.Book(accounts, synthetic.holdings, synthetic.positions), prices)
+    for table, twin in ((result.accounts, other.accounts), (result.positions, other.positions)):
+        for column in table.columns:
+            np.testing.assert_array_equal(table[column], twin[column])
+
+
+_DUMP = """
+import sys, numpy as np, vamargin as vm
+from vamargin import _core
+from vamargin.synthetic import synthetic_book
+s = synthetic_book(n_accounts=40_000, seed=5, shuffle_positions=True)
+r = vm.RiskEngine().revalue(vm.Book(s.accounts, s.holdings, s.positions), s.prices)
+arrays = {f"a_{c}": r.accounts[c] for c in r.accounts.columns if c != "status"}
+arrays.update({f"p_{c}": r.positions[c] for c in r.positions.columns if c != "instrument"})
+arrays["threads"] = np.array([_core.thread_count()])
+np.savez(sys.argv[1], **arrays)
+"""
+
+
+def test_results_are_bitwise_identical_for_one_and_two_threads(tmp_path: Path) -> None:
+    dumps = {}
+    for threads in ("1", "2"):
+        out = tmp_path / f"threads{threads}.npz"
+        env = {**os.environ, "VAMARGIN_NUM_THREADS": threads}
+        subprocess.run([sys.executable, "-c", _DUMP, str(out)], check=True, env=env)
+        dumps[threads] = np.load(out)
+    assert int(dumps["1"]["threads"][0]) == 1
+    assert int(dumps["2"]["threads"][0]) == 2
+    for name in dumps["1"].files:
+        if name == "threads":
+            continue
+        assert dumps["1"][name].tobytes() == dumps["2"][name].tobytes(), name
+
+
+def test_grouping_detects_unsorted_positions(small_book) -> None:  # type: ignore[no-untyped-def]
+    book, _, _ = small_book
+    assert not book.position_groups.is_sorted
+    assert book.holding_groups.is_sorted
+
+
+def test_demo_runs_the_default_book_and_reports_statuses() -> None:
+    completed = subprocess.run(
+        [sys.executable, "-m", "vamargin.cli", "demo", "--accounts", "20000"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    out = completed.stdout
+    assert "20,000 accounts" in out
+    for status in vm.STATUSES:
+        assert status in out
+    assert "positions/s" in out
+    assert "[3/3] revalue" in completed.stderr
+    counts = [int(line.split()[1].replace(",", "")) for line in out.splitlines()
+              if line.strip().split(" ")[0] in vm.STATUSES]  # fmt: skip
+    assert sum(counts) == 20_000
+
+
+def test_demo_config_error_is_one_line_without_traceback(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[asset]]\nsymbol = "BTC"\nclass = "va"\nminor_unit = 1e-8\n'
+                   "eligible = true\ninitial_haircut = 0.5\n")  # fmt: skip
+    completed = subprocess.run(
+        [sys.executable, "-m", "vamargin.cli", "demo", "--config", str(bad)],
+        capture_output=True,
+        text=True,
+    )
+    assert completed.returncode == 2
+    assert "Traceback" not in completed.stderr
+    assert "asset[BTC].initial_haircut" in completed.stderr

@@ -1,0 +1,30 @@
+"""The README's tour must run as written."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def test_readme_tour_runs_and_shows_what_it_claims() -> None:
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text("utf-8"), re.S)
+    assert blocks, "README has no python example"
+    namespace: dict[str, object] = {}
+    exec(compile(blocks[0], str(README), "exec"), namespace)
+    result = namespace["result"]
+    assert list(result.accounts["status"]) == ["normal", "normal"]  # type: ignore[attr-defined]
+    amounts = namespace["vm"].calc.maintenance_amounts(  # type: ignore[attr-defined]
+        [(0, 0.004, 125), (50_000, 0.005, 100), (250_000, 0.01, 50)]
+    )
+    assert amounts == [0.0, 50.0, 1300.0]
+
+
+def test_readme_starts_with_the_two_setup_commands() -> None:
+    text = README.read_text("utf-8")
+    commands = re.findall(r"```bash\n(.*?)\n```", text, re.S)
+    assert commands[0].endswith("vamargin demo")
+    assert commands[1].endswith("pytest -q")
+    ci = (README.parent / ".ci" / "run").read_text("utf-8")
+    assert commands[1].replace("pip install -q", "pip install -q") in ci
