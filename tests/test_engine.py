@@ -78,7 +78,9 @@ def test_affiliate_flag_changes_no_number(small_book) -> None:  # type: ignore[n
         "affiliate_market_maker",
         pa.array(flipped),
     )
-    other = vm.RiskEngine().revalue(vm.Book(accounts, synthetic.holdings, synthetic.positions), prices)
+    other = vm.RiskEngine().revalue(
+        vm.Book(accounts, synthetic.holdings, synthetic.positions), prices
+    )
     for table, twin in ((result.accounts, other.accounts), (result.positions, other.positions)):
         for column in table.columns:
             np.testing.assert_array_equal(table[column], twin[column])

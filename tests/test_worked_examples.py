@@ -61,9 +61,10 @@ def test_maintenance_margin_is_continuous_at_each_floor(floor: float) -> None:
     below = vm.calc.maintenance_margin(np.nextafter(floor, 0), BINANCE_BTCUSDT_2021)
     at = vm.calc.maintenance_margin(floor, BINANCE_BTCUSDT_2021)
     assert at == pytest.approx(below, rel=1e-12, abs=1e-6)
-    assert vm.calc.tier_of(floor, BINANCE_BTCUSDT_2021) == vm.calc.tier_of(
-        np.nextafter(floor, 0), BINANCE_BTCUSDT_2021
-    ) + 1
+    assert (
+        vm.calc.tier_of(floor, BINANCE_BTCUSDT_2021)
+        == vm.calc.tier_of(np.nextafter(floor, 0), BINANCE_BTCUSDT_2021) + 1
+    )
 
 
 def test_maintenance_margin_inside_a_bracket() -> None:
@@ -126,8 +127,10 @@ def test_binance_cross_margin_example_through_the_calculator() -> None:
         3_683.979, 1_456.84, 1_535_443.01,
         tiers=BINANCE_ETHUSDT_2021, other_maintenance=71_200.81144, other_upnl=-56_354.57,
     )  # fmt: skip
-    assert btc is not None and round(btc, 2) == 26_316.89
-    assert eth is not None and round(eth, 2) == 1_153.26
+    assert btc is not None
+    assert eth is not None
+    assert round(btc, 2) == 26_316.89
+    assert round(eth, 2) == 1_153.26
     # With a fixed rate the calculator is the closed form of the FAQ's formula.
     fixed = vm.calc.liquidation_price(
         109.488, 32_481.98, 1_535_443.01,
@@ -168,11 +171,25 @@ def _securities_config() -> RiskConfig:
     return RiskConfig(
         assets=(
             AssetSpec("HKD", "cash", 0.01, eligible=True, borrowable=True),
-            AssetSpec("A", "security", 0.01, eligible=True, initial_haircut=0.30,
-                      maintenance_haircut=0.25, liquidation_haircut=0.20),
-            AssetSpec("B", "security", 0.01, eligible=True, initial_haircut=0.50,
-                      maintenance_haircut=0.45, liquidation_haircut=0.40),
-        ),  # fmt: skip
+            AssetSpec(
+                "A",
+                "security",
+                0.01,
+                eligible=True,
+                initial_haircut=0.30,
+                maintenance_haircut=0.25,
+                liquidation_haircut=0.20,
+            ),
+            AssetSpec(
+                "B",
+                "security",
+                0.01,
+                eligible=True,
+                initial_haircut=0.50,
+                maintenance_haircut=0.45,
+                liquidation_haircut=0.40,
+            ),
+        ),
         reporting_currency="HKD",
     )
 
@@ -188,7 +205,11 @@ def test_spec_securities_margin_example() -> None:
             "margin_client": [True],
             "credit_approved": [True],
         },
-        holdings={"account_id": [7, 7, 7], "asset": ["HKD", "A", "B"], "amount": [-15_000, 50, 195]},
+        holdings={
+            "account_id": [7, 7, 7],
+            "asset": ["HKD", "A", "B"],
+            "amount": [-15_000, 50, 195],
+        },
     )
     result = vm.RiskEngine(_securities_config()).revalue(book, {"HKD": 1.0, "A": 100.0, "B": 100.0})
     row = result.accounts.row(0)
@@ -283,9 +304,16 @@ def test_cross_perp_with_coin_collateral_hand_derived() -> None:
     config = RiskConfig(
         assets=(
             AssetSpec("USDT", "stablecoin", 1e-6, eligible=True),
-            AssetSpec("BTC", "va", 1e-8, eligible=True, initial_haircut=0.6,
-                      maintenance_haircut=0.5, liquidation_haircut=0.4),
-        ),  # fmt: skip
+            AssetSpec(
+                "BTC",
+                "va",
+                1e-8,
+                eligible=True,
+                initial_haircut=0.6,
+                maintenance_haircut=0.5,
+                liquidation_haircut=0.4,
+            ),
+        ),
         perpetuals=(
             PerpetualSpec("BTC-PERP", "linear", "BTC", "USDT", 1.0, (MarginTier(0, 0.005, 50),)),
         ),
@@ -294,7 +322,12 @@ def test_cross_perp_with_coin_collateral_hand_derived() -> None:
     book = vm.Book(
         accounts={"account_id": [1], "investor_class": ["corporate_pi"]},
         holdings={"account_id": [1, 1], "asset": ["USDT", "BTC"], "amount": [10_000, 0.1]},
-        positions={"account_id": [1], "instrument": ["BTC-PERP"], "qty": [1.0], "entry_price": [50_000]},
+        positions={
+            "account_id": [1],
+            "instrument": ["BTC-PERP"],
+            "qty": [1.0],
+            "entry_price": [50_000],
+        },
     )
     result = vm.RiskEngine(config).revalue(book, {"USDT": 1, "BTC": 50_000, "BTC-PERP": 49_000})
     account = result.accounts.row(0)

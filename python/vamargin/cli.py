@@ -73,8 +73,8 @@ def _summary(book: Book, result: Revaluation, stages: Stages, config: RiskConfig
         f"Collateral        {_money(float(accounts['collateral_value'].sum())):>20} {ccy}",
         f"Calls outstanding {_money(float(accounts['call_amount'].sum())):>20} {ccy}",
         f"Negative equity   {_money(float(-equity[equity < 0].sum())):>20} {ccy}",
-        f"Perp notional     {book.n_positions:>11,} positions; "
-        f"{int(np.isnan(positions['liquidation_price']).sum()):,} without a liquidation price",
+        f"Perpetuals        {book.n_positions:>20,} positions, "
+        f"{int(np.isnan(positions['liquidation_price']).sum()):,} with no liquidation price",
     ]
     deficit = accounts["maintenance_requirement"] - equity
     worst = np.argsort(-deficit, kind="stable")[:top]
