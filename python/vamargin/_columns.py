@@ -34,11 +34,17 @@ def to_arrow_table(table: Any, name: str) -> pa.Table:
     if isinstance(table, pa.RecordBatch):
         return pa.Table.from_batches([table])
     if isinstance(table, Mapping):
-        try:
-            columns = [_as_arrow_array(v) for v in table.values()]
-            return pa.Table.from_arrays(cast(Any, columns), names=[str(k) for k in table])
-        except (pa.ArrowInvalid, pa.ArrowTypeError, ValueError, TypeError) as error:
-            raise DataError(f"{name}: cannot read the columns: {error}") from None
+        columns = []
+        for key, values in table.items():
+            try:
+                columns.append(_as_arrow_array(values))
+            except (pa.ArrowInvalid, pa.ArrowTypeError, ValueError, TypeError) as error:
+                raise DataError(f"{name}.{key}: cannot read the column: {error}") from None
+        lengths = {len(c) for c in columns}
+        if len(lengths) > 1:
+            sizes = ", ".join(f"{k}={len(c)}" for k, c in zip(table, columns, strict=True))
+            raise DataError(f"{name}: columns have different lengths ({sizes})")
+        return pa.Table.from_arrays(cast(Any, columns), names=[str(k) for k in table])
     if hasattr(table, "__arrow_c_stream__"):
         return pa.table(table)
     module = type(table).__module__
@@ -113,7 +119,12 @@ class TableReader:
         if not pa.types.is_integer(data.type):
             raise self.fail(column, None, f"must be an integer column, got {data.type}")
         self._reject_nulls(column, data)
-        return np.ascontiguousarray(self._numpy(data), dtype=np.int64)
+        values = self._numpy(data)
+        if values.dtype == np.uint64:
+            too_big = values > np.iinfo(np.int64).max
+            if (row := first_true(too_big)) is not None:
+                raise self.fail(column, row, f"{values[row]} does not fit in int64")
+        return np.ascontiguousarray(values, dtype=np.int64)
 
     def float64(
         self,

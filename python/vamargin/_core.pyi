@@ -16,6 +16,7 @@ __all__ = [
     "__version__",
     "adl_score",
     "bankruptcy_price",
+    "first_duplicate_position",
     "liquidation_price",
     "maintenance_amounts",
     "maintenance_margin",
@@ -83,6 +84,13 @@ def revalue(
     asset_prices: _F64,
     marks: _F64,
 ) -> dict[str, dict[str, npt.NDArray[Any]]]: ...
+def first_duplicate_position(
+    position_instrument: _U32,
+    qty: _F64,
+    isolated_margin: _F64 | None,
+    position_groups: Grouping,
+    n_instruments: int,
+) -> int | None: ...
 def maintenance_amounts(tiers: list[_Tier]) -> list[float]: ...
 def maintenance_margin(notional: float, tiers: list[_Tier]) -> float: ...
 def tier_of(notional: float, tiers: list[_Tier]) -> int: ...

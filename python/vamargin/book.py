@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from vamargin import _core
 from vamargin._columns import F64, I64, U32, Bools, Codes, TableReader, first_true
@@ -77,15 +78,12 @@ class Book:
         self.account_id: I64 = table.int64("account_id")
         classes = table.strings("investor_class")
         lut = np.array([_class_code(n) for n in classes.names] or [0], dtype=np.int16)
-        if (lut < 0).any():
-            bad_code = int(np.flatnonzero(lut < 0)[0])
-            row = first_true(classes.codes == bad_code)
+        if (row := _first_unknown(lut, classes)) is not None:
+            name = classes.names[classes.codes[row]]
             raise table.fail(
-                "investor_class",
-                row,
-                f"{classes.names[bad_code]!r} is not one of {list(INVESTOR_CLASSES)}",
+                "investor_class", row, f"{name!r} is not one of {list(INVESTOR_CLASSES)}"
             )
-        self.investor_class = lut[classes.codes].astype(np.uint8)
+        self.investor_class = np.maximum(lut, 0)[classes.codes].astype(np.uint8)
         self.affiliate_market_maker: Bools = table.boolean("affiliate_market_maker", default=False)
         self.credit_limit: F64 = table.float64("credit_limit", default=np.inf, finite=False)
         bad = np.isnan(self.credit_limit) | (self.credit_limit < 0)
@@ -172,7 +170,10 @@ class Book:
         )
         self._check_loans(config, holding_asset)
         self._check_unique_holdings(config, holding_asset)
-        instruments_used = np.bincount(position_instrument, minlength=len(config.perpetuals)) > 0
+        self._check_unique_positions(config, position_instrument)
+        # Empty positions are ignored, so they need no prices.
+        live = position_instrument[self.qty != 0]
+        instruments_used = np.bincount(live, minlength=len(config.perpetuals)) > 0
         assets_used = np.bincount(holding_asset, minlength=len(config.assets)) > 0
         for perp_id in np.flatnonzero(instruments_used):
             assets_used[config.asset_ids[config.perpetuals[perp_id].settle]] = True
@@ -204,6 +205,41 @@ class Book:
                 "client (accounts.margin_client and accounts.credit_approved)"
             )
 
+    def _check_unique_positions(self, config: RiskConfig, position_instrument: U32) -> None:
+        row = _core.first_duplicate_position(
+            position_instrument,
+            self.qty,
+            self.isolated_margin,
+            self._position_groups,
+            len(config.perpetuals),
+        )
+        if row is not None:
+            mode = (
+                "cross"
+                if self.isolated_margin is None or np.isnan(self.isolated_margin[row])
+                else "isolated"
+            )
+            raise DataError(
+                f"positions row {row}: account {self.position_account_id[row]} already has a "
+                f"{mode} {config.perpetuals[position_instrument[row]].symbol} position (one "
+                "row per account, instrument and margin mode)"
+            )
+
+    def where_used(
+        self, bound: BoundBook, *, asset: int | None = None, instrument: int | None = None
+    ) -> str:
+        """``table.column row N`` of the first row that needs a price for ``asset`` (held,
+        or the settle asset of a held perpetual) or ``instrument``."""
+        config = bound.config
+        if instrument is not None:
+            live = (bound.position_instrument == instrument) & (self.qty != 0)
+            return f"positions.instrument row {first_true(live)}"
+        if (row := first_true(bound.holding_asset == asset)) is not None:
+            return f"holdings.asset row {row}"
+        settles = np.array([config.asset_ids[p.settle] == asset for p in config.perpetuals])
+        live = settles[bound.position_instrument] & (self.qty != 0)
+        return f"positions.instrument row {first_true(live)} (settle asset)"
+
     def _check_unique_holdings(self, config: RiskConfig, holding_asset: U32) -> None:
         if self.n_holdings < 2:
             return
@@ -223,13 +259,19 @@ def _class_code(name: str) -> int:
     return INVESTOR_CLASSES.index(name) if name in INVESTOR_CLASSES else -1
 
 
+def _first_unknown(lut: npt.NDArray[np.integer[Any]], codes: Codes) -> int | None:
+    """First row whose name maps to -1 in ``lut``; names no row uses (unused dictionary
+    or category entries) do not count."""
+    if not (lut < 0).any():
+        return None
+    return first_true(lut[codes.codes] < 0)
+
+
 def _resolve(codes: Codes, ids: dict[str, int], table: str, column: str, what: str) -> U32:
     lut = np.array([ids.get(name, -1) for name in codes.names] or [0], dtype=np.int64)
-    if (lut < 0).any():
-        unknown = int(np.flatnonzero(lut < 0)[0])
-        row = first_true(codes.codes == unknown)
+    if (row := _first_unknown(lut, codes)) is not None:
+        name = codes.names[codes.codes[row]]
         raise DataError(
-            f"{table}.{column} row {row}: unknown {what} {codes.names[unknown]!r} "
-            f"(configured: {sorted(ids)})"
+            f"{table}.{column} row {row}: unknown {what} {name!r} (configured: {sorted(ids)})"
         )
-    return np.ascontiguousarray(lut[codes.codes], dtype=np.uint32)
+    return np.ascontiguousarray(np.maximum(lut, 0)[codes.codes], dtype=np.uint32)

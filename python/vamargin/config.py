@@ -12,11 +12,13 @@ from __future__ import annotations
 import math
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, Literal
+
+import numpy as np
 
 from vamargin import _core
 from vamargin.errors import ConfigError
@@ -40,6 +42,24 @@ class MarginTier:
     mmr: float
     max_leverage: float
 
+    @classmethod
+    def coerce(cls, key: str, value: Any) -> MarginTier:
+        """A tier from a ``MarginTier``, a mapping or a ``(floor, mmr, max_leverage)``."""
+        if isinstance(value, MarginTier):
+            value = (value.floor, value.mmr, value.max_leverage)
+        if isinstance(value, Mapping):
+            _reject_unknown(key, value, {"floor", "mmr", "max_leverage"})
+            fields = [_required(key, value, name) for name in ("floor", "mmr", "max_leverage")]
+        elif isinstance(value, list | tuple) and len(value) == 3:
+            fields = list(value)
+        else:
+            raise _fail(key, f"{value!r} is not a tier {{floor, mmr, max_leverage}}")
+        names = ("floor", "mmr", "max_leverage")
+        floor, mmr, max_leverage = (
+            _number(f"{key}.{n}", v) for n, v in zip(names, fields, strict=True)
+        )
+        return cls(floor, mmr, max_leverage)
+
 
 @dataclass(frozen=True)
 class SizeTier:
@@ -47,6 +67,20 @@ class SizeTier:
 
     floor: float
     factor: float
+
+    @classmethod
+    def coerce(cls, key: str, value: Any) -> SizeTier:
+        """A band from a ``SizeTier``, a mapping or a ``(floor, factor)`` pair."""
+        if isinstance(value, SizeTier):
+            value = (value.floor, value.factor)
+        if isinstance(value, Mapping):
+            _reject_unknown(key, value, {"floor", "factor"})
+            fields = [_required(key, value, name) for name in ("floor", "factor")]
+        elif isinstance(value, list | tuple) and len(value) == 2:
+            fields = list(value)
+        else:
+            raise _fail(key, f"{value!r} is not a size tier {{floor, factor}}")
+        return cls(_number(f"{key}.floor", fields[0]), _number(f"{key}.factor", fields[1]))
 
 
 @dataclass(frozen=True)
@@ -157,8 +191,16 @@ class RiskConfig:
     reporting_currency: str = "USD"
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "assets", tuple(self.assets))
-        object.__setattr__(self, "perpetuals", tuple(self.perpetuals))
+        object.__setattr__(self, "assets", _normalised_assets(self.assets))
+        object.__setattr__(self, "perpetuals", _normalised_perpetuals(self.perpetuals))
+        if not isinstance(self.policy, Policy):
+            raise _fail("policy", f"expected a Policy, got {type(self.policy).__name__}")
+        if isinstance(self.policy.va_assets, str) or not all(
+            isinstance(symbol, str) for symbol in self.policy.va_assets
+        ):
+            raise _fail("policy.va_assets", "must be a list of asset symbols")
+        object.__setattr__(self.policy, "va_assets", tuple(self.policy.va_assets))
+        _check_string("reporting_currency", self.reporting_currency)
         self._validate()
         # Building the kernel parameters re-checks tiers and haircuts in Rust, once.
         _ = self.engine_params
@@ -171,7 +213,7 @@ class RiskConfig:
         try:
             with open(path, "rb") as handle:
                 document = tomllib.load(handle)
-        except tomllib.TOMLDecodeError as error:
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
             raise ConfigError(f"{path}: not valid TOML: {error}") from None
         return cls.from_dict(document)
 
@@ -205,7 +247,7 @@ class RiskConfig:
             _perpetual_from_dict(i, entry)
             for i, entry in enumerate(_table_list(document, "perpetual"))
         )
-        policy = _policy_from_dict(document.get("policy", {}))
+        policy = _policy_from_dict(_table("policy", document.get("policy", {})))
         reporting_currency = document.get("reporting_currency", "USD")
         if not isinstance(reporting_currency, str):
             raise _fail("reporting_currency", "must be a string")
@@ -277,6 +319,15 @@ class RiskConfig:
         self._validate_policy()
 
     def _validate_asset(self, key: str, asset: AssetSpec) -> None:
+        for name in ("eligible", "borrowable"):
+            _check_bool(f"{key}.{name}", getattr(asset, name))
+        if asset.group is not None:
+            _check_string(f"{key}.group", asset.group)
+        for name in ("minor_unit", "initial_haircut", "annual_rate"):
+            _number(f"{key}.{name}", getattr(asset, name))
+        for name in ("maintenance_haircut", "liquidation_haircut", "capital_haircut"):
+            if getattr(asset, name) is not None:
+                _number(f"{key}.{name}", getattr(asset, name))
         if asset.asset_class not in ASSET_CLASSES:
             raise _fail(f"{key}.class", f"{asset.asset_class!r} is not one of {ASSET_CLASSES}")
         _check_positive(f"{key}.minor_unit", asset.minor_unit)
@@ -311,6 +362,16 @@ class RiskConfig:
                 )
 
     def _validate_perpetual(self, key: str, perp: PerpetualSpec) -> None:
+        _check_bool(f"{key}.professional_only", perp.professional_only)
+        for name in ("contract_size", "liquidation_fee"):
+            _number(f"{key}.{name}", getattr(perp, name))
+        if not isinstance(perp.funding, FundingSpec):
+            raise _fail(f"{key}.funding", "expected a FundingSpec")
+        for name in ("interval_hours", "interest_rate", "clamp", "cap"):
+            _number(f"{key}.funding.{name}", getattr(perp.funding, name))
+        for k, tier in enumerate(perp.tiers):
+            if not (math.isfinite(tier.max_leverage) and tier.max_leverage >= 1):
+                raise _fail(f"{key}.tiers[{k}].max_leverage", "must be a finite number ≥ 1")
         if perp.kind not in CONTRACT_KINDS:
             raise _fail(f"{key}.kind", f"{perp.kind!r} is not one of {CONTRACT_KINDS}")
         for name in ("base", "settle"):
@@ -334,6 +395,13 @@ class RiskConfig:
 
     def _validate_policy(self) -> None:
         policy = self.policy
+        for name in (
+            "va_haircut_floor",
+            "call_deadline_hours",
+            "liquidation_buffer",
+            "max_loans_to_capital",
+        ):
+            _number(f"policy.{name}", getattr(policy, name))
         _check_fraction("policy.va_haircut_floor", policy.va_haircut_floor)
         if policy.call_target not in CALL_TARGETS:
             raise _fail(
@@ -345,6 +413,47 @@ class RiskConfig:
         for symbol in policy.va_assets:
             if symbol in self.asset_ids and self.asset(symbol).asset_class != "va":
                 raise _fail("policy.va_assets", f"{symbol!r} is not of class 'va'")
+
+
+def _check_bool(key: str, value: Any) -> None:
+    if not isinstance(value, bool | np.bool_):
+        raise _fail(key, f"{value!r} is not true or false")
+
+
+def _check_string(key: str, value: Any) -> None:
+    if not isinstance(value, str):
+        raise _fail(key, f"{value!r} is not a string")
+
+
+def _normalised_assets(assets: Any) -> tuple[AssetSpec, ...]:
+    out = []
+    for i, asset in enumerate(assets):
+        if not isinstance(asset, AssetSpec):
+            raise _fail(f"asset[{i}]", f"expected an AssetSpec, got {type(asset).__name__}")
+        key = f"asset[{asset.symbol}]"
+        _check_string(f"asset[{i}].symbol", asset.symbol)
+        if isinstance(asset.size_tiers, str | bytes | Mapping):
+            raise _fail(f"{key}.size_tiers", "must be a list of {floor, factor}")
+        bands = tuple(
+            SizeTier.coerce(f"{key}.size_tiers[{k}]", band)
+            for k, band in enumerate(asset.size_tiers)
+        )
+        out.append(replace(asset, size_tiers=bands))
+    return tuple(out)
+
+
+def _normalised_perpetuals(perpetuals: Any) -> tuple[PerpetualSpec, ...]:
+    out = []
+    for i, perp in enumerate(perpetuals):
+        if not isinstance(perp, PerpetualSpec):
+            raise _fail(f"perpetual[{i}]", f"expected a PerpetualSpec, got {type(perp).__name__}")
+        key = f"perpetual[{perp.symbol}]"
+        _check_string(f"perpetual[{i}].symbol", perp.symbol)
+        if isinstance(perp.tiers, str | bytes | Mapping) or not hasattr(perp.tiers, "__iter__"):
+            raise _fail(f"{key}.tiers", "must be a list of {floor, mmr, max_leverage}")
+        tiers = tuple(MarginTier.coerce(f"{key}.tiers[{k}]", t) for k, t in enumerate(perp.tiers))
+        out.append(replace(perp, tiers=tiers))
+    return tuple(out)
 
 
 # -- TOML document → dataclasses ------------------------------------------------------------
@@ -373,11 +482,32 @@ def _reject_overrides(overrides: Any) -> None:
         )
 
 
-def _table_list(document: Mapping[str, Any], name: str) -> list[Mapping[str, Any]]:
+def _table_list(document: Mapping[str, Any], name: str, key: str | None = None) -> list[Any]:
     entries = document.get(name, [])
-    if not isinstance(entries, list) or not all(isinstance(e, Mapping) for e in entries):
-        raise _fail(name, "must be an array of tables ([[" + name + "]])")
-    return cast(list[Mapping[str, Any]], entries)
+    if not isinstance(entries, list):
+        raise _fail(key or name, f"must be an array of tables, got {type(entries).__name__}")
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, Mapping):
+            raise _fail(f"{key or name}[{i}]", f"{entry!r} is not a table")
+    return entries
+
+
+def _table(key: str, value: Any) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise _fail(key, f"{value!r} is not a table")
+    return value
+
+
+def _flag(key: str, entry: Mapping[str, Any], name: str, default: bool) -> bool:
+    value = entry.get(name, default)
+    _check_bool(f"{key}.{name}", value)
+    return bool(value)
+
+
+def _optional_string(key: str, value: Any) -> str | None:
+    if value is not None:
+        _check_string(key, value)
+    return value  # type: ignore[no-any-return]
 
 
 def _required(key: str, entry: Mapping[str, Any], name: str) -> Any:
@@ -409,21 +539,15 @@ def _asset_from_dict(index: int, entry: Mapping[str, Any]) -> AssetSpec:
     if not isinstance(symbol, str) or not symbol:
         raise _fail(f"{key}.symbol", "is required (a non-empty string)")
     _reject_unknown(key, entry, _ASSET_KEYS)
-    bands = []
-    for k, band in enumerate(entry.get("size_tiers", [])):
-        band_key = f"{key}.size_tiers[{k}]"
-        _reject_unknown(band_key, band, {"floor", "factor"})
-        bands.append(
-            SizeTier(
-                floor=_number(f"{band_key}.floor", _required(band_key, band, "floor")),
-                factor=_number(f"{band_key}.factor", _required(band_key, band, "factor")),
-            )
-        )
+    bands = [
+        SizeTier.coerce(f"{key}.size_tiers[{k}]", _table(f"{key}.size_tiers[{k}]", band))
+        for k, band in enumerate(_table_list(entry, "size_tiers", f"{key}.size_tiers"))
+    ]
     return AssetSpec(
         symbol=symbol,
         asset_class=_required(key, entry, "class"),
         minor_unit=_number(f"{key}.minor_unit", _required(key, entry, "minor_unit")),
-        eligible=bool(entry.get("eligible", False)),
+        eligible=_flag(key, entry, "eligible", False),
         initial_haircut=_number(f"{key}.initial_haircut", entry.get("initial_haircut", 0.0)),
         maintenance_haircut=_optional_number(
             f"{key}.maintenance_haircut", entry.get("maintenance_haircut")
@@ -432,8 +556,8 @@ def _asset_from_dict(index: int, entry: Mapping[str, Any]) -> AssetSpec:
             f"{key}.liquidation_haircut", entry.get("liquidation_haircut")
         ),
         size_tiers=tuple(bands),
-        group=entry.get("group"),
-        borrowable=bool(entry.get("borrowable", False)),
+        group=_optional_string(f"{key}.group", entry.get("group")),
+        borrowable=_flag(key, entry, "borrowable", False),
         day_count=entry.get("day_count", "ACT/365"),
         annual_rate=_number(f"{key}.annual_rate", entry.get("annual_rate", 0.0)),
         capital_haircut=_optional_number(f"{key}.capital_haircut", entry.get("capital_haircut")),
@@ -452,20 +576,12 @@ def _perpetual_from_dict(index: int, entry: Mapping[str, Any]) -> PerpetualSpec:
     if not isinstance(symbol, str) or not symbol:
         raise _fail(f"{key}.symbol", "is required (a non-empty string)")
     _reject_unknown(key, entry, _PERPETUAL_KEYS)
-    tiers = []
-    for k, tier in enumerate(_required(key, entry, "tiers")):
-        tier_key = f"{key}.tiers[{k}]"
-        _reject_unknown(tier_key, tier, {"floor", "mmr", "max_leverage"})
-        tiers.append(
-            MarginTier(
-                floor=_number(f"{tier_key}.floor", _required(tier_key, tier, "floor")),
-                mmr=_number(f"{tier_key}.mmr", _required(tier_key, tier, "mmr")),
-                max_leverage=_number(
-                    f"{tier_key}.max_leverage", _required(tier_key, tier, "max_leverage")
-                ),
-            )
-        )
-    funding_entry = entry.get("funding", {})
+    _required(key, entry, "tiers")
+    tiers = [
+        MarginTier.coerce(f"{key}.tiers[{k}]", _table(f"{key}.tiers[{k}]", tier))
+        for k, tier in enumerate(_table_list(entry, "tiers", f"{key}.tiers"))
+    ]
+    funding_entry = _table(f"{key}.funding", entry.get("funding", {}))
     _reject_unknown(
         f"{key}.funding", funding_entry, {"interval_hours", "interest_rate", "clamp", "cap"}
     )
@@ -484,7 +600,7 @@ def _perpetual_from_dict(index: int, entry: Mapping[str, Any]) -> PerpetualSpec:
         quote=entry.get("quote"),
         contract_size=_number(f"{key}.contract_size", _required(key, entry, "contract_size")),
         tiers=tuple(tiers),
-        professional_only=bool(entry.get("professional_only", True)),
+        professional_only=_flag(key, entry, "professional_only", True),
         liquidation_fee=_number(f"{key}.liquidation_fee", entry.get("liquidation_fee", 0.005)),
         funding=funding,
     )

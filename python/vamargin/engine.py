@@ -47,7 +47,7 @@ class RiskEngine:
         """Values every account and position at ``prices`` in one Rust pass (SPEC §5–§6)."""
         config = self.config
         bound = book.bind(config)
-        market = resolve_market(config, bound, prices)
+        market = resolve_market(config, book, bound, prices)
         raw = _core.revalue(
             config.engine_params,
             book.credit_limit,

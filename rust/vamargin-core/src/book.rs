@@ -345,6 +345,49 @@ impl<'a> Book<'a> {
     }
 }
 
+/// The first row (in table order) that repeats an (account, instrument, margin mode) key
+/// of an earlier row; empty rows (`qty == 0`) are ignored. Runs over the account grouping
+/// so each account is checked on its own, in parallel.
+pub fn first_duplicate_position(
+    positions: &Positions<'_>,
+    groups: &Grouping,
+    n_instruments: usize,
+) -> Option<usize> {
+    let wide = 2 * n_instruments > 128;
+    (0..groups.n_accounts())
+        .into_par_iter()
+        .with_min_len(1024)
+        .filter_map(|account| {
+            // Keys of this account so far: a bitmask when they fit in 128 bits.
+            let mut mask = 0u128;
+            let mut keys: Vec<usize> = Vec::new();
+            let mut first_repeat: Option<usize> = None;
+            groups.for_each_row(account, |row| {
+                if positions.qty[row] == 0.0 {
+                    return;
+                }
+                let mode = usize::from(positions.isolated_margin(row).is_some());
+                let key = positions.instrument[row] as usize * 2 + mode;
+                let repeated = if wide {
+                    let seen = keys.contains(&key);
+                    keys.push(key);
+                    seen
+                } else {
+                    let bit = 1u128 << key;
+                    let seen = mask & bit != 0;
+                    mask |= bit;
+                    seen
+                };
+                if repeated && first_repeat.is_none() {
+                    // Rows are visited in row order, so the first repeat is the smallest.
+                    first_repeat = Some(row);
+                }
+            });
+            first_repeat
+        })
+        .min()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -385,6 +428,33 @@ mod tests {
                 len: 2
             }
         );
+    }
+
+    #[test]
+    fn duplicate_positions_are_found_per_account_and_mode() {
+        let account = [0, 1, 0, 0, 1];
+        let instrument = [0, 0, 0, 1, 0];
+        let qty = [1.0, 2.0, -1.0, 1.0, 0.0];
+        let entry = [1.0; 5];
+        let isolated = [f64::NAN, f64::NAN, 5.0, f64::NAN, f64::NAN];
+        let positions = Positions {
+            account: &account,
+            instrument: &instrument,
+            qty: &qty,
+            entry_price: &entry,
+            isolated_margin: Some(&isolated),
+            leverage: None,
+        };
+        let groups = Grouping::build(&account, 2, "account").unwrap();
+        // Cross and isolated on one instrument may coexist; an empty row is ignored.
+        assert_eq!(first_duplicate_position(&positions, &groups, 2), None);
+        let instrument = [0, 0, 1, 1, 0];
+        let positions = Positions {
+            instrument: &instrument,
+            isolated_margin: None,
+            ..positions
+        };
+        assert_eq!(first_duplicate_position(&positions, &groups, 2), Some(3));
     }
 
     #[test]

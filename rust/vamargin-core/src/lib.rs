@@ -13,7 +13,9 @@ pub mod perp;
 pub mod tiers;
 pub mod valuation;
 
-pub use book::{AccountIndex, Accounts, Book, Grouping, Holdings, Positions};
+pub use book::{
+    first_duplicate_position, AccountIndex, Accounts, Book, Grouping, Holdings, Positions,
+};
 pub use error::{Error, Result};
 pub use params::{AssetParams, CallTarget, EngineParams, Haircuts, PerpetualParams};
 pub use perp::ContractKind;

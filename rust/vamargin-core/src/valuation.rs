@@ -228,10 +228,19 @@ fn position_margins(
         &|first, chunk: PositionMargins<'_>| {
             for i in 0..chunk.notional.len() {
                 let row = first + i;
+                let qty = positions.qty[row];
+                if qty == 0.0 {
+                    // Empty rows are ignored: their instrument need not even be priced.
+                    chunk.notional[i] = 0.0;
+                    chunk.upnl[i] = 0.0;
+                    chunk.initial_margin[i] = 0.0;
+                    chunk.maintenance_margin[i] = 0.0;
+                    chunk.tier[i] = 1;
+                    continue;
+                }
                 let instrument = positions.instrument[row] as usize;
                 let contract = &params.perpetuals[instrument];
                 let mark = market.marks[instrument];
-                let qty = positions.qty[row];
                 let notional = perp::notional(contract.kind, contract.contract_size, qty, mark);
                 let tier_index = contract.tiers.index(notional);
                 let tier = &contract.tiers.tiers()[tier_index];
@@ -322,7 +331,7 @@ fn account_pass(
             let mut initial_margin = 0.0;
             let mut maintenance_margin = 0.0;
             book.position_groups.for_each_row(account, |row| {
-                if book_positions.isolated_margin(row).is_none() {
+                if book_positions.qty[row] != 0.0 && book_positions.isolated_margin(row).is_none() {
                     let contract = &params.perpetuals[book_positions.instrument[row] as usize];
                     let settle_price = prices[contract.settle_asset as usize];
                     upnl += positions.upnl[row] * settle_price;

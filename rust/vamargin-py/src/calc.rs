@@ -15,6 +15,17 @@ pub fn parse_kind(kind: &str) -> PyResult<ContractKind> {
     }
 }
 
+/// Rejects a contract size that is not a finite number > 0.
+fn check_contract_size(contract_size: f64) -> PyResult<()> {
+    if contract_size > 0.0 && contract_size.is_finite() {
+        Ok(())
+    } else {
+        Err(ConfigError::new_err(format!(
+            "contract_size: {contract_size} must be a finite number > 0"
+        )))
+    }
+}
+
 fn tier_table(tiers: &[TierSpec]) -> PyResult<TierTable> {
     TierTable::new(tiers).map_err(|err| to_py(err, ""))
 }
@@ -49,6 +60,7 @@ fn unrealized_pnl(
     entry_price: f64,
     mark_price: f64,
 ) -> PyResult<f64> {
+    check_contract_size(contract_size)?;
     Ok(perp::unrealized_pnl(
         parse_kind(kind)?,
         contract_size,
@@ -60,6 +72,7 @@ fn unrealized_pnl(
 
 #[pyfunction]
 fn notional(kind: &str, contract_size: f64, qty: f64, price: f64) -> PyResult<f64> {
+    check_contract_size(contract_size)?;
     Ok(perp::notional(parse_kind(kind)?, contract_size, qty, price))
 }
 
@@ -78,6 +91,7 @@ fn liquidation_price(
     mmr: f64,
     maintenance_amount: f64,
 ) -> PyResult<Option<f64>> {
+    check_contract_size(contract_size)?;
     let table = match tiers {
         Some(tiers) => tier_table(&tiers)?,
         None => TierTable::fixed(mmr, maintenance_amount).map_err(|err| to_py(err, ""))?,
@@ -100,6 +114,7 @@ fn bankruptcy_price(
     entry_price: f64,
     balance: f64,
 ) -> PyResult<Option<f64>> {
+    check_contract_size(contract_size)?;
     Ok(perp::bankruptcy_price(
         parse_kind(kind)?,
         contract_size,

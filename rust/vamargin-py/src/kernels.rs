@@ -261,11 +261,46 @@ fn revalue<'py>(
     Ok(out)
 }
 
+/// First position row repeating an earlier (account, instrument, margin mode), or `None`.
+#[pyfunction]
+fn first_duplicate_position(
+    py: Python<'_>,
+    position_instrument: PyReadonlyArray1<'_, u32>,
+    qty: PyReadonlyArray1<'_, f64>,
+    isolated_margin: Option<PyReadonlyArray1<'_, f64>>,
+    position_groups: &PyGrouping,
+    n_instruments: usize,
+) -> PyResult<Option<usize>> {
+    let instrument = position_instrument.as_slice()?;
+    let qty = qty.as_slice()?;
+    if instrument.len() != qty.len() || position_groups.inner.n_rows() != qty.len() {
+        return Err(crate::errors::DataError::new_err(
+            "positions: instrument, qty and grouping lengths differ",
+        ));
+    }
+    let positions = Positions {
+        // Only the grouping locates accounts here.
+        account: &[],
+        instrument,
+        qty,
+        entry_price: &[],
+        isolated_margin: optional_slice(&isolated_margin)?,
+        leverage: None,
+    };
+    let pool = pool::current()?;
+    Ok(py.detach(|| {
+        pool::install(&pool, || {
+            core::first_duplicate_position(&positions, &position_groups.inner, n_instruments)
+        })
+    }))
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyEngineParams>()?;
     m.add_class::<PyAccountIndex>()?;
     m.add_class::<PyGrouping>()?;
     m.add_function(wrap_pyfunction!(revalue, m)?)?;
+    m.add_function(wrap_pyfunction!(first_duplicate_position, m)?)?;
     m.add("STATUS_NAMES", core::Status::NAMES.to_vec())?;
     Ok(())
 }
