@@ -23,6 +23,9 @@ pub enum Error {
         id: u64,
         len: usize,
     },
+    /// An integer amount does not fit in `i64` (never wrapped).
+    #[error("{what} overflows a 64-bit integer")]
+    Overflow { what: &'static str },
     /// Two columns of one table, or a table and its index, disagree on length.
     #[error("{column}: length {actual} does not match {expected}")]
     LengthMismatch {

@@ -7,6 +7,7 @@
 
 pub mod book;
 pub mod error;
+pub mod money;
 mod parallel;
 pub mod params;
 pub mod perp;

@@ -50,6 +50,7 @@ pub fn to_py(error: Error, context: &str) -> PyErr {
     };
     match error {
         Error::Config { .. } => ConfigError::new_err(message),
+        Error::Overflow { .. } => pyo3::exceptions::PyOverflowError::new_err(message),
         Error::DuplicateKey { .. }
         | Error::UnknownKey { .. }
         | Error::IdOutOfRange { .. }

@@ -1,0 +1,357 @@
+//! Money that moves: exact rounding to integer minor units, against the account.
+//!
+//! An amount credited to an account (negative = the account pays) is always rounded
+//! toward −∞: a receiver gets the floor, a payer pays the ceiling. Inputs arrive as `f64`
+//! but are read as the decimals they were written as (to [`SIGNIFICANT_DIGITS`]
+//! significant digits), and products and quotients of them are rounded exactly: 10 000 × 0.08906 × 7
+//! / 365 is exactly 17.08, never 17.09 through a binary representation error.
+//!
+//! The fast path evaluates the amount in `f64` and takes its floor when the value is far
+//! enough from an integer that no representation error can cross it; otherwise (round
+//! amounts are common with decimal inputs) the amount is recomputed in 256-bit integers.
+
+use crate::error::{Error, Result};
+
+/// Significant digits an input is read with: decimal inputs of up to 15 significant
+/// digits (every price, quantity and rate a venue publishes) are read exactly.
+pub const SIGNIFICANT_DIGITS: i32 = 16;
+
+const POW10: [u64; 20] = {
+    let mut table = [1u64; 20];
+    let mut i = 1;
+    while i < 20 {
+        table[i] = table[i - 1] * 10;
+        i += 1;
+    }
+    table
+};
+
+/// `x` as `±mantissa · 10^exponent` with a mantissa of [`SIGNIFICANT_DIGITS`] digits, or
+/// `None` for a non-finite `x`.
+#[inline]
+pub fn to_decimal(x: f64) -> Option<(bool, u64, i32)> {
+    if !x.is_finite() {
+        return None;
+    }
+    if x == 0.0 {
+        return Some((false, 0, 0));
+    }
+    let magnitude = x.abs();
+    let exponent = magnitude.log10().floor() as i32 - (SIGNIFICANT_DIGITS - 1);
+    // Scale by an exact power of ten where possible (10^k is exact in f64 up to 10^22).
+    let scaled = if exponent <= 0 {
+        let k = -exponent;
+        if k <= 22 {
+            magnitude * 10f64.powi(k)
+        } else {
+            magnitude * 1e22 * 10f64.powi(k - 22)
+        }
+    } else {
+        magnitude / 10f64.powi(exponent)
+    };
+    let mantissa = scaled.round();
+    (mantissa < 1.8e19).then_some((x < 0.0, mantissa as u64, exponent))
+}
+
+/// Decimal places of a minor unit that is a power of ten (`0.01` → 2); `None` otherwise.
+pub fn minor_unit_decimals(minor_unit: f64) -> Option<u32> {
+    (0..=18u32).find(|&k| {
+        let unit = 1.0 / POW10[k as usize] as f64;
+        (minor_unit - unit).abs() <= unit * 1e-12
+    })
+}
+
+/// A 256-bit unsigned magnitude, little-endian 64-bit limbs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct U256([u64; 4]);
+
+impl U256 {
+    fn from_u128(value: u128) -> Self {
+        U256([value as u64, (value >> 64) as u64, 0, 0])
+    }
+
+    fn checked_mul_u64(self, factor: u64) -> Option<Self> {
+        let mut out = [0u64; 4];
+        let mut carry = 0u128;
+        for (limb, slot) in self.0.iter().zip(out.iter_mut()) {
+            let wide = u128::from(*limb) * u128::from(factor) + carry;
+            *slot = wide as u64;
+            carry = wide >> 64;
+        }
+        (carry == 0).then_some(U256(out))
+    }
+
+    /// Quotient and whether the remainder was non-zero.
+    fn div_u64(self, divisor: u64) -> (Self, bool) {
+        let mut out = [0u64; 4];
+        let mut remainder = 0u128;
+        for i in (0..4).rev() {
+            let current = (remainder << 64) | u128::from(self.0[i]);
+            out[i] = (current / u128::from(divisor)) as u64;
+            remainder = current % u128::from(divisor);
+        }
+        (U256(out), remainder != 0)
+    }
+
+    fn to_u128(self) -> Option<u128> {
+        (self.0[2] == 0 && self.0[3] == 0)
+            .then(|| u128::from(self.0[0]) | (u128::from(self.0[1]) << 64))
+    }
+}
+
+/// An exact rational amount `sign · Π numerators · 10^shift / Π denominators`, built from
+/// scaled decimal inputs, to be floored to an integer. Factors may come in any order: the
+/// division happens once, in [`ExactAmount::floor`].
+#[derive(Debug, Clone, Copy)]
+pub struct ExactAmount {
+    negative: bool,
+    numerator: U256,
+    /// Power of ten to apply: positive multiplies, negative divides.
+    shift: i32,
+    denominators: [u64; 4],
+    n_denominators: usize,
+    overflow: bool,
+}
+
+impl ExactAmount {
+    /// The integer 1.
+    pub fn one() -> Self {
+        ExactAmount {
+            negative: false,
+            numerator: U256::from_u128(1),
+            shift: 0,
+            denominators: [1; 4],
+            n_denominators: 0,
+            overflow: false,
+        }
+    }
+
+    fn multiply(&mut self, factor: u64) {
+        match self.numerator.checked_mul_u64(factor) {
+            Some(m) => self.numerator = m,
+            None => self.overflow = true,
+        }
+    }
+
+    fn divide(&mut self, divisor: u64) {
+        if divisor == 0 || self.n_denominators == self.denominators.len() {
+            self.overflow = true;
+        } else {
+            self.denominators[self.n_denominators] = divisor;
+            self.n_denominators += 1;
+        }
+    }
+
+    /// Multiplies by the decimal `x` (read at [`SIGNIFICANT_DIGITS`] digits).
+    pub fn times(mut self, x: f64) -> Self {
+        match to_decimal(x) {
+            None => self.overflow = true,
+            Some((negative, mantissa, exponent)) => {
+                self.negative ^= negative;
+                self.multiply(mantissa);
+                self.shift += exponent;
+            }
+        }
+        self
+    }
+
+    /// Multiplies by an exact integer.
+    pub fn times_integer(mut self, n: i64) -> Self {
+        self.negative ^= n < 0;
+        self.multiply(n.unsigned_abs());
+        self
+    }
+
+    /// Multiplies by `10^k` (e.g. to express an amount in minor units).
+    pub fn times_pow10(mut self, k: u32) -> Self {
+        self.shift += k as i32;
+        self
+    }
+
+    /// Divides by the decimal `x > 0` (read at [`SIGNIFICANT_DIGITS`] digits).
+    pub fn divided_by(mut self, x: f64) -> Self {
+        match to_decimal(x) {
+            Some((false, mantissa, exponent)) if mantissa > 0 => {
+                // x = mantissa · 10^exponent.
+                self.shift -= exponent;
+                self.divide(mantissa);
+            }
+            _ => self.overflow = true,
+        }
+        self
+    }
+
+    /// Divides by an exact positive integer (a day-count basis, say).
+    pub fn divided_by_integer(mut self, n: u64) -> Self {
+        self.divide(n);
+        self
+    }
+
+    /// The amount rounded toward −∞ (against the account it is credited to).
+    pub fn floor(self) -> Result<i64> {
+        let overflow = || Error::Overflow {
+            what: "amount in minor units",
+        };
+        if self.overflow {
+            return Err(overflow());
+        }
+        let mut magnitude = self.numerator;
+        let mut shift = self.shift;
+        while shift > 0 {
+            let step = shift.min(19) as usize;
+            magnitude = magnitude
+                .checked_mul_u64(POW10[step])
+                .ok_or_else(overflow)?;
+            shift -= step as i32;
+        }
+        // floor(floor(a / b) / c) = floor(a / (b·c)) for positive integers, and the
+        // quotient is exact only if every step left no remainder.
+        let mut inexact = false;
+        let mut divide = |by: u64| {
+            let (q, r) = magnitude.div_u64(by);
+            magnitude = q;
+            inexact |= r;
+        };
+        while shift < 0 {
+            let step = (-shift).min(19) as usize;
+            divide(POW10[step]);
+            shift += step as i32;
+        }
+        for &d in &self.denominators[..self.n_denominators] {
+            divide(d);
+        }
+        let value =
+            i128::try_from(magnitude.to_u128().ok_or_else(overflow)?).map_err(|_| overflow())?;
+        let signed = if self.negative {
+            -value - i128::from(inexact)
+        } else {
+            value
+        };
+        i64::try_from(signed).map_err(|_| overflow())
+    }
+}
+
+/// Floors an amount whose `f64` estimate is `estimate` (in minor units): directly when no
+/// representation error can reach the nearest integer, else through `exact()`.
+#[inline]
+pub fn floor_amount(estimate: f64, exact: impl FnOnce() -> ExactAmount) -> Result<i64> {
+    let nearest = estimate.round();
+    // Each input is within half an ulp of its decimal and a handful of operations add a
+    // few more: 64 ulps of the estimate is a generous bound on the total error.
+    let margin = estimate.abs() * (64.0 * f64::EPSILON) + f64::MIN_POSITIVE;
+    if estimate.is_finite() && estimate.abs() < 4.0e15 && (estimate - nearest).abs() > margin {
+        return Ok(estimate.floor() as i64);
+    }
+    exact().floor()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decimal_products_floor_exactly() {
+        // 500 contracts × 0.001 BTC × 96 450.5 × 0.0001 = 4.822525 USDT = 4 822 525 µUSDT,
+        // although the f64 product is 4.8225249999999995.
+        let exact = ExactAmount::one()
+            .times(500.0)
+            .times(0.001)
+            .times(96_450.5)
+            .times(0.0001)
+            .times_pow10(6);
+        assert_eq!(exact.floor(), Ok(4_822_525));
+        assert_eq!(exact.times_integer(-1).floor(), Ok(-4_822_525));
+    }
+
+    #[test]
+    fn payers_pay_the_ceiling() {
+        // A third of a dollar is 33.33… cents: the payer pays 34, the receiver gets 33.
+        let owed = ExactAmount::one()
+            .times(-1.0)
+            .divided_by_integer(3)
+            .times_pow10(2);
+        assert_eq!(owed.floor(), Ok(-34));
+        let received = ExactAmount::one().divided_by_integer(3).times_pow10(2);
+        assert_eq!(received.floor(), Ok(33));
+        // Factor order does not matter: the division happens last.
+        let reordered = ExactAmount::one()
+            .divided_by_integer(3)
+            .times(-1.0)
+            .times_pow10(2);
+        assert_eq!(reordered.floor(), Ok(-34));
+    }
+
+    #[test]
+    fn interest_on_decimal_inputs_is_exact() {
+        // 10 000 × 0.08906 × 7 / 365 = 17.08 exactly: 1 708 cents, charged as −1 708.
+        let interest = ExactAmount::one()
+            .times(-10_000.0)
+            .times(0.08906)
+            .times_integer(7)
+            .divided_by_integer(365)
+            .times_pow10(2);
+        assert_eq!(interest.floor(), Ok(-1_708));
+    }
+
+    #[test]
+    fn division_by_a_price_rounds_against_the_account() {
+        // Inverse funding: 1 000 USD × 0.0001 / 30 000 = 3.333… e-6 BTC = 333.33 sat.
+        let received = ExactAmount::one()
+            .times(1_000.0)
+            .times(0.0001)
+            .divided_by(30_000.0)
+            .times_pow10(8);
+        assert_eq!(received.floor(), Ok(333));
+        assert_eq!(received.times_integer(-1).floor(), Ok(-334));
+    }
+
+    #[test]
+    fn tiny_and_huge_inputs_keep_their_digits() {
+        assert_eq!(
+            to_decimal(96_450.5),
+            Some((false, 9_645_050_000_000_000, -11))
+        );
+        assert_eq!(
+            to_decimal(-0.0001),
+            Some((true, 1_000_000_000_000_000, -19))
+        );
+        assert_eq!(
+            to_decimal(3.3e-9),
+            Some((false, 3_300_000_000_000_000, -24))
+        );
+        // 2 000 contracts × 3.3e-9 BTC of index = 6.6e-6 BTC = 660 sat.
+        let payment = ExactAmount::one()
+            .times(2_000.0)
+            .times(3.3e-9)
+            .times_pow10(8);
+        assert_eq!(payment.floor(), Ok(660));
+    }
+
+    #[test]
+    fn overflow_is_an_error_not_a_wrap() {
+        let huge = ExactAmount::one().times(9e6).times(9e6).times_pow10(8);
+        assert!(matches!(huge.floor(), Err(Error::Overflow { .. })));
+    }
+
+    #[test]
+    fn fast_path_agrees_with_the_exact_path() {
+        let exact = || ExactAmount::one().times(3.0).times(0.1).times_pow10(2);
+        // 3 × 0.1 = 0.30000000000000004 in f64: the fast path must defer to exact.
+        assert_eq!(floor_amount(3.0 * 0.1 * 100.0, exact), Ok(30));
+        let exact = || {
+            ExactAmount::one()
+                .times(1.0)
+                .divided_by_integer(3)
+                .times_pow10(2)
+        };
+        assert_eq!(floor_amount(100.0 / 3.0, exact), Ok(33));
+    }
+
+    #[test]
+    fn minor_units_must_be_powers_of_ten() {
+        assert_eq!(minor_unit_decimals(0.01), Some(2));
+        assert_eq!(minor_unit_decimals(1e-8), Some(8));
+        assert_eq!(minor_unit_decimals(1.0), Some(0));
+        assert_eq!(minor_unit_decimals(0.05), None);
+    }
+}
