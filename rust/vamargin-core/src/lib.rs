@@ -7,6 +7,7 @@
 
 pub mod book;
 pub mod error;
+pub mod funding;
 pub mod money;
 mod parallel;
 pub mod params;

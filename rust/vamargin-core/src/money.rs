@@ -62,10 +62,46 @@ pub fn minor_unit_decimals(minor_unit: f64) -> Option<u32> {
 }
 
 /// A 256-bit unsigned magnitude, little-endian 64-bit limbs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 struct U256([u64; 4]);
 
 impl U256 {
+    fn checked_add(self, other: U256) -> Option<Self> {
+        let mut out = [0u64; 4];
+        let mut carry = 0u128;
+        for (slot, (a, b)) in out.iter_mut().zip(self.0.iter().zip(other.0.iter())) {
+            let wide = u128::from(*a) + u128::from(*b) + carry;
+            *slot = wide as u64;
+            carry = wide >> 64;
+        }
+        (carry == 0).then_some(U256(out))
+    }
+
+    /// `self − other` when `self ≥ other`.
+    fn checked_sub(self, other: U256) -> Option<Self> {
+        let mut out = [0u64; 4];
+        let mut borrow = 0i128;
+        for (slot, (a, b)) in out.iter_mut().zip(self.0.iter().zip(other.0.iter())) {
+            let mut wide = i128::from(*a) - i128::from(*b) - borrow;
+            borrow = 0;
+            if wide < 0 {
+                wide += 1i128 << 64;
+                borrow = 1;
+            }
+            *slot = wide as u64;
+        }
+        (borrow == 0).then_some(U256(out))
+    }
+
+    fn greater_or_equal(&self, other: &U256) -> bool {
+        for i in (0..4).rev() {
+            if self.0[i] != other.0[i] {
+                return self.0[i] > other.0[i];
+            }
+        }
+        true
+    }
+
     fn from_u128(value: u128) -> Self {
         U256([value as u64, (value >> 64) as u64, 0, 0])
     }
@@ -96,6 +132,44 @@ impl U256 {
     fn to_u128(self) -> Option<u128> {
         (self.0[2] == 0 && self.0[3] == 0)
             .then(|| u128::from(self.0[0]) | (u128::from(self.0[1]) << 64))
+    }
+}
+
+/// An exact signed integer sum (of products of scaled integers), safe from overflow for
+/// any realistic book: terms are `i128`, the running total 256-bit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ExactSum {
+    positive: U256,
+    negative: U256,
+    overflow: bool,
+}
+
+impl ExactSum {
+    pub fn add(&mut self, term: i128) {
+        let magnitude = U256::from_u128(term.unsigned_abs());
+        let side = if term < 0 {
+            &mut self.negative
+        } else {
+            &mut self.positive
+        };
+        match side.checked_add(magnitude) {
+            Some(total) => *side = total,
+            None => self.overflow = true,
+        }
+    }
+
+    pub fn merge(mut self, other: ExactSum) -> ExactSum {
+        for (mine, theirs) in [
+            (&mut self.positive, other.positive),
+            (&mut self.negative, other.negative),
+        ] {
+            match mine.checked_add(theirs) {
+                Some(total) => *mine = total,
+                None => self.overflow = true,
+            }
+        }
+        self.overflow |= other.overflow;
+        self
     }
 }
 
@@ -142,6 +216,25 @@ impl ExactAmount {
         }
     }
 
+    /// The integer value of an exact sum.
+    pub fn from_sum(sum: ExactSum) -> Self {
+        let mut amount = ExactAmount::one();
+        amount.overflow = sum.overflow;
+        if sum.positive.greater_or_equal(&sum.negative) {
+            amount.numerator = sum.positive.checked_sub(sum.negative).unwrap_or_default();
+        } else {
+            amount.negative = true;
+            amount.numerator = sum.negative.checked_sub(sum.positive).unwrap_or_default();
+        }
+        amount
+    }
+
+    /// Multiplies by `10^k` for any sign of `k`.
+    pub fn times_pow10_signed(mut self, k: i32) -> Self {
+        self.shift += k;
+        self
+    }
+
     /// Multiplies by the decimal `x` (read at [`SIGNIFICANT_DIGITS`] digits).
     pub fn times(mut self, x: f64) -> Self {
         match to_decimal(x) {
@@ -159,6 +252,32 @@ impl ExactAmount {
     pub fn times_integer(mut self, n: i64) -> Self {
         self.negative ^= n < 0;
         self.multiply(n.unsigned_abs());
+        self
+    }
+
+    /// Multiplies by an exact 128-bit integer.
+    pub fn times_i128(mut self, n: i128) -> Self {
+        self.negative ^= n < 0;
+        let magnitude = n.unsigned_abs();
+        let (low, high) = (magnitude as u64, (magnitude >> 64) as u64);
+        if high == 0 {
+            self.multiply(low);
+        } else {
+            // Both halves times the numerator, recombined: (h·2^64 + l)·m.
+            match (
+                self.numerator.checked_mul_u64(high),
+                self.numerator.checked_mul_u64(low),
+            ) {
+                (Some(h), Some(l)) if h.0[3] == 0 => {
+                    let shifted = U256([0, h.0[0], h.0[1], h.0[2]]);
+                    match shifted.checked_add(l) {
+                        Some(total) => self.numerator = total,
+                        None => self.overflow = true,
+                    }
+                }
+                _ => self.overflow = true,
+            }
+        }
         self
     }
 
@@ -325,6 +444,17 @@ mod tests {
             .times(3.3e-9)
             .times_pow10(8);
         assert_eq!(payment.floor(), Ok(660));
+    }
+
+    #[test]
+    fn exact_sums_cancel_exactly() {
+        let mut sum = ExactSum::default();
+        sum.add(i128::MAX);
+        sum.add(-i128::MAX);
+        sum.add(-7);
+        let mut other = ExactSum::default();
+        other.add(2);
+        assert_eq!(ExactAmount::from_sum(sum.merge(other)).floor(), Ok(-5));
     }
 
     #[test]

@@ -1,0 +1,432 @@
+//! Funding: the rate from premium samples, and settlement in integer minor units with the
+//! rounding dust and the house's share posted, so every instrument's postings sum to 0.
+//!
+//! Money conventions (see [`crate::money`]): each payment is credited to its account and
+//! floored (a payer pays the ceiling, a receiver gets the floor). Quantities are read at
+//! [`QTY_DECIMALS`] places, the same reading for every payment and for the open-interest
+//! total, so the totals below are exact:
+//!
+//! - `house` is what the platform pays because long and short open interest differ: the
+//!   funding of a position opposite to the net open interest, rounded against the house;
+//! - `dust` is what rounding left over: `−(Σ payments + house)`, never negative.
+
+use rayon::prelude::*;
+
+use crate::book::Positions;
+use crate::error::{Error, Result};
+use crate::money::{floor_amount, ExactAmount, ExactSum};
+use crate::parallel::{column_bundle, for_each_chunk};
+use crate::params::EngineParams;
+use crate::perp::ContractKind;
+
+/// Decimal places a quantity is read with when it moves money (1e-9 contract).
+pub const QTY_DECIMALS: i32 = 9;
+/// Decimal places of a funding index: quote per base (linear), coin per quote (inverse).
+pub const fn index_decimals(kind: ContractKind) -> i32 {
+    match kind {
+        ContractKind::Linear => 12,
+        ContractKind::Inverse => 18,
+    }
+}
+
+const CHUNK: usize = 16 * 1024;
+
+/// Premium of one sample: how far the impact bid is above, or the impact ask below, the
+/// index, as a fraction of the index.
+pub fn premium(impact_bid: f64, impact_ask: f64, index_price: f64) -> f64 {
+    ((impact_bid - index_price).max(0.0) - (index_price - impact_ask).max(0.0)) / index_price
+}
+
+/// Funding rate for one interval: `p̄ + clamp(r − p̄, −clamp, +clamp)`, then within
+/// `±cap` (`cap = ∞` for none); `p̄` is the mean of the interval's premium samples.
+pub fn funding_rate(premiums: &[f64], interest_rate: f64, clamp: f64, cap: f64) -> f64 {
+    let mean = if premiums.is_empty() {
+        0.0
+    } else {
+        premiums.iter().sum::<f64>() / premiums.len() as f64
+    };
+    let rate = mean + (interest_rate - mean).clamp(-clamp, clamp);
+    rate.clamp(-cap, cap)
+}
+
+/// What each instrument's funding is settled against.
+#[derive(Debug, Clone, Copy)]
+pub enum FundingBasis<'a> {
+    /// One interval at `rates[i]` and mark `marks[i]` per instrument.
+    Mark { rates: &'a [f64], marks: &'a [f64] },
+    /// Cumulative index: each position pays the index move since its last settlement.
+    Index {
+        index_now: &'a [f64],
+        position_index: &'a [f64],
+    },
+}
+
+/// The outcome of one settlement.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct FundingSettlement {
+    /// Per position row: minor units of its settle asset credited (negative = paid).
+    pub payments: Vec<i64>,
+    /// Per instrument: rounding dust posted to the platform's funding account (≥ 0).
+    pub dust: Vec<i64>,
+    /// Per instrument: the platform's posting for the open-interest imbalance.
+    pub house: Vec<i64>,
+    /// Per instrument: Σ of positive and of negative payments.
+    pub received: Vec<i64>,
+    pub paid: Vec<i64>,
+}
+
+/// A quantity as an integer count of 1e-9 contracts.
+#[inline]
+fn qty_units(qty: f64) -> Option<i64> {
+    let scaled = (qty * 1e9).round();
+    (scaled.abs() < 9.2e18).then_some(scaled as i64)
+}
+
+/// An index value as an integer at the instrument's index scale.
+#[inline]
+fn index_units(value: f64, decimals: i32) -> Option<i128> {
+    let scaled = (value * 10f64.powi(decimals)).round();
+    (scaled.is_finite() && scaled.abs() < 1.7e38).then_some(scaled as i128)
+}
+
+column_bundle!(
+    /// Settlement output.
+    Payments { payment: i64 }
+);
+
+struct Instrument {
+    kind: ContractKind,
+    contract_size: f64,
+    settle_decimals: u32,
+}
+
+/// The exact amount (in minor units, credited to the holder) of `qty_units` 1e-9
+/// contracts, or of the net open interest when `qty_units` is a sum.
+fn exact_payment(
+    instrument: &Instrument,
+    basis: &FundingBasis<'_>,
+    id: usize,
+    qty: ExactAmount,
+    index_move: Option<i128>,
+) -> ExactAmount {
+    let base = qty
+        .times_integer(-1)
+        .times(instrument.contract_size)
+        .times_pow10_signed(instrument.settle_decimals as i32 - QTY_DECIMALS);
+    match (basis, instrument.kind) {
+        (FundingBasis::Mark { rates, marks }, ContractKind::Linear) => {
+            base.times(marks[id]).times(rates[id])
+        }
+        (FundingBasis::Mark { rates, marks }, ContractKind::Inverse) => {
+            base.times(rates[id]).divided_by(marks[id])
+        }
+        (FundingBasis::Index { .. }, kind) => base
+            .times_i128(index_move.unwrap_or(0))
+            .times_pow10_signed(-index_decimals(kind)),
+    }
+}
+
+/// Settles one funding interval (or the index move) for every position.
+///
+/// `settle_decimals[asset]` gives each asset's minor unit (`10^-d`). Errors: an amount
+/// that overflows `i64`, or an index or quantity that cannot be read as an integer.
+pub fn settle_funding(
+    params: &EngineParams,
+    positions: &Positions<'_>,
+    basis: FundingBasis<'_>,
+    settle_decimals: &[u32],
+) -> Result<FundingSettlement> {
+    let n_instruments = params.perpetuals.len();
+    let instruments: Vec<Instrument> = params
+        .perpetuals
+        .iter()
+        .map(|p| Instrument {
+            kind: p.kind,
+            contract_size: p.contract_size,
+            settle_decimals: settle_decimals[p.settle_asset as usize],
+        })
+        .collect();
+    if let FundingBasis::Index { position_index, .. } = basis {
+        if position_index.len() != positions.qty.len() {
+            return Err(Error::LengthMismatch {
+                column: "positions.funding_index",
+                expected: positions.qty.len(),
+                actual: position_index.len(),
+            });
+        }
+    }
+    let index_move = |row: usize, id: usize| -> Result<i128> {
+        let FundingBasis::Index {
+            index_now,
+            position_index,
+        } = basis
+        else {
+            return Ok(0);
+        };
+        let decimals = index_decimals(instruments[id].kind);
+        let unreadable = Error::Overflow {
+            what: "funding index at its scale",
+        };
+        let now = index_units(index_now[id], decimals).ok_or(unreadable.clone())?;
+        let then = index_units(position_index[row], decimals).ok_or(unreadable)?;
+        Ok(now - then)
+    };
+
+    let mut payments = vec![0i64; positions.qty.len()];
+    let first_error: std::sync::Mutex<Option<(usize, Error)>> = std::sync::Mutex::new(None);
+    for_each_chunk(
+        Payments {
+            payment: &mut payments,
+        },
+        CHUNK,
+        &|first, chunk: Payments<'_>| {
+            for (i, slot) in chunk.payment.iter_mut().enumerate() {
+                let row = first + i;
+                let qty = positions.qty[row];
+                if qty == 0.0 {
+                    continue;
+                }
+                let id = positions.instrument[row] as usize;
+                let instrument = &instruments[id];
+                let outcome = (|| -> Result<i64> {
+                    let units = qty_units(qty).ok_or(Error::Overflow { what: "quantity" })?;
+                    let index_move = index_move(row, id)?;
+                    let pow = 10f64.powi(instrument.settle_decimals as i32);
+                    let estimate = match (&basis, instrument.kind) {
+                        (FundingBasis::Mark { rates, marks }, ContractKind::Linear) => {
+                            -qty * instrument.contract_size * marks[id] * rates[id] * pow
+                        }
+                        (FundingBasis::Mark { rates, marks }, ContractKind::Inverse) => {
+                            -qty * instrument.contract_size * rates[id] / marks[id] * pow
+                        }
+                        (FundingBasis::Index { .. }, kind) => {
+                            -qty * instrument.contract_size
+                                * index_move as f64
+                                * 10f64.powi(-index_decimals(kind))
+                                * pow
+                        }
+                    };
+                    floor_amount(estimate, || {
+                        exact_payment(
+                            instrument,
+                            &basis,
+                            id,
+                            ExactAmount::one().times_integer(units),
+                            Some(index_move),
+                        )
+                    })
+                })();
+                match outcome {
+                    Ok(amount) => *slot = amount,
+                    Err(error) => {
+                        let mut guard = first_error.lock().unwrap_or_else(|p| p.into_inner());
+                        if guard.as_ref().is_none_or(|(r, _)| row < *r) {
+                            *guard = Some((row, error));
+                        }
+                        return;
+                    }
+                }
+            }
+        },
+    );
+    if let Some((_, error)) = first_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        return Err(error);
+    }
+
+    // Per-instrument exact totals: Σ payments, and the open interest (or Σ q·index move).
+    #[derive(Clone, Default)]
+    struct Totals {
+        received: i128,
+        paid: i128,
+        open_interest: ExactSum,
+    }
+    let totals = (0..positions.qty.len())
+        .into_par_iter()
+        .with_min_len(CHUNK)
+        .fold(
+            || vec![Totals::default(); n_instruments],
+            |mut acc, row| {
+                let qty = positions.qty[row];
+                if qty != 0.0 {
+                    let id = positions.instrument[row] as usize;
+                    let entry = &mut acc[id];
+                    let payment = i128::from(payments[row]);
+                    if payment >= 0 {
+                        entry.received += payment;
+                    } else {
+                        entry.paid += payment;
+                    }
+                    // Readability was checked while paying.
+                    let units = i128::from(qty_units(qty).unwrap_or(0));
+                    let weight = match basis {
+                        FundingBasis::Mark { .. } => 1,
+                        FundingBasis::Index { .. } => index_move(row, id).unwrap_or(0),
+                    };
+                    entry.open_interest.add(units.saturating_mul(weight));
+                }
+                acc
+            },
+        )
+        .reduce(
+            || vec![Totals::default(); n_instruments],
+            |mut left, right| {
+                for (l, r) in left.iter_mut().zip(right) {
+                    l.received += r.received;
+                    l.paid += r.paid;
+                    l.open_interest = l.open_interest.merge(r.open_interest);
+                }
+                left
+            },
+        );
+
+    let overflow = |what| Error::Overflow { what };
+    let mut settlement = FundingSettlement {
+        payments,
+        ..FundingSettlement::default()
+    };
+    for (id, total) in totals.into_iter().enumerate() {
+        let instrument = &instruments[id];
+        // The house holds the opposite of the net open interest: its exact payment is the
+        // negative of the accounts' exact total, floored against the house.
+        let net = ExactAmount::from_sum(total.open_interest).times_integer(-1);
+        let house = match basis {
+            FundingBasis::Mark { .. } => exact_payment(instrument, &basis, id, net, None),
+            FundingBasis::Index { .. } => exact_payment(instrument, &basis, id, net, Some(1)),
+        }
+        .floor()?;
+        let sum = total.received + total.paid;
+        let dust = -(sum + i128::from(house));
+        // Each payment was floored from its exact value, and so was the house's: the dust
+        // is the sum of the fractions given up, never negative.
+        if dust < 0 {
+            return Err(overflow("funding dust (postings would not balance)"));
+        }
+        settlement.house.push(house);
+        settlement
+            .dust
+            .push(i64::try_from(dust).map_err(|_| overflow("funding dust"))?);
+        settlement
+            .received
+            .push(i64::try_from(total.received).map_err(|_| overflow("funding received"))?);
+        settlement
+            .paid
+            .push(i64::try_from(total.paid).map_err(|_| overflow("funding paid"))?);
+    }
+    Ok(settlement)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::params::{AssetParams, CallTarget, Haircuts, PerpetualParams};
+    use crate::tiers::{SizeTiers, TierTable};
+
+    fn params() -> EngineParams {
+        let cash = AssetParams::new(
+            Haircuts::new(0.0, 0.0, 0.0).unwrap(),
+            true,
+            SizeTiers::default(),
+        );
+        let tiers = TierTable::fixed(0.005, 0.0).unwrap();
+        EngineParams::new(
+            vec![cash.clone(), cash],
+            vec![
+                PerpetualParams::new(ContractKind::Linear, 0.001, 0, tiers.clone()).unwrap(),
+                PerpetualParams::new(ContractKind::Inverse, 100.0, 1, tiers).unwrap(),
+            ],
+            CallTarget::Initial,
+        )
+        .unwrap()
+    }
+
+    fn positions<'a>(instrument: &'a [u32], qty: &'a [f64]) -> Positions<'a> {
+        Positions {
+            account: &[],
+            instrument,
+            qty,
+            entry_price: &[],
+            isolated_margin: None,
+            leverage: None,
+        }
+    }
+
+    #[test]
+    fn rate_clamps_interest_minus_premium_then_caps() {
+        // Binance-style: r = 0.01%, clamp ±0.05%.
+        assert!((funding_rate(&[0.0002], 0.0001, 0.0005, 0.03) - 0.0001).abs() < 1e-18);
+        assert!((funding_rate(&[0.0010], 0.0001, 0.0005, 0.03) - 0.0005).abs() < 1e-18);
+        assert!((funding_rate(&[-0.002], 0.0001, 0.0005, 0.03) + 0.0015).abs() < 1e-18);
+        assert_eq!(funding_rate(&[0.5], 0.0001, 0.0005, 0.03), 0.03);
+    }
+
+    #[test]
+    fn premium_uses_the_side_that_crossed_the_index() {
+        assert!((premium(101.0, 102.0, 100.0) - 0.01).abs() < 1e-15);
+        assert!((premium(98.0, 99.0, 100.0) + 0.01).abs() < 1e-15);
+        assert_eq!(premium(99.0, 101.0, 100.0), 0.0);
+    }
+
+    #[test]
+    fn longs_pay_shorts_and_postings_balance() {
+        // BTC linear, 0.001 BTC contracts, mark 96 450.5, rate 0.01%: one contract moves
+        // 0.00964505 USDT = 9 645.05 µUSDT. Long 3, short 2: longs pay 28 936 (ceiling of
+        // 28 935.15), the short receives 19 290 (floor of 19 290.1); the house holds the
+        // net 1 long's opposite and receives floor(9 645.05) = 9 645; dust 1.
+        let params = params();
+        let instrument = [0, 0];
+        let qty = [3.0, -2.0];
+        let settlement = settle_funding(
+            &params,
+            &positions(&instrument, &qty),
+            FundingBasis::Mark {
+                rates: &[0.0001, 0.0],
+                marks: &[96_450.5, 1.0],
+            },
+            &[6, 8],
+        )
+        .unwrap();
+        assert_eq!(settlement.payments, vec![-28_936, 19_290]);
+        assert_eq!(settlement.house, vec![9_645, 0]);
+        assert_eq!(settlement.dust, vec![1, 0]);
+    }
+
+    #[test]
+    fn inverse_funding_is_paid_in_coin() {
+        // 10 contracts × 100 USD × 0.0001 / 50 000 = 2e-6 BTC = 200 sat.
+        let params = params();
+        let settlement = settle_funding(
+            &params,
+            &positions(&[1, 1], &[10.0, -10.0]),
+            FundingBasis::Mark {
+                rates: &[0.0, 0.0001],
+                marks: &[1.0, 50_000.0],
+            },
+            &[6, 8],
+        )
+        .unwrap();
+        assert_eq!(settlement.payments, vec![-200, 200]);
+        assert_eq!((settlement.house[1], settlement.dust[1]), (0, 0));
+    }
+
+    #[test]
+    fn index_settlement_pays_the_move_since_the_last_settlement() {
+        // Index moved by 9.64505 (= 96 450.5 × 0.0001) since position 0 settled, and by
+        // twice that since position 1: the long pays 0.00964505 USDT per contract.
+        let params = params();
+        let settlement = settle_funding(
+            &params,
+            &positions(&[0, 0], &[1.0, -1.0]),
+            FundingBasis::Index {
+                index_now: &[19.2901, 0.0],
+                position_index: &[9.64505, 0.0],
+            },
+            &[6, 8],
+        )
+        .unwrap();
+        assert_eq!(settlement.payments, vec![-9_646, 19_290]);
+        let total: i64 =
+            settlement.payments.iter().sum::<i64>() + settlement.house[0] + settlement.dust[0];
+        assert_eq!(total, 0);
+        assert!(settlement.dust[0] >= 0);
+    }
+}
