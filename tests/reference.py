@@ -289,30 +289,34 @@ def revalue(
         tiers = tiers_of(perp)
         qty = float(positions["qty"][i])
         entry = float(positions["entry_price"][i])
+        row: dict[str, Any] = {
+            "perp": perp, "tiers": tiers, "qty": qty, "entry": entry,
+            "cross": math.isnan(isolated[i]),
+        }  # fmt: skip
+        if qty == 0:
+            # An empty row is ignored: its instrument need not be priced, and its entry
+            # price may be anything (even 0).
+            row.update(notional=0.0, upnl=0.0, initial_margin=0.0, maintenance_margin=0.0)
+            row.update(tier=1, px=NAN)
+            rows.append(row)
+            continue
         mark = prices[perp.symbol]
         cs = perp.contract_size
         size = notional(perp.kind, cs, qty, mark)
         k = tier_index(size, tiers)
         _, mmr, max_leverage = tiers[k]
         lev = max_leverage if math.isnan(leverage[i]) else min(leverage[i], max_leverage)
-        rows.append(
-            {
-                "perp": perp,
-                "tiers": tiers,
-                "qty": qty,
-                "entry": entry,
-                "notional": size,
-                # An empty row is ignored (its entry price may be anything, even 0).
-                "upnl": 0.0 if qty == 0 else upnl(perp.kind, cs, qty, entry, mark),
-                "initial_margin": size / lev,
-                "maintenance_margin": size * mmr - maintenance_amounts(tiers)[k],
-                "tier": k + 1,
-                "cross": math.isnan(isolated[i]),
-                "px": prices[perp.settle],
-            }
+        row.update(
+            notional=size,
+            upnl=upnl(perp.kind, cs, qty, entry, mark),
+            initial_margin=size / lev,
+            maintenance_margin=size * mmr - maintenance_amounts(tiers)[k],
+            tier=k + 1,
+            px=prices[perp.settle],
         )
+        rows.append(row)
     for i, row in enumerate(rows):
-        if row["cross"]:
+        if row["cross"] and row["qty"] != 0:
             t = totals[int(positions["account_id"][i])]
             t.upnl += row["upnl"] * row["px"]
             t.initial_margin += row["initial_margin"] * row["px"]

@@ -116,8 +116,9 @@ def test_results_are_bitwise_identical_for_one_and_two_threads(tmp_path: Path) -
 
 def test_grouping_detects_unsorted_positions(small_book) -> None:  # type: ignore[no-untyped-def]
     book, _, _ = small_book
-    assert not book.position_groups.is_sorted
-    assert book.holding_groups.is_sorted
+    bound = book.bind(vm.RiskConfig.hk_default())
+    assert not bound.position_groups.is_sorted
+    assert bound.holding_groups.is_sorted
 
 
 def test_demo_runs_the_default_book_and_reports_statuses() -> None:

@@ -61,7 +61,9 @@ class AccountIndex:
 
 @final
 class Grouping:
-    def __new__(cls, account_rows: _U32, n_accounts: int, context: str) -> Grouping: ...
+    def __new__(
+        cls, account_rows: _U32, n_accounts: int, context: str, keys: _U32 | None = None
+    ) -> Grouping: ...
     @property
     def is_sorted(self) -> bool: ...
     @property

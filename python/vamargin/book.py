@@ -51,6 +51,8 @@ class BoundBook:
     config: RiskConfig
     holding_asset: U32
     position_instrument: U32
+    holding_groups: _core.Grouping
+    position_groups: _core.Grouping
     assets_used: Bools
     """Per config asset: held, or the settle asset of a held perpetual."""
     instruments_used: Bools
@@ -67,9 +69,6 @@ class Book:
         self._read_positions(
             TableReader(_EMPTY_POSITIONS if positions is None else positions, "positions")
         )
-        n = len(self.account_id)
-        self._holding_groups = _core.Grouping(self.holding_account, n, "holdings.account_id")
-        self._position_groups = _core.Grouping(self.position_account, n, "positions.account_id")
         self._bound: BoundBook | None = None
 
     # -- reading ------------------------------------------------------------------------
@@ -149,14 +148,6 @@ class Book:
             f"{self.n_positions} positions)"
         )
 
-    @property
-    def holding_groups(self) -> _core.Grouping:
-        return self._holding_groups
-
-    @property
-    def position_groups(self) -> _core.Grouping:
-        return self._position_groups
-
     # -- binding to a configuration ----------------------------------------------------
 
     def bind(self, config: RiskConfig) -> BoundBook:
@@ -170,7 +161,18 @@ class Book:
         )
         self._check_loans(config, holding_asset)
         self._check_unique_holdings(config, holding_asset)
-        self._check_unique_positions(config, position_instrument)
+        # Each account's rows in key order (asset; instrument and margin mode), so its sums
+        # do not depend on how the input rows were ordered.
+        holding_groups = _core.Grouping(
+            self.holding_account, self.n_accounts, "holdings.account_id", holding_asset
+        )
+        position_key = position_instrument * np.uint32(2)
+        if self.isolated_margin is not None:
+            position_key += ~np.isnan(self.isolated_margin)
+        position_groups = _core.Grouping(
+            self.position_account, self.n_accounts, "positions.account_id", position_key
+        )
+        self._check_unique_positions(config, position_instrument, position_groups)
         # Empty positions are ignored, so they need no prices.
         live = position_instrument[self.qty != 0]
         instruments_used = np.bincount(live, minlength=len(config.perpetuals)) > 0
@@ -181,6 +183,8 @@ class Book:
             config=config,
             holding_asset=holding_asset,
             position_instrument=position_instrument,
+            holding_groups=holding_groups,
+            position_groups=position_groups,
             assets_used=assets_used,
             instruments_used=instruments_used,
         )
@@ -205,13 +209,11 @@ class Book:
                 "client (accounts.margin_client and accounts.credit_approved)"
             )
 
-    def _check_unique_positions(self, config: RiskConfig, position_instrument: U32) -> None:
+    def _check_unique_positions(
+        self, config: RiskConfig, position_instrument: U32, groups: _core.Grouping
+    ) -> None:
         row = _core.first_duplicate_position(
-            position_instrument,
-            self.qty,
-            self.isolated_margin,
-            self._position_groups,
-            len(config.perpetuals),
+            position_instrument, self.qty, self.isolated_margin, groups, len(config.perpetuals)
         )
         if row is not None:
             mode = (

@@ -179,12 +179,16 @@ def synthetic_book(
     h_amount.append(np.round(rng.lognormal(np.log(50_000.0), 1.0, size=len(idle)), 2))
 
     holdings_account = np.concatenate(h_account)
-    order = np.argsort(holdings_account, kind="stable")
+    holdings_asset = np.concatenate(h_asset)
+    config_order = np.array([config.asset_ids[symbol] for symbol in holdings_asset])
+    # Rows in (account, asset) order, as a database dump by primary key would give them.
+    order = np.lexsort((config_order, holdings_account))
     asset_names = [a.symbol for a in config.assets]
-    asset_codes = np.searchsorted(np.array(sorted(asset_names)), np.concatenate(h_asset))
+    asset_codes = np.searchsorted(np.array(sorted(asset_names)), holdings_asset)
     sorted_names = sorted(asset_names)
 
-    positions_order = np.argsort(owner, kind="stable")
+    # (account, instrument, margin mode) order; slot = 2·instrument + isolated.
+    positions_order = np.lexsort((slot, owner))
     if shuffle_positions:
         positions_order = rng.permutation(n_positions)
 

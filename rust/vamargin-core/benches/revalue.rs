@@ -45,8 +45,8 @@ fn bench_revalue(c: &mut Criterion) {
     let h_asset = vec![0u32; n_accounts];
     let h_amount = vec![10_000.0; n_accounts];
     let credit = vec![f64::INFINITY; n_accounts];
-    let pgroups = Grouping::build(&account, n_accounts, "positions.account_id").unwrap();
-    let hgroups = Grouping::build(&h_account, n_accounts, "holdings.account_id").unwrap();
+    let pgroups = Grouping::build(&account, None, n_accounts, "positions.account_id").unwrap();
+    let hgroups = Grouping::build(&h_account, None, n_accounts, "holdings.account_id").unwrap();
     let book = Book::new(
         &params,
         Accounts {

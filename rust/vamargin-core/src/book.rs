@@ -19,8 +19,16 @@ pub struct Grouping {
 }
 
 impl Grouping {
-    /// Stable counting sort of `account_of_row` (dense account indexes `< n_accounts`).
-    pub fn build(account_of_row: &[u32], n_accounts: usize, column: &'static str) -> Result<Self> {
+    /// Groups rows by account (dense indexes `< n_accounts`) and, within an account, by
+    /// `key_of_row` (then by row). Keys unique within an account (asset; instrument and
+    /// margin mode) make each account's row order — and so its floating-point sums —
+    /// independent of how the input rows were ordered.
+    pub fn build(
+        account_of_row: &[u32],
+        key_of_row: Option<&[u32]>,
+        n_accounts: usize,
+        column: &'static str,
+    ) -> Result<Self> {
         if account_of_row.len() > u32::MAX as usize {
             return Err(Error::LengthMismatch {
                 column,
@@ -28,9 +36,18 @@ impl Grouping {
                 actual: account_of_row.len(),
             });
         }
+        if let Some(keys) = key_of_row {
+            if keys.len() != account_of_row.len() {
+                return Err(Error::LengthMismatch {
+                    column,
+                    expected: account_of_row.len(),
+                    actual: keys.len(),
+                });
+            }
+        }
+        let key = |row: usize| key_of_row.map_or(0, |keys| keys[row]);
         let mut counts = vec![0usize; n_accounts + 1];
         let mut sorted = true;
-        let mut previous = 0u32;
         for (row, &account) in account_of_row.iter().enumerate() {
             if account as usize >= n_accounts {
                 return Err(Error::IdOutOfRange {
@@ -41,8 +58,11 @@ impl Grouping {
                 });
             }
             counts[account as usize + 1] += 1;
-            sorted &= account >= previous;
-            previous = account;
+            if row > 0 {
+                let previous = account_of_row[row - 1];
+                sorted &= account > previous
+                    || (account == previous && (key_of_row.is_none() || key(row) > key(row - 1)));
+            }
         }
         for a in 0..n_accounts {
             counts[a + 1] += counts[a];
@@ -58,6 +78,13 @@ impl Grouping {
                 // Row count was checked against u32::MAX above.
                 order[*slot] = row as u32;
                 *slot += 1;
+            }
+            if key_of_row.is_some() {
+                for a in 0..n_accounts {
+                    // Groups are small: the counting sort left them in row order, and a
+                    // stable sort by key keeps rows with equal keys in row order.
+                    order[offsets[a]..offsets[a + 1]].sort_by_key(|&row| key(row as usize));
+                }
             }
             Some(order)
         };
@@ -394,7 +421,7 @@ mod tests {
 
     #[test]
     fn grouping_keeps_row_order_within_each_account() {
-        let groups = Grouping::build(&[2, 0, 2, 1, 0], 4, "account").unwrap();
+        let groups = Grouping::build(&[2, 0, 2, 1, 0], None, 4, "account").unwrap();
         assert!(!groups.is_sorted());
         let rows_of = |a| {
             let mut rows = Vec::new();
@@ -408,8 +435,23 @@ mod tests {
     }
 
     #[test]
+    fn keys_order_rows_within_an_account() {
+        let groups = Grouping::build(&[1, 0, 1, 1], Some(&[7, 3, 2, 9]), 2, "account").unwrap();
+        let mut rows = Vec::new();
+        groups.for_each_row(1, |r| rows.push(r));
+        assert_eq!(rows, vec![2, 0, 3]);
+        // Already in (account, key) order: no permutation is kept.
+        assert!(Grouping::build(&[0, 1, 1], Some(&[5, 1, 2]), 2, "account")
+            .unwrap()
+            .is_sorted());
+        assert!(!Grouping::build(&[0, 1, 1], Some(&[5, 2, 1]), 2, "account")
+            .unwrap()
+            .is_sorted());
+    }
+
+    #[test]
     fn sorted_rows_need_no_order() {
-        let groups = Grouping::build(&[0, 0, 1, 3], 4, "account").unwrap();
+        let groups = Grouping::build(&[0, 0, 1, 3], None, 4, "account").unwrap();
         assert!(groups.is_sorted());
         let mut rows = Vec::new();
         groups.for_each_row(3, |r| rows.push(r));
@@ -418,7 +460,7 @@ mod tests {
 
     #[test]
     fn grouping_rejects_an_account_out_of_range() {
-        let err = Grouping::build(&[0, 5], 2, "positions.account").unwrap_err();
+        let err = Grouping::build(&[0, 5], None, 2, "positions.account").unwrap_err();
         assert_eq!(
             err,
             Error::IdOutOfRange {
@@ -445,7 +487,7 @@ mod tests {
             isolated_margin: Some(&isolated),
             leverage: None,
         };
-        let groups = Grouping::build(&account, 2, "account").unwrap();
+        let groups = Grouping::build(&account, None, 2, "account").unwrap();
         // Cross and isolated on one instrument may coexist; an empty row is ignored.
         assert_eq!(first_duplicate_position(&positions, &groups, 2), None);
         let instrument = [0, 0, 1, 1, 0];

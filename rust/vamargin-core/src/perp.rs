@@ -97,9 +97,12 @@ pub fn liquidation_price(
     let side = qty.signum();
     let (b0, b1) = balance_line(kind, a, side, entry_price, balance);
     let rising = b1 > 0.0;
-    // At x = 0 the notional is 0 and so is MM: the gap is b0. A root at x > 0 needs the
-    // gap to start on the other side of zero from where the slope takes it.
-    if (rising && b0 >= 0.0) || (!rising && b0 <= 0.0) {
+    // At x = 0 the notional is 0 and MM is minus the first bracket's maintenance amount
+    // (0 for a real table, which starts at floor 0): the gap is b0 + that amount. A root
+    // at x > 0 needs the gap to start on the other side of zero from where the slope
+    // takes it.
+    let gap_at_zero = b0 + tiers.tiers()[0].maintenance_amount;
+    if (rising && gap_at_zero >= 0.0) || (!rising && gap_at_zero <= 0.0) {
         return None;
     }
     let brackets = tiers.tiers();
@@ -210,6 +213,16 @@ mod tests {
         assert!(notional_at_l < 50_000.0);
         let balance = 30_000.0 + (price - 60_000.0);
         assert_close(balance, table.maintenance_margin(notional_at_l));
+    }
+
+    #[test]
+    fn fixed_maintenance_amount_counts_at_zero_price() {
+        // Short 1 at 60 000 with 1 000 − 61 000 = −60 000 of balance, MM = 0.005·L − 50:
+        // −60 000 − (L − 60 000) = 0.005·L − 50  →  L = 50 / 1.005.
+        let table = TierTable::fixed(0.005, 50.0).unwrap();
+        let price = liquidation_price(ContractKind::Linear, 1.0, -1.0, 60_000.0, -60_000.0, &table)
+            .unwrap();
+        assert_close(price, 50.0 / 1.005);
     }
 
     #[test]

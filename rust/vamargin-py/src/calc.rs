@@ -136,7 +136,21 @@ fn adl_score(upnl: f64, entry_value: f64, notional: f64, margin_balance: f64) ->
     perp::adl_score(upnl, entry_value, notional, margin_balance)
 }
 
+/// Funding rate of one interval from its premium samples.
+#[pyfunction]
+fn funding_rate(premiums: Vec<f64>, interest_rate: f64, clamp: f64, cap: f64) -> f64 {
+    vamargin_core::funding::funding_rate(&premiums, interest_rate, clamp, cap)
+}
+
+/// Premium of one sample from impact bid/ask and index.
+#[pyfunction]
+fn premium(impact_bid: f64, impact_ask: f64, index_price: f64) -> f64 {
+    vamargin_core::funding::premium(impact_bid, impact_ask, index_price)
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(funding_rate, m)?)?;
+    m.add_function(wrap_pyfunction!(premium, m)?)?;
     m.add_function(wrap_pyfunction!(maintenance_amounts, m)?)?;
     m.add_function(wrap_pyfunction!(maintenance_margin, m)?)?;
     m.add_function(wrap_pyfunction!(tier_of, m)?)?;

@@ -123,16 +123,20 @@ pub struct PyGrouping {
 
 #[pymethods]
 impl PyGrouping {
+    /// Groups rows by account and, within an account, by `keys` (unique per account).
     #[new]
+    #[pyo3(signature = (account_rows, n_accounts, context, keys=None))]
     fn new(
         py: Python<'_>,
         account_rows: PyReadonlyArray1<'_, u32>,
         n_accounts: usize,
         context: &str,
+        keys: Option<PyReadonlyArray1<'_, u32>>,
     ) -> PyResult<Self> {
         let rows = account_rows.as_slice()?;
+        let keys = keys.as_ref().map(|k| k.as_slice()).transpose()?;
         let inner = py
-            .detach(|| Grouping::build(rows, n_accounts, "account"))
+            .detach(|| Grouping::build(rows, keys, n_accounts, "account"))
             .map_err(|e| to_py(e, context))?;
         Ok(PyGrouping { inner })
     }
@@ -295,12 +299,94 @@ fn first_duplicate_position(
     }))
 }
 
+/// Settles funding per position in minor units; `rates`+`marks` (one interval) or
+/// `index_now`+`position_index` (cumulative index), one value per instrument.
+#[pyfunction]
+#[pyo3(signature = (params, position_instrument, qty, settle_decimals, *, rates=None, marks=None, index_now=None, position_index=None))]
+#[allow(clippy::too_many_arguments)]
+fn settle_funding<'py>(
+    py: Python<'py>,
+    params: &PyEngineParams,
+    position_instrument: PyReadonlyArray1<'py, u32>,
+    qty: PyReadonlyArray1<'py, f64>,
+    settle_decimals: Vec<u32>,
+    rates: Option<PyReadonlyArray1<'py, f64>>,
+    marks: Option<PyReadonlyArray1<'py, f64>>,
+    index_now: Option<PyReadonlyArray1<'py, f64>>,
+    position_index: Option<PyReadonlyArray1<'py, f64>>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let n_instruments = params.inner.perpetuals.len();
+    let instrument = position_instrument.as_slice()?;
+    let qty = qty.as_slice()?;
+    let fail = |message: &str| crate::errors::DataError::new_err(format!("funding: {message}"));
+    if instrument.len() != qty.len() {
+        return Err(fail("instrument and qty lengths differ"));
+    }
+    if let Some(bad) = instrument
+        .iter()
+        .position(|&id| id as usize >= n_instruments)
+    {
+        return Err(fail(&format!(
+            "positions row {bad}: instrument id out of range"
+        )));
+    }
+    if settle_decimals.len() != params.inner.assets.len() {
+        return Err(fail("one minor-unit scale per asset is required"));
+    }
+    let rates = optional_slice(&rates)?;
+    let marks = optional_slice(&marks)?;
+    let index_now = optional_slice(&index_now)?;
+    let position_index = optional_slice(&position_index)?;
+    let basis = match (rates, marks, index_now, position_index) {
+        (Some(rates), Some(marks), None, None)
+            if rates.len() == n_instruments && marks.len() == n_instruments =>
+        {
+            core::funding::FundingBasis::Mark { rates, marks }
+        }
+        (None, None, Some(index_now), Some(position_index)) if index_now.len() == n_instruments => {
+            core::funding::FundingBasis::Index {
+                index_now,
+                position_index,
+            }
+        }
+        _ => {
+            return Err(fail(
+                "give rates and marks, or index_now and position_index, one per instrument",
+            ))
+        }
+    };
+    let positions = Positions {
+        account: &[],
+        instrument,
+        qty,
+        entry_price: &[],
+        isolated_margin: None,
+        leverage: None,
+    };
+    let pool = pool::current()?;
+    let settlement = py
+        .detach(|| {
+            pool::install(&pool, || {
+                core::funding::settle_funding(&params.inner, &positions, basis, &settle_decimals)
+            })
+        })
+        .map_err(|e| to_py(e, "funding"))?;
+    let out = PyDict::new(py);
+    out.set_item("payments", settlement.payments.into_pyarray(py))?;
+    out.set_item("dust", settlement.dust.into_pyarray(py))?;
+    out.set_item("house", settlement.house.into_pyarray(py))?;
+    out.set_item("received", settlement.received.into_pyarray(py))?;
+    out.set_item("paid", settlement.paid.into_pyarray(py))?;
+    Ok(out)
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyEngineParams>()?;
     m.add_class::<PyAccountIndex>()?;
     m.add_class::<PyGrouping>()?;
     m.add_function(wrap_pyfunction!(revalue, m)?)?;
     m.add_function(wrap_pyfunction!(first_duplicate_position, m)?)?;
+    m.add_function(wrap_pyfunction!(settle_funding, m)?)?;
     m.add("STATUS_NAMES", core::Status::NAMES.to_vec())?;
     Ok(())
 }
