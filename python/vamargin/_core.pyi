@@ -17,11 +17,15 @@ __all__ = [
     "adl_score",
     "bankruptcy_price",
     "first_duplicate_position",
+    "funding_rate",
     "liquidation_price",
     "maintenance_amounts",
     "maintenance_margin",
     "notional",
+    "premium",
     "revalue",
+    "settle_funding",
+    "sum_by_account",
     "thread_count",
     "tier_of",
     "tiered_value",
@@ -93,6 +97,24 @@ def first_duplicate_position(
     position_groups: Grouping,
     n_instruments: int,
 ) -> int | None: ...
+def settle_funding(
+    params: EngineParams,
+    position_instrument: _U32,
+    qty: _F64,
+    settle_decimals: list[int],
+    *,
+    rates: _F64 | None = None,
+    marks: _F64 | None = None,
+    index_now: _F64 | None = None,
+    position_index: _F64 | None = None,
+) -> dict[str, npt.NDArray[np.int64]]: ...
+def sum_by_account(
+    groups: Grouping, keys: _U32, amounts: npt.NDArray[np.int64], n_keys: int
+) -> npt.NDArray[np.int64]: ...
+def funding_rate(
+    premiums: list[float], interest_rate: float, clamp: float, cap: float
+) -> float: ...
+def premium(impact_bid: float, impact_ask: float, index_price: float) -> float: ...
 def maintenance_amounts(tiers: list[_Tier]) -> list[float]: ...
 def maintenance_margin(notional: float, tiers: list[_Tier]) -> float: ...
 def tier_of(notional: float, tiers: list[_Tier]) -> int: ...

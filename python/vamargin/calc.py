@@ -152,3 +152,31 @@ def adl_score(upnl: float, entry_value: float, notional: float, margin_balance: 
     """``pnl_pct·eff_lev`` if profitable else ``pnl_pct/eff_lev`` (NaN if the margin
     balance is not positive)."""
     return _core.adl_score(upnl, entry_value, notional, margin_balance)
+
+
+def premium(impact_bid: float, impact_ask: float, index_price: float) -> float:
+    """Premium of one sample: ``[max(0, bid − index) − max(0, index − ask)] / index``."""
+    return _core.premium(impact_bid, impact_ask, index_price)
+
+
+def funding_rate(
+    premiums: Iterable[float],
+    *,
+    interest_rate: float = 0.0001,
+    clamp: float = 0.0005,
+    cap: float | None = None,
+) -> float:
+    """Funding rate of one interval: ``p̄ + clamp(r − p̄, −clamp, +clamp)``, then within
+    ``±cap``; ``p̄`` is the mean of the interval's premium samples, ``r`` the interest rate
+    per interval. Positive: longs pay shorts."""
+    return _core.funding_rate(
+        [float(p) for p in premiums], interest_rate, clamp, math.inf if cap is None else cap
+    )
+
+
+def advance_funding_index(
+    index: float, mark_price: float, rate: float, *, kind: ContractKind = "linear"
+) -> float:
+    """The cumulative funding index after one interval: ``I + P·F`` (linear, quote per
+    base unit) or ``I + F/P`` (inverse, coin per quote unit)."""
+    return index + (mark_price * rate if kind == "linear" else rate / mark_price)

@@ -127,6 +127,11 @@ class AssetSpec:
         return (self.initial_haircut, maintenance, liquidation)
 
     @property
+    def minor_decimals(self) -> int:
+        """``k`` of a ``10^-k`` minor unit (validated on load)."""
+        return round(-math.log10(self.minor_unit))
+
+    @property
     def effective_capital_haircut(self) -> float:
         if self.capital_haircut is not None:
             return self.capital_haircut
@@ -331,6 +336,13 @@ class RiskConfig:
         if asset.asset_class not in ASSET_CLASSES:
             raise _fail(f"{key}.class", f"{asset.asset_class!r} is not one of {ASSET_CLASSES}")
         _check_positive(f"{key}.minor_unit", asset.minor_unit)
+        decimals = -math.log10(asset.minor_unit)
+        if not (0 <= round(decimals) <= 18 and abs(decimals - round(decimals)) < 1e-9):
+            raise _fail(
+                f"{key}.minor_unit",
+                f"{asset.minor_unit} is not a power of ten between 1 and 1e-18 (money moves in "
+                "whole minor units)",
+            )
         names = ("initial_haircut", "maintenance_haircut", "liquidation_haircut")
         for name, value in zip(names, asset.haircuts, strict=True):
             _check_fraction(f"{key}.{name}", value)

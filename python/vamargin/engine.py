@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
 
 from vamargin import _core
-from vamargin.book import Book
+from vamargin.book import Book, BoundBook
 from vamargin.config import RiskConfig
-from vamargin.market import Prices, resolve_market
+from vamargin.errors import DataError
+from vamargin.funding import FundingSettlement, category, read_per_instrument
+from vamargin.market import Prices, read_prices, resolve_market
 from vamargin.tables import CategoryColumn, Column, Table
 
 STATUSES: tuple[str, ...] = tuple(_core.STATUS_NAMES)
@@ -77,3 +83,113 @@ class RiskEngine:
         }
         positions.update({name: raw["positions"][name] for name in POSITION_COLUMNS[2:]})
         return Revaluation(accounts=Table(accounts), positions=Table(positions))
+
+    def funding(
+        self,
+        book: Book,
+        rates: Any = None,
+        prices: Prices | None = None,
+        *,
+        index: Any = None,
+    ) -> FundingSettlement:
+        """Settles funding in integer minor units of each position's settle asset (SPEC §5).
+
+        One interval: ``rates`` (``{instrument: rate}`` or a table ``instrument, rate``)
+        at the marks in ``prices``; a positive rate means longs pay shorts. Or, for a book
+        whose positions carry ``funding_index``, ``index={instrument: current cumulative
+        index}``: each position pays the index move since its last settlement
+        (linear index in quote per base, advanced by ``mark × rate``; inverse in coin per
+        quote, advanced by ``rate / mark``; see ``calc.advance_funding_index``).
+        """
+        config = self.config
+        bound = book.bind(config)
+        symbols = [p.symbol for p in config.perpetuals]
+
+        def per_instrument(values: dict[str, float], what: str) -> npt.NDArray[np.float64]:
+            out = np.zeros(len(symbols))
+            for i, symbol in enumerate(symbols):
+                if symbol in values:
+                    out[i] = values[symbol]
+                elif bound.instruments_used[i]:
+                    raise DataError(
+                        f"{what}: missing {symbol!r} "
+                        f"(needed by {book.where_used(bound, instrument=i)})"
+                    )
+            return out
+
+        settle_decimals = [asset.minor_decimals for asset in config.assets]
+        if index is None:
+            if rates is None or prices is None:
+                raise DataError(
+                    "funding: give rates and prices (one interval), or index= (cumulative)"
+                )
+            rate_by_id = per_instrument(read_per_instrument(rates, "rates", "rate"), "rates")
+            marks = per_instrument(read_prices(prices), "prices")
+            unused = ~bound.instruments_used
+            marks[unused] = 1.0  # never read: no position of these instruments moves money
+            raw = _core.settle_funding(
+                config.engine_params,
+                bound.position_instrument,
+                book.qty,
+                settle_decimals,
+                rates=rate_by_id,
+                marks=marks,
+            )
+        else:
+            if book.funding_index is None:
+                raise DataError(
+                    "positions: missing column 'funding_index' (needed to settle against index=)"
+                )
+            index_now = per_instrument(read_per_instrument(index, "index", "index"), "index")
+            raw = _core.settle_funding(
+                config.engine_params,
+                bound.position_instrument,
+                book.qty,
+                settle_decimals,
+                index_now=index_now,
+                position_index=book.funding_index,
+            )
+        return self._funding_settlement(book, bound, raw)
+
+    def _funding_settlement(
+        self, book: Book, bound: BoundBook, raw: dict[str, Any]
+    ) -> FundingSettlement:
+        config = self.config
+        asset_names = [a.symbol for a in config.assets]
+        settle_of = np.array([config.asset_ids[p.settle] for p in config.perpetuals], np.uint32)
+        payments = raw["payments"]
+        row_settle = settle_of[bound.position_instrument] if len(payments) else payments[:0]
+        sums = _core.sum_by_account(
+            bound.position_groups,
+            np.ascontiguousarray(row_settle, dtype=np.uint32),
+            payments,
+            len(asset_names),
+        ).reshape(book.n_accounts, len(asset_names))
+        account_rows, asset_ids = np.nonzero(sums)
+        by_account = Table(
+            {
+                "account_id": book.account_id[account_rows],
+                "asset": category(asset_names, asset_ids),
+                "amount": sums[account_rows, asset_ids],
+            }
+        )
+        used = np.flatnonzero(bound.instruments_used)
+        by_instrument = Table(
+            {
+                "instrument": category([p.symbol for p in config.perpetuals], used),
+                "settle": category(asset_names, settle_of[used]),
+                "minor_unit": np.array([config.assets[settle_of[i]].minor_unit for i in used]),
+                "received": raw["received"][used],
+                "paid": raw["paid"][used],
+                "house": raw["house"][used],
+                "dust": raw["dust"][used],
+            }
+        )
+        symbols = [config.perpetuals[i].symbol for i in used]
+        return FundingSettlement(
+            payments=payments,
+            by_account=by_account,
+            by_instrument=by_instrument,
+            dust={s: int(d) for s, d in zip(symbols, raw["dust"][used], strict=True)},
+            house={s: int(h) for s, h in zip(symbols, raw["house"][used], strict=True)},
+        )

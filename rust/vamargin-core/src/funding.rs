@@ -236,6 +236,7 @@ pub fn settle_funding(
     // Per-instrument exact totals: Σ payments, and the open interest (or Σ q·index move).
     #[derive(Clone, Default)]
     struct Totals {
+        rows: usize,
         received: i128,
         paid: i128,
         open_interest: ExactSum,
@@ -250,6 +251,7 @@ pub fn settle_funding(
                 if qty != 0.0 {
                     let id = positions.instrument[row] as usize;
                     let entry = &mut acc[id];
+                    entry.rows += 1;
                     let payment = i128::from(payments[row]);
                     if payment >= 0 {
                         entry.received += payment;
@@ -271,6 +273,7 @@ pub fn settle_funding(
             || vec![Totals::default(); n_instruments],
             |mut left, right| {
                 for (l, r) in left.iter_mut().zip(right) {
+                    l.rows += r.rows;
                     l.received += r.received;
                     l.paid += r.paid;
                     l.open_interest = l.open_interest.merge(r.open_interest);
@@ -285,6 +288,18 @@ pub fn settle_funding(
         ..FundingSettlement::default()
     };
     for (id, total) in totals.into_iter().enumerate() {
+        if total.rows == 0 {
+            // No open position: nothing moves (and the instrument need not be priced).
+            for column in [
+                &mut settlement.house,
+                &mut settlement.dust,
+                &mut settlement.received,
+                &mut settlement.paid,
+            ] {
+                column.push(0);
+            }
+            continue;
+        }
         let instrument = &instruments[id];
         // The house holds the opposite of the net open interest: its exact payment is the
         // negative of the accounts' exact total, floored against the house.

@@ -10,6 +10,9 @@
 //! enough from an integer that no representation error can cross it; otherwise (round
 //! amounts are common with decimal inputs) the amount is recomputed in 256-bit integers.
 
+use rayon::prelude::*;
+
+use crate::book::Grouping;
 use crate::error::{Error, Result};
 
 /// Significant digits an input is read with: decimal inputs of up to 15 significant
@@ -364,6 +367,54 @@ pub fn floor_amount(estimate: f64, exact: impl FnOnce() -> ExactAmount) -> Resul
     exact().floor()
 }
 
+/// Per account and key (an asset, usually): the sum of `amounts` over the account's rows,
+/// as a dense `n_accounts × n_keys` matrix (row-major). Overflow is an error.
+pub fn sum_by_account(
+    groups: &Grouping,
+    keys: &[u32],
+    amounts: &[i64],
+    n_keys: usize,
+) -> Result<Vec<i64>> {
+    if keys.len() != amounts.len() || groups.n_rows() != amounts.len() {
+        return Err(Error::LengthMismatch {
+            column: "amounts",
+            expected: groups.n_rows(),
+            actual: amounts.len(),
+        });
+    }
+    if let Some(row) = keys.iter().position(|&k| k as usize >= n_keys) {
+        return Err(Error::IdOutOfRange {
+            column: "keys",
+            row,
+            id: u64::from(keys[row]),
+            len: n_keys,
+        });
+    }
+    let mut sums = vec![0i64; groups.n_accounts() * n_keys];
+    let failed = sums
+        .par_chunks_mut(n_keys.max(1))
+        .enumerate()
+        .with_min_len(1024)
+        .map(|(account, out)| {
+            let mut ok = true;
+            groups.for_each_row(account, |row| {
+                let slot = &mut out[keys[row] as usize];
+                match slot.checked_add(amounts[row]) {
+                    Some(total) => *slot = total,
+                    None => ok = false,
+                }
+            });
+            !ok
+        })
+        .reduce(|| false, |a, b| a || b);
+    if failed {
+        return Err(Error::Overflow {
+            what: "an account's total",
+        });
+    }
+    Ok(sums)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -475,6 +526,17 @@ mod tests {
                 .times_pow10(2)
         };
         assert_eq!(floor_amount(100.0 / 3.0, exact), Ok(33));
+    }
+
+    #[test]
+    fn sums_by_account_and_asset_check_overflow() {
+        let groups = Grouping::build(&[1, 0, 1], None, 2, "account").unwrap();
+        assert_eq!(
+            sum_by_account(&groups, &[0, 1, 0], &[5, -3, 7], 2),
+            Ok(vec![0, -3, 12, 0])
+        );
+        let err = sum_by_account(&groups, &[0, 0, 0], &[i64::MAX, 0, 1], 1);
+        assert!(matches!(err, Err(Error::Overflow { .. })));
     }
 
     #[test]

@@ -380,6 +380,28 @@ fn settle_funding<'py>(
     Ok(out)
 }
 
+/// Per account (row) and key (column): sums of integer amounts over each account's rows.
+#[pyfunction]
+fn sum_by_account<'py>(
+    py: Python<'py>,
+    groups: &PyGrouping,
+    keys: PyReadonlyArray1<'py, u32>,
+    amounts: PyReadonlyArray1<'py, i64>,
+    n_keys: usize,
+) -> PyResult<Bound<'py, numpy::PyArray1<i64>>> {
+    let keys = keys.as_slice()?;
+    let amounts = amounts.as_slice()?;
+    let pool = pool::current()?;
+    let sums = py
+        .detach(|| {
+            pool::install(&pool, || {
+                core::money::sum_by_account(&groups.inner, keys, amounts, n_keys)
+            })
+        })
+        .map_err(|e| to_py(e, "by account"))?;
+    Ok(sums.into_pyarray(py))
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyEngineParams>()?;
     m.add_class::<PyAccountIndex>()?;
@@ -387,6 +409,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(revalue, m)?)?;
     m.add_function(wrap_pyfunction!(first_duplicate_position, m)?)?;
     m.add_function(wrap_pyfunction!(settle_funding, m)?)?;
+    m.add_function(wrap_pyfunction!(sum_by_account, m)?)?;
     m.add("STATUS_NAMES", core::Status::NAMES.to_vec())?;
     Ok(())
 }
