@@ -1064,7 +1064,7 @@ CONFIG_ERRORS = [
     ("contract_size zero", "hk", "contract_size = 0.001", "contract_size = 0", f"{PERP}.contract_size", "must be a finite number > 0"),
     ("contract_size negative", "hk", "contract_size = 0.001", "contract_size = -1", f"{PERP}.contract_size", "must be a finite number > 0"),
     ("contract_size nan", "hk", "contract_size = 0.001", "contract_size = nan", f"{PERP}.contract_size", "must be a finite number > 0"),
-    ("liquidation_fee above 1", "hk", "liquidation_fee = 0.005", "liquidation_fee = 2", f"{PERP}.liquidation_fee", "is outside"),
+    ("liquidation_fee above 1", "hk", "liquidation_fee = 0.0025", "liquidation_fee = 2", f"{PERP}.liquidation_fee", "is outside"),
     ("kind missing", "mini", 'kind = "linear"\n', "", "perpetual[P].kind", "is required"),
     # assets
     ("minor_unit zero", "hk", "minor_unit = 1e-6", "minor_unit = 0", "asset[USDT].minor_unit", "must be a finite number > 0"),

@@ -8,17 +8,21 @@ __all__ = [
     "STATUS_NAMES",
     "AccountIndex",
     "ConfigError",
+    "CoreBook",
     "DataError",
     "EligibilityError",
     "EngineParams",
     "Grouping",
     "MarginError",
     "__version__",
+    "adl_queue",
     "adl_score",
     "bankruptcy_price",
+    "close_size",
     "first_duplicate_position",
     "funding_rate",
     "liquidation_price",
+    "liquidation_queue",
     "maintenance_amounts",
     "maintenance_margin",
     "notional",
@@ -48,9 +52,10 @@ _Tier = tuple[float, float, float]
 class EngineParams:
     def __new__(
         cls,
-        assets: list[tuple[str, float, float, float, bool, list[tuple[float, float]]]],
-        perpetuals: list[tuple[str, str, float, int, list[_Tier]]],
+        assets: list[tuple[str, float, float, float, bool, list[tuple[float, float]], float]],
+        perpetuals: list[tuple[str, str, float, int, list[_Tier], float]],
         call_target: str,
+        liquidation_buffer: float,
     ) -> EngineParams: ...
     @property
     def n_assets(self) -> int: ...
@@ -61,6 +66,7 @@ class EngineParams:
 class AccountIndex:
     def __new__(cls, ids: _I64) -> AccountIndex: ...
     def __len__(self) -> int: ...
+    def get(self, account_id: int) -> int | None: ...
     def lookup(self, ids: _I64, context: str) -> _U32: ...
 
 @final
@@ -73,23 +79,35 @@ class Grouping:
     @property
     def n_accounts(self) -> int: ...
 
+@final
+class CoreBook:
+    def __new__(
+        cls,
+        account_id: _I64,
+        credit_limit: _F64,
+        holding_account: _U32,
+        holding_asset: _U32,
+        holding_amount: _F64,
+        holding_groups: Grouping,
+        position_account: _U32,
+        position_instrument: _U32,
+        qty: _F64,
+        entry_price: _F64,
+        isolated_margin: _F64 | None,
+        leverage: _F64 | None,
+        position_groups: Grouping,
+    ) -> CoreBook: ...
+
 def revalue(
-    params: EngineParams,
-    credit_limit: _F64,
-    holding_account: _U32,
-    holding_asset: _U32,
-    holding_amount: _F64,
-    holding_groups: Grouping,
-    position_account: _U32,
-    position_instrument: _U32,
-    qty: _F64,
-    entry_price: _F64,
-    isolated_margin: _F64 | None,
-    leverage: _F64 | None,
-    position_groups: Grouping,
-    asset_prices: _F64,
-    marks: _F64,
+    params: EngineParams, book: CoreBook, asset_prices: _F64, marks: _F64
 ) -> dict[str, dict[str, npt.NDArray[Any]]]: ...
+def liquidation_queue(
+    params: EngineParams, book: CoreBook, asset_prices: _F64, marks: _F64
+) -> dict[str, dict[str, npt.NDArray[Any]]]: ...
+def adl_queue(
+    params: EngineParams, book: CoreBook, asset_prices: _F64, marks: _F64
+) -> dict[str, npt.NDArray[Any]]: ...
+def close_size(shortage: float, price: float, margin_rate: float, fee: float) -> float: ...
 def first_duplicate_position(
     position_instrument: _U32,
     qty: _F64,

@@ -53,6 +53,8 @@ class BoundBook:
     position_instrument: U32
     holding_groups: _core.Grouping
     position_groups: _core.Grouping
+    core: _core.CoreBook
+    """Handles on the columns, for the kernels."""
     assets_used: Bools
     """Per config asset: held, or the settle asset of a held perpetual."""
     instruments_used: Bools
@@ -179,12 +181,28 @@ class Book:
         assets_used = np.bincount(holding_asset, minlength=len(config.assets)) > 0
         for perp_id in np.flatnonzero(instruments_used):
             assets_used[config.asset_ids[config.perpetuals[perp_id].settle]] = True
+        core = _core.CoreBook(
+            self.account_id,
+            self.credit_limit,
+            self.holding_account,
+            holding_asset,
+            self.holding_amount,
+            holding_groups,
+            self.position_account,
+            position_instrument,
+            self.qty,
+            self.entry_price,
+            self.isolated_margin,
+            self.leverage,
+            position_groups,
+        )
         self._bound = BoundBook(
             config=config,
             holding_asset=holding_asset,
             position_instrument=position_instrument,
             holding_groups=holding_groups,
             position_groups=position_groups,
+            core=core,
             assets_used=assets_used,
             instruments_used=instruments_used,
         )

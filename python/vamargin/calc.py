@@ -180,3 +180,11 @@ def advance_funding_index(
     """The cumulative funding index after one interval: ``I + P·F`` (linear, quote per
     base unit) or ``I + F/P`` (inverse, coin per quote unit)."""
     return index + (mark_price * rate if kind == "linear" else rate / mark_price)
+
+
+def close_size(shortage: float, price: float, margin_rate: float, *, fee: float = 0.0) -> float:
+    """Base units to close to cure ``shortage``: closing notional ``x`` frees
+    ``margin_rate·x`` of requirement and costs ``fee·x``, so ``x = shortage /
+    (margin_rate − fee)``, in base units ``x / price``; ``inf`` when ``margin_rate ≤ fee``
+    (closing cannot cure: close everything)."""
+    return _core.close_size(shortage, price, margin_rate, fee)

@@ -98,7 +98,8 @@ class AssetSpec:
     """A spot asset or cash currency.
 
     Haircuts default down the ladder: ``maintenance_haircut`` to the initial one and
-    ``liquidation_haircut`` to the maintenance one. ``capital_haircut`` (the broker's own
+    ``liquidation_haircut`` to the maintenance one. ``sale_fee`` is the cost of a forced
+    sale, as a fraction of the value sold. ``capital_haircut`` (the broker's own
     Financial Resources Rules view) defaults to 1.0 for class ``va`` and to the initial
     haircut otherwise.
     """
@@ -116,6 +117,7 @@ class AssetSpec:
     day_count: DayCount = "ACT/365"
     annual_rate: float = 0.0
     capital_haircut: float | None = None
+    sale_fee: float = 0.0
 
     @property
     def haircuts(self) -> tuple[float, float, float]:
@@ -288,6 +290,7 @@ class RiskConfig:
                 *asset.haircuts,
                 asset.eligible,
                 [(band.floor, band.factor) for band in asset.size_tiers],
+                asset.sale_fee,
             )
             for asset in self.assets
         ]
@@ -298,10 +301,13 @@ class RiskConfig:
                 perp.contract_size,
                 self.asset_ids[perp.settle],
                 [(t.floor, t.mmr, t.max_leverage) for t in perp.tiers],
+                perp.liquidation_fee,
             )
             for perp in self.perpetuals
         ]
-        return _core.EngineParams(assets, perpetuals, self.policy.call_target)
+        return _core.EngineParams(
+            assets, perpetuals, self.policy.call_target, self.policy.liquidation_buffer
+        )
 
     # -- validation ---------------------------------------------------------------------
 
@@ -328,7 +334,7 @@ class RiskConfig:
             _check_bool(f"{key}.{name}", getattr(asset, name))
         if asset.group is not None:
             _check_string(f"{key}.group", asset.group)
-        for name in ("minor_unit", "initial_haircut", "annual_rate"):
+        for name in ("minor_unit", "initial_haircut", "annual_rate", "sale_fee"):
             _number(f"{key}.{name}", getattr(asset, name))
         for name in ("maintenance_haircut", "liquidation_haircut", "capital_haircut"):
             if getattr(asset, name) is not None:
@@ -355,6 +361,8 @@ class RiskConfig:
             )
         if asset.capital_haircut is not None:
             _check_fraction(f"{key}.capital_haircut", asset.capital_haircut)
+        if not 0 <= asset.sale_fee < 1:
+            raise _fail(f"{key}.sale_fee", f"{asset.sale_fee} is outside [0, 1)")
         if asset.day_count not in DAY_COUNTS:
             raise _fail(f"{key}.day_count", f"{asset.day_count!r} is not one of {DAY_COUNTS}")
         _check_non_negative(f"{key}.annual_rate", asset.annual_rate)
@@ -395,7 +403,8 @@ class RiskConfig:
         _check_positive(f"{key}.contract_size", perp.contract_size)
         if not perp.tiers:
             raise _fail(f"{key}.tiers", "at least one tier is required")
-        _check_fraction(f"{key}.liquidation_fee", perp.liquidation_fee)
+        if not 0 <= perp.liquidation_fee < 1:
+            raise _fail(f"{key}.liquidation_fee", f"{perp.liquidation_fee} is outside [0, 1)")
         funding = perp.funding
         _check_positive(f"{key}.funding.interval_hours", funding.interval_hours)
         if funding.interval_hours > 24:
@@ -541,7 +550,7 @@ def _optional_number(key: str, value: Any) -> float | None:
 _ASSET_KEYS = {
     "symbol", "class", "minor_unit", "eligible", "initial_haircut", "maintenance_haircut",
     "liquidation_haircut", "size_tiers", "group", "borrowable", "day_count", "annual_rate",
-    "capital_haircut",
+    "capital_haircut", "sale_fee",
 }  # fmt: skip
 
 
@@ -573,6 +582,7 @@ def _asset_from_dict(index: int, entry: Mapping[str, Any]) -> AssetSpec:
         day_count=entry.get("day_count", "ACT/365"),
         annual_rate=_number(f"{key}.annual_rate", entry.get("annual_rate", 0.0)),
         capital_haircut=_optional_number(f"{key}.capital_haircut", entry.get("capital_haircut")),
+        sale_fee=_number(f"{key}.sale_fee", entry.get("sale_fee", 0.0)),
     )
 
 

@@ -13,6 +13,7 @@ from vamargin.book import Book, BoundBook
 from vamargin.config import RiskConfig
 from vamargin.errors import DataError
 from vamargin.funding import FundingSettlement, category, read_per_instrument
+from vamargin.liquidation import LiquidationQueue
 from vamargin.market import Prices, read_prices, resolve_market
 from vamargin.tables import CategoryColumn, Column, Table
 
@@ -54,23 +55,7 @@ class RiskEngine:
         config = self.config
         bound = book.bind(config)
         market = resolve_market(config, book, bound, prices)
-        raw = _core.revalue(
-            config.engine_params,
-            book.credit_limit,
-            book.holding_account,
-            bound.holding_asset,
-            book.holding_amount,
-            bound.holding_groups,
-            book.position_account,
-            bound.position_instrument,
-            book.qty,
-            book.entry_price,
-            book.isolated_margin,
-            book.leverage,
-            bound.position_groups,
-            market.asset_prices,
-            market.marks,
-        )
+        raw = _core.revalue(config.engine_params, bound.core, market.asset_prices, market.marks)
         account_figures = raw["accounts"]
         accounts: dict[str, Column] = {"account_id": book.account_id}
         for name in ACCOUNT_COLUMNS[1:]:
@@ -192,4 +177,86 @@ class RiskEngine:
             by_instrument=by_instrument,
             dust={s: int(d) for s, d in zip(symbols, raw["dust"][used], strict=True)},
             house={s: int(h) for s, h in zip(symbols, raw["house"][used], strict=True)},
+        )
+
+    def liquidation_queue(self, book: Book, prices: Prices) -> LiquidationQueue:
+        """Accounts in ``liquidation`` and isolated positions below maintenance, in queue
+        order, with a close plan each (SPEC §8); see ``vamargin.liquidation``."""
+        config = self.config
+        bound = book.bind(config)
+        market = resolve_market(config, book, bound, prices)
+        raw = _core.liquidation_queue(
+            config.engine_params, bound.core, market.asset_prices, market.marks
+        )
+        entries, steps = raw["entries"], raw["steps"]
+        n = len(entries["account"])
+        rank = np.arange(1, n + 1, dtype=np.int64)
+        position_row = entries["position_row"]
+        isolated = position_row >= 0
+        instruments = ["", *(p.symbol for p in config.perpetuals)]
+        instrument_code = np.zeros(n, dtype=np.uint32)
+        instrument_code[isolated] = bound.position_instrument[position_row[isolated]] + 1
+        step_entry = np.repeat(np.arange(n), entries["n_steps"].astype(np.int64))
+        kinds = steps["kind"]
+        rows = steps["row"]
+        is_holding = kinds == 1
+        symbols = [p.symbol for p in config.perpetuals] + [a.symbol for a in config.assets]
+        symbol_code = np.where(
+            is_holding,
+            len(config.perpetuals) + bound.holding_asset[np.where(is_holding, rows, 0)]
+            if book.n_holdings
+            else 0,
+            bound.position_instrument[np.where(is_holding, 0, rows)] if book.n_positions else 0,
+        )
+        plan = Table(
+            {
+                "rank": rank[step_entry],
+                "account_id": book.account_id[entries["account"][step_entry]],
+                "kind": category(["position", "holding"], kinds),
+                "row": rows.astype(np.int64),
+                "symbol": category(symbols, np.asarray(symbol_code, dtype=np.uint32)),
+                "fraction": steps["fraction"],
+                "quantity": steps["quantity"],
+                "value": steps["value"],
+                "fee": steps["fee"],
+            }
+        )
+        return LiquidationQueue(
+            {
+                "rank": rank,
+                "account_id": book.account_id[entries["account"]],
+                "scope": category(["account", "isolated"], isolated.astype(np.uint32)),
+                "instrument": category(instruments, instrument_code),
+                "position_row": position_row,
+                "health": entries["health"],
+                "deficit": entries["deficit"],
+                "bankrupt": entries["bankrupt"],
+                "insurance_draw": entries["insurance_draw"],
+                "close_value": entries["close_value"],
+                "fees": entries["fees"],
+                "full_close": entries["full_close"],
+                "plan_steps": entries["n_steps"].astype(np.int64),
+            },
+            plan,
+        )
+
+    def adl_queue(self, book: Book, prices: Prices) -> Table:
+        """Auto-deleveraging queues (SPEC §8): per instrument and side, profitable
+        positions by ``score`` (PnL% × effective leverage), highest first; ``rank`` 1 is
+        deleveraged first; ``bucket`` 5 is the first fifth of the queue … 1 the last."""
+        config = self.config
+        bound = book.bind(config)
+        market = resolve_market(config, book, bound, prices)
+        raw = _core.adl_queue(config.engine_params, bound.core, market.asset_prices, market.marks)
+        rows = raw["row"]
+        return Table(
+            {
+                "instrument": category([p.symbol for p in config.perpetuals], raw["instrument"]),
+                "side": category(["short", "long"], (raw["side"] > 0).astype(np.uint32)),
+                "rank": raw["rank"].astype(np.int64) + 1,
+                "account_id": book.position_account_id[rows],
+                "position_row": rows.astype(np.int64),
+                "score": raw["score"],
+                "bucket": raw["bucket"],
+            }
         )

@@ -8,6 +8,7 @@
 pub mod book;
 pub mod error;
 pub mod funding;
+pub mod liquidation;
 pub mod money;
 mod parallel;
 pub mod params;

@@ -55,9 +55,25 @@ pub struct AssetParams {
     pub haircuts: Haircuts,
     pub eligible: bool,
     pub size_tiers: SizeTiers,
+    /// Cost of a forced sale, as a fraction of the value sold.
+    pub sale_fee: f64,
+}
+
+fn fraction(key: &str, value: f64) -> Result<f64> {
+    if (0.0..1.0).contains(&value) {
+        Ok(value)
+    } else {
+        Err(Error::config(key, format!("{value} is outside [0, 1)")))
+    }
 }
 
 impl AssetParams {
+    /// Sets the forced-sale fee (a fraction in [0, 1)).
+    pub fn with_sale_fee(mut self, fee: f64) -> Result<Self> {
+        self.sale_fee = fraction("sale_fee", fee)?;
+        Ok(self)
+    }
+
     pub fn new(haircuts: Haircuts, eligible: bool, size_tiers: SizeTiers) -> Self {
         AssetParams {
             haircuts: if eligible {
@@ -67,6 +83,7 @@ impl AssetParams {
             },
             eligible,
             size_tiers,
+            sale_fee: 0.0,
         }
     }
 }
@@ -79,9 +96,17 @@ pub struct PerpetualParams {
     /// Dense id of the asset PnL and margin settle in.
     pub settle_asset: u32,
     pub tiers: TierTable,
+    /// Fee charged on the notional a liquidation closes.
+    pub liquidation_fee: f64,
 }
 
 impl PerpetualParams {
+    /// Sets the liquidation fee (a fraction in [0, 1)).
+    pub fn with_liquidation_fee(mut self, fee: f64) -> Result<Self> {
+        self.liquidation_fee = fraction("liquidation_fee", fee)?;
+        Ok(self)
+    }
+
     pub fn new(
         kind: ContractKind,
         contract_size: f64,
@@ -99,6 +124,7 @@ impl PerpetualParams {
             contract_size,
             settle_asset,
             tiers,
+            liquidation_fee: 0.0,
         })
     }
 }
@@ -116,9 +142,23 @@ pub struct EngineParams {
     pub assets: Vec<AssetParams>,
     pub perpetuals: Vec<PerpetualParams>,
     pub call_target: CallTarget,
+    /// A liquidation stops once equity is back to maintenance × (1 + buffer).
+    pub liquidation_buffer: f64,
 }
 
 impl EngineParams {
+    /// Sets the liquidation buffer (≥ 0).
+    pub fn with_liquidation_buffer(mut self, buffer: f64) -> Result<Self> {
+        if !(buffer >= 0.0 && buffer.is_finite()) {
+            return Err(Error::config(
+                "liquidation_buffer",
+                "must be a finite number ≥ 0",
+            ));
+        }
+        self.liquidation_buffer = buffer;
+        Ok(self)
+    }
+
     pub fn new(
         assets: Vec<AssetParams>,
         perpetuals: Vec<PerpetualParams>,
@@ -136,6 +176,7 @@ impl EngineParams {
             assets,
             perpetuals,
             call_target,
+            liquidation_buffer: 0.0,
         })
     }
 }

@@ -148,7 +148,14 @@ fn premium(impact_bid: f64, impact_ask: f64, index_price: f64) -> f64 {
     vamargin_core::funding::premium(impact_bid, impact_ask, index_price)
 }
 
+/// Base units to close to cure a shortage: `shortage / (margin_rate − fee) / price`.
+#[pyfunction]
+fn close_size(shortage: f64, price: f64, margin_rate: f64, fee: f64) -> f64 {
+    vamargin_core::liquidation::close_size(shortage, price, margin_rate, fee)
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(close_size, m)?)?;
     m.add_function(wrap_pyfunction!(funding_rate, m)?)?;
     m.add_function(wrap_pyfunction!(premium, m)?)?;
     m.add_function(wrap_pyfunction!(maintenance_amounts, m)?)?;

@@ -6,17 +6,31 @@
 
 use pyo3::prelude::*;
 
+mod book;
 mod calc;
 mod errors;
-mod kernels;
+mod funding;
+mod liquidation;
+mod params;
 mod pool;
+mod revaluation;
 
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     errors::register(m)?;
     calc::register(m)?;
-    kernels::register(m)?;
+    m.add_class::<params::PyEngineParams>()?;
+    m.add_class::<book::PyAccountIndex>()?;
+    m.add_class::<book::PyGrouping>()?;
+    m.add_class::<book::PyCoreBook>()?;
+    m.add_function(wrap_pyfunction!(book::first_duplicate_position, m)?)?;
+    m.add_function(wrap_pyfunction!(revaluation::revalue, m)?)?;
+    m.add_function(wrap_pyfunction!(funding::settle_funding, m)?)?;
+    m.add_function(wrap_pyfunction!(funding::sum_by_account, m)?)?;
+    m.add_function(wrap_pyfunction!(liquidation::liquidation_queue, m)?)?;
+    m.add_function(wrap_pyfunction!(liquidation::adl_queue, m)?)?;
     m.add_function(wrap_pyfunction!(pool::thread_count, m)?)?;
+    m.add("STATUS_NAMES", vamargin_core::Status::NAMES.to_vec())?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

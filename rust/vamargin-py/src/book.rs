@@ -1,0 +1,270 @@
+//! The book as the kernels see it: account index, groupings, and `CoreBook`, a handle on
+//! a validated book's numpy columns that every kernel borrows (never copies).
+
+use numpy::{IntoPyArray, PyArray1, PyArrayMethods, PyReadonlyArray1};
+use pyo3::prelude::*;
+use vamargin_core as core;
+use vamargin_core::{AccountIndex, Accounts, Book, Grouping, Holdings, Positions};
+
+use crate::errors::{to_py, DataError};
+use crate::params::PyEngineParams;
+use crate::pool;
+
+/// `account_id` → dense row of the accounts table.
+#[pyclass(frozen, name = "AccountIndex", module = "vamargin._core")]
+pub struct PyAccountIndex {
+    inner: AccountIndex,
+}
+
+#[pymethods]
+impl PyAccountIndex {
+    /// Indexes `ids` (the accounts table's `account_id` column); a duplicate is a
+    /// `DataError` naming its row.
+    #[new]
+    fn new(py: Python<'_>, ids: PyReadonlyArray1<'_, i64>) -> PyResult<Self> {
+        let ids = ids.as_slice()?;
+        let pool = pool::current()?;
+        let inner = py
+            .detach(|| pool::install(&pool, || AccountIndex::build(ids)))
+            .map_err(|e| to_py(e, "accounts.account_id"))?;
+        Ok(PyAccountIndex { inner })
+    }
+
+    fn __len__(&self) -> usize {
+        self.inner.len()
+    }
+
+    /// Dense row of one account id, or `None`.
+    fn get(&self, account_id: i64) -> Option<u32> {
+        self.inner.get(account_id)
+    }
+
+    /// Dense rows of `ids`; an unknown id is a `DataError` naming `context` and its row.
+    fn lookup<'py>(
+        &self,
+        py: Python<'py>,
+        ids: PyReadonlyArray1<'py, i64>,
+        context: &str,
+    ) -> PyResult<Bound<'py, PyArray1<u32>>> {
+        let ids = ids.as_slice()?;
+        let pool = pool::current()?;
+        let rows = py
+            .detach(|| pool::install(&pool, || self.inner.lookup_all(ids)))
+            .map_err(|e| to_py(e, context))?;
+        Ok(rows.into_pyarray(py))
+    }
+}
+
+/// Rows of a table grouped by account (a stable counting sort, built once per book).
+#[pyclass(frozen, name = "Grouping", module = "vamargin._core")]
+pub struct PyGrouping {
+    pub inner: Grouping,
+}
+
+#[pymethods]
+impl PyGrouping {
+    /// Groups rows by account and, within an account, by `keys` (unique per account).
+    #[new]
+    #[pyo3(signature = (account_rows, n_accounts, context, keys=None))]
+    fn new(
+        py: Python<'_>,
+        account_rows: PyReadonlyArray1<'_, u32>,
+        n_accounts: usize,
+        context: &str,
+        keys: Option<PyReadonlyArray1<'_, u32>>,
+    ) -> PyResult<Self> {
+        let rows = account_rows.as_slice()?;
+        let keys = keys.as_ref().map(|k| k.as_slice()).transpose()?;
+        let inner = py
+            .detach(|| Grouping::build(rows, keys, n_accounts, "account"))
+            .map_err(|e| to_py(e, context))?;
+        Ok(PyGrouping { inner })
+    }
+
+    #[getter]
+    fn is_sorted(&self) -> bool {
+        self.inner.is_sorted()
+    }
+
+    #[getter]
+    fn n_accounts(&self) -> usize {
+        self.inner.n_accounts()
+    }
+}
+
+/// A validated, config-bound book: handles on its numpy columns and groupings.
+#[pyclass(frozen, name = "CoreBook", module = "vamargin._core")]
+pub struct PyCoreBook {
+    account_id: Py<PyArray1<i64>>,
+    credit_limit: Py<PyArray1<f64>>,
+    holding_account: Py<PyArray1<u32>>,
+    holding_asset: Py<PyArray1<u32>>,
+    holding_amount: Py<PyArray1<f64>>,
+    holding_groups: Py<PyGrouping>,
+    position_account: Py<PyArray1<u32>>,
+    position_instrument: Py<PyArray1<u32>>,
+    qty: Py<PyArray1<f64>>,
+    entry_price: Py<PyArray1<f64>>,
+    isolated_margin: Option<Py<PyArray1<f64>>>,
+    leverage: Option<Py<PyArray1<f64>>>,
+    position_groups: Py<PyGrouping>,
+}
+
+#[pymethods]
+impl PyCoreBook {
+    #[new]
+    #[pyo3(signature = (
+        account_id, credit_limit,
+        holding_account, holding_asset, holding_amount, holding_groups,
+        position_account, position_instrument, qty, entry_price, isolated_margin, leverage,
+        position_groups,
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        account_id: Py<PyArray1<i64>>,
+        credit_limit: Py<PyArray1<f64>>,
+        holding_account: Py<PyArray1<u32>>,
+        holding_asset: Py<PyArray1<u32>>,
+        holding_amount: Py<PyArray1<f64>>,
+        holding_groups: Py<PyGrouping>,
+        position_account: Py<PyArray1<u32>>,
+        position_instrument: Py<PyArray1<u32>>,
+        qty: Py<PyArray1<f64>>,
+        entry_price: Py<PyArray1<f64>>,
+        isolated_margin: Option<Py<PyArray1<f64>>>,
+        leverage: Option<Py<PyArray1<f64>>>,
+        position_groups: Py<PyGrouping>,
+    ) -> Self {
+        PyCoreBook {
+            account_id,
+            credit_limit,
+            holding_account,
+            holding_asset,
+            holding_amount,
+            holding_groups,
+            position_account,
+            position_instrument,
+            qty,
+            entry_price,
+            isolated_margin,
+            leverage,
+            position_groups,
+        }
+    }
+}
+
+/// Read-only borrows of a `CoreBook`'s columns, held while a kernel runs.
+pub struct BorrowedBook<'py> {
+    pub account_id: PyReadonlyArray1<'py, i64>,
+    credit_limit: PyReadonlyArray1<'py, f64>,
+    holding_account: PyReadonlyArray1<'py, u32>,
+    holding_asset: PyReadonlyArray1<'py, u32>,
+    holding_amount: PyReadonlyArray1<'py, f64>,
+    position_account: PyReadonlyArray1<'py, u32>,
+    position_instrument: PyReadonlyArray1<'py, u32>,
+    qty: PyReadonlyArray1<'py, f64>,
+    entry_price: PyReadonlyArray1<'py, f64>,
+    isolated_margin: Option<PyReadonlyArray1<'py, f64>>,
+    leverage: Option<PyReadonlyArray1<'py, f64>>,
+    holding_groups: &'py Grouping,
+    position_groups: &'py Grouping,
+}
+
+impl PyCoreBook {
+    pub fn borrow<'py>(&'py self, py: Python<'py>) -> BorrowedBook<'py> {
+        BorrowedBook {
+            account_id: self.account_id.bind(py).readonly(),
+            credit_limit: self.credit_limit.bind(py).readonly(),
+            holding_account: self.holding_account.bind(py).readonly(),
+            holding_asset: self.holding_asset.bind(py).readonly(),
+            holding_amount: self.holding_amount.bind(py).readonly(),
+            position_account: self.position_account.bind(py).readonly(),
+            position_instrument: self.position_instrument.bind(py).readonly(),
+            qty: self.qty.bind(py).readonly(),
+            entry_price: self.entry_price.bind(py).readonly(),
+            isolated_margin: self.isolated_margin.as_ref().map(|a| a.bind(py).readonly()),
+            leverage: self.leverage.as_ref().map(|a| a.bind(py).readonly()),
+            holding_groups: &self.holding_groups.get().inner,
+            position_groups: &self.position_groups.get().inner,
+        }
+    }
+}
+
+pub fn optional_slice<'a>(
+    array: &'a Option<PyReadonlyArray1<'_, f64>>,
+) -> PyResult<Option<&'a [f64]>> {
+    array
+        .as_ref()
+        .map(|a| a.as_slice().map_err(PyErr::from))
+        .transpose()
+}
+
+impl BorrowedBook<'_> {
+    /// The core's view of the book, checked against `params`.
+    pub fn book(&self, params: &PyEngineParams) -> PyResult<Book<'_>> {
+        let accounts = Accounts {
+            credit_limit: self.credit_limit.as_slice()?,
+        };
+        let holdings = Holdings {
+            account: self.holding_account.as_slice()?,
+            asset: self.holding_asset.as_slice()?,
+            amount: self.holding_amount.as_slice()?,
+        };
+        let positions = Positions {
+            account: self.position_account.as_slice()?,
+            instrument: self.position_instrument.as_slice()?,
+            qty: self.qty.as_slice()?,
+            entry_price: self.entry_price.as_slice()?,
+            isolated_margin: optional_slice(&self.isolated_margin)?,
+            leverage: optional_slice(&self.leverage)?,
+        };
+        if self.account_id.len()? != accounts.credit_limit.len() {
+            return Err(DataError::new_err(
+                "accounts: account_id and credit_limit lengths differ",
+            ));
+        }
+        Book::new(
+            &params.inner,
+            accounts,
+            holdings,
+            positions,
+            self.holding_groups,
+            self.position_groups,
+        )
+        .map_err(|e| to_py(e, "book"))
+    }
+}
+
+/// First position row repeating an earlier (account, instrument, margin mode), or `None`.
+#[pyfunction]
+pub fn first_duplicate_position(
+    py: Python<'_>,
+    position_instrument: PyReadonlyArray1<'_, u32>,
+    qty: PyReadonlyArray1<'_, f64>,
+    isolated_margin: Option<PyReadonlyArray1<'_, f64>>,
+    position_groups: &PyGrouping,
+    n_instruments: usize,
+) -> PyResult<Option<usize>> {
+    let instrument = position_instrument.as_slice()?;
+    let qty = qty.as_slice()?;
+    if instrument.len() != qty.len() || position_groups.inner.n_rows() != qty.len() {
+        return Err(DataError::new_err(
+            "positions: instrument, qty and grouping lengths differ",
+        ));
+    }
+    let positions = Positions {
+        // Only the grouping locates accounts here.
+        account: &[],
+        instrument,
+        qty,
+        entry_price: &[],
+        isolated_margin: optional_slice(&isolated_margin)?,
+        leverage: None,
+    };
+    let pool = pool::current()?;
+    Ok(py.detach(|| {
+        pool::install(&pool, || {
+            core::first_duplicate_position(&positions, &position_groups.inner, n_instruments)
+        })
+    }))
+}

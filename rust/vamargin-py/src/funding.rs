@@ -1,0 +1,115 @@
+//! Funding settlement and per-account integer sums.
+
+use numpy::{IntoPyArray, PyArray1, PyReadonlyArray1};
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+use vamargin_core as core;
+use vamargin_core::Positions;
+
+use crate::book::{optional_slice, PyGrouping};
+use crate::errors::to_py;
+use crate::params::PyEngineParams;
+use crate::pool;
+
+/// Settles funding per position in minor units; `rates`+`marks` (one interval) or
+/// `index_now`+`position_index` (cumulative index), one value per instrument.
+#[pyfunction]
+#[pyo3(signature = (params, position_instrument, qty, settle_decimals, *, rates=None, marks=None, index_now=None, position_index=None))]
+#[allow(clippy::too_many_arguments)]
+pub fn settle_funding<'py>(
+    py: Python<'py>,
+    params: &PyEngineParams,
+    position_instrument: PyReadonlyArray1<'py, u32>,
+    qty: PyReadonlyArray1<'py, f64>,
+    settle_decimals: Vec<u32>,
+    rates: Option<PyReadonlyArray1<'py, f64>>,
+    marks: Option<PyReadonlyArray1<'py, f64>>,
+    index_now: Option<PyReadonlyArray1<'py, f64>>,
+    position_index: Option<PyReadonlyArray1<'py, f64>>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let n_instruments = params.inner.perpetuals.len();
+    let instrument = position_instrument.as_slice()?;
+    let qty = qty.as_slice()?;
+    let fail = |message: &str| crate::errors::DataError::new_err(format!("funding: {message}"));
+    if instrument.len() != qty.len() {
+        return Err(fail("instrument and qty lengths differ"));
+    }
+    if let Some(bad) = instrument
+        .iter()
+        .position(|&id| id as usize >= n_instruments)
+    {
+        return Err(fail(&format!(
+            "positions row {bad}: instrument id out of range"
+        )));
+    }
+    if settle_decimals.len() != params.inner.assets.len() {
+        return Err(fail("one minor-unit scale per asset is required"));
+    }
+    let rates = optional_slice(&rates)?;
+    let marks = optional_slice(&marks)?;
+    let index_now = optional_slice(&index_now)?;
+    let position_index = optional_slice(&position_index)?;
+    let basis = match (rates, marks, index_now, position_index) {
+        (Some(rates), Some(marks), None, None)
+            if rates.len() == n_instruments && marks.len() == n_instruments =>
+        {
+            core::funding::FundingBasis::Mark { rates, marks }
+        }
+        (None, None, Some(index_now), Some(position_index)) if index_now.len() == n_instruments => {
+            core::funding::FundingBasis::Index {
+                index_now,
+                position_index,
+            }
+        }
+        _ => {
+            return Err(fail(
+                "give rates and marks, or index_now and position_index, one per instrument",
+            ))
+        }
+    };
+    let positions = Positions {
+        account: &[],
+        instrument,
+        qty,
+        entry_price: &[],
+        isolated_margin: None,
+        leverage: None,
+    };
+    let pool = pool::current()?;
+    let settlement = py
+        .detach(|| {
+            pool::install(&pool, || {
+                core::funding::settle_funding(&params.inner, &positions, basis, &settle_decimals)
+            })
+        })
+        .map_err(|e| to_py(e, "funding"))?;
+    let out = PyDict::new(py);
+    out.set_item("payments", settlement.payments.into_pyarray(py))?;
+    out.set_item("dust", settlement.dust.into_pyarray(py))?;
+    out.set_item("house", settlement.house.into_pyarray(py))?;
+    out.set_item("received", settlement.received.into_pyarray(py))?;
+    out.set_item("paid", settlement.paid.into_pyarray(py))?;
+    Ok(out)
+}
+
+/// Per account (row) and key (column): sums of integer amounts over each account's rows.
+#[pyfunction]
+pub fn sum_by_account<'py>(
+    py: Python<'py>,
+    groups: &PyGrouping,
+    keys: PyReadonlyArray1<'py, u32>,
+    amounts: PyReadonlyArray1<'py, i64>,
+    n_keys: usize,
+) -> PyResult<Bound<'py, PyArray1<i64>>> {
+    let keys = keys.as_slice()?;
+    let amounts = amounts.as_slice()?;
+    let pool = pool::current()?;
+    let sums = py
+        .detach(|| {
+            pool::install(&pool, || {
+                core::money::sum_by_account(&groups.inner, keys, amounts, n_keys)
+            })
+        })
+        .map_err(|e| to_py(e, "by account"))?;
+    Ok(sums.into_pyarray(py))
+}

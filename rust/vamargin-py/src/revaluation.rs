@@ -1,0 +1,83 @@
+//! `revalue`: the account pass over a `CoreBook`.
+
+use numpy::{IntoPyArray, PyReadonlyArray1};
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+use vamargin_core as core;
+use vamargin_core::{Book, Market, Revaluation};
+
+use crate::book::PyCoreBook;
+use crate::errors::to_py;
+use crate::params::PyEngineParams;
+use crate::pool;
+
+/// Revalues `book` at `market` with the GIL released.
+pub fn revalue_book(
+    py: Python<'_>,
+    params: &PyEngineParams,
+    book: &Book<'_>,
+    market: &Market<'_>,
+) -> PyResult<Revaluation> {
+    let pool = pool::current()?;
+    py.detach(|| pool::install(&pool, || core::revalue(&params.inner, book, market)))
+        .map_err(|e| to_py(e, "revalue"))
+}
+
+/// Revalues a validated book; returns `{"accounts": {...}, "positions": {...}}` of numpy
+/// columns (status as `uint8` codes, tier as 1-based `uint8`).
+#[pyfunction]
+pub fn revalue<'py>(
+    py: Python<'py>,
+    params: &PyEngineParams,
+    book: &PyCoreBook,
+    asset_prices: PyReadonlyArray1<'py, f64>,
+    marks: PyReadonlyArray1<'py, f64>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let borrowed = book.borrow(py);
+    let core_book = borrowed.book(params)?;
+    let market = Market {
+        asset_prices: asset_prices.as_slice()?,
+        marks: marks.as_slice()?,
+    };
+    let result = revalue_book(py, params, &core_book, &market)?;
+
+    let accounts = PyDict::new(py);
+    let a = result.accounts;
+    accounts.set_item("equity", a.equity.into_pyarray(py))?;
+    accounts.set_item("collateral_value", a.collateral_value.into_pyarray(py))?;
+    accounts.set_item("debit", a.debit.into_pyarray(py))?;
+    accounts.set_item("upnl", a.upnl.into_pyarray(py))?;
+    accounts.set_item(
+        "initial_requirement",
+        a.initial_requirement.into_pyarray(py),
+    )?;
+    accounts.set_item(
+        "maintenance_requirement",
+        a.maintenance_requirement.into_pyarray(py),
+    )?;
+    accounts.set_item(
+        "liquidation_requirement",
+        a.liquidation_requirement.into_pyarray(py),
+    )?;
+    accounts.set_item("excess", a.excess.into_pyarray(py))?;
+    accounts.set_item("margin_ratio", a.margin_ratio.into_pyarray(py))?;
+    accounts.set_item("ltv", a.ltv.into_pyarray(py))?;
+    accounts.set_item("status", a.status.into_pyarray(py))?;
+    accounts.set_item("call_amount", a.call_amount.into_pyarray(py))?;
+
+    let positions = PyDict::new(py);
+    let p = result.positions;
+    positions.set_item("notional", p.notional.into_pyarray(py))?;
+    positions.set_item("upnl", p.upnl.into_pyarray(py))?;
+    positions.set_item("initial_margin", p.initial_margin.into_pyarray(py))?;
+    positions.set_item("maintenance_margin", p.maintenance_margin.into_pyarray(py))?;
+    positions.set_item("tier", p.tier.into_pyarray(py))?;
+    positions.set_item("liquidation_price", p.liquidation_price.into_pyarray(py))?;
+    positions.set_item("bankruptcy_price", p.bankruptcy_price.into_pyarray(py))?;
+    positions.set_item("adl_score", p.adl_score.into_pyarray(py))?;
+
+    let out = PyDict::new(py);
+    out.set_item("accounts", accounts)?;
+    out.set_item("positions", positions)?;
+    Ok(out)
+}
