@@ -26,6 +26,7 @@ __all__ = [
     "maintenance_amounts",
     "maintenance_margin",
     "notional",
+    "order_impact",
     "premium",
     "revalue",
     "settle_funding",
@@ -107,6 +108,17 @@ def liquidation_queue(
 def adl_queue(
     params: EngineParams, book: CoreBook, asset_prices: _F64, marks: _F64
 ) -> dict[str, npt.NDArray[Any]]: ...
+def order_impact(
+    params: EngineParams,
+    book: CoreBook,
+    asset_prices: _F64,
+    marks: _F64,
+    account: int,
+    instrument: int,
+    qty: float,
+    price: float,
+    leverage: float,
+) -> tuple[int, bool, float, float, float, float, int, float, float, float, float]: ...
 def close_size(shortage: float, price: float, margin_rate: float, fee: float) -> float: ...
 def first_duplicate_position(
     position_instrument: _U32,

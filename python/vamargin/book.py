@@ -132,6 +132,13 @@ class Book:
 
     # -- shape ----------------------------------------------------------------------------
 
+    def account_row(self, account_id: int) -> int:
+        """The row of ``account_id`` in the accounts table (``DataError`` if unknown)."""
+        row = self._index.get(int(account_id))
+        if row is None:
+            raise DataError(f"accounts.account_id: unknown account {account_id}")
+        return row
+
     @property
     def n_accounts(self) -> int:
         return len(self.account_id)

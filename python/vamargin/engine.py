@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +16,7 @@ from vamargin.errors import DataError
 from vamargin.funding import FundingSettlement, category, read_per_instrument
 from vamargin.liquidation import LiquidationQueue
 from vamargin.market import Prices, read_prices, resolve_market
+from vamargin.pretrade import OrderDecision, PreTrade
 from vamargin.tables import CategoryColumn, Column, Table
 
 STATUSES: tuple[str, ...] = tuple(_core.STATUS_NAMES)
@@ -49,6 +51,7 @@ class RiskEngine:
 
     def __init__(self, config: RiskConfig | None = None) -> None:
         self.config = RiskConfig.hk_default() if config is None else config
+        self._pretrade: tuple[Book, dict[str, float], PreTrade] | None = None
 
     def revalue(self, book: Book, prices: Prices) -> Revaluation:
         """Values every account and position at ``prices`` in one Rust pass (SPEC §5–§6)."""
@@ -260,3 +263,38 @@ class RiskEngine:
                 "bucket": raw["bucket"],
             }
         )
+
+    def pretrade(self, book: Book, prices: Prices) -> PreTrade:
+        """A pre-trade checker for ``book`` at ``prices``: validates once, then
+        ``.check(account_id, instrument, qty, price)`` costs microseconds."""
+        config = self.config
+        bound = book.bind(config)
+        market = resolve_market(config, book, bound, prices)
+        return PreTrade(config, book, bound, market)
+
+    def check_order(
+        self,
+        book: Book,
+        prices: Prices,
+        account_id: int,
+        instrument: str,
+        qty: float,
+        price: float,
+        *,
+        leverage: float | None = None,
+    ) -> OrderDecision:
+        """Pre-trade check of one order (see ``vamargin.pretrade``). Reuses the checker of
+        the previous call while the book and the prices are the same."""
+        snapshot = dict(prices) if isinstance(prices, Mapping) else None
+        cached = self._pretrade
+        if (
+            cached is not None
+            and cached[0] is book
+            and snapshot is not None
+            and cached[1] == snapshot
+        ):
+            checker = cached[2]
+        else:
+            checker = self.pretrade(book, prices)
+            self._pretrade = (book, snapshot, checker) if snapshot is not None else None
+        return checker.check(account_id, instrument, qty, price, leverage=leverage)

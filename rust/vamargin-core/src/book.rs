@@ -370,6 +370,104 @@ impl<'a> Book<'a> {
     pub fn n_accounts(&self) -> usize {
         self.accounts.credit_limit.len()
     }
+
+    /// A book whose column lengths are checked but whose ids are not (O(1) instead of
+    /// O(rows)): for single-account kernels, which check the ids of the rows they read
+    /// with [`Book::check_account_ids`].
+    pub fn for_single_account(
+        accounts: Accounts<'a>,
+        holdings: Holdings<'a>,
+        positions: Positions<'a>,
+        holding_groups: &'a Grouping,
+        position_groups: &'a Grouping,
+    ) -> Result<Self> {
+        let n = positions.qty.len();
+        check_len(
+            "holdings.asset",
+            holdings.account.len(),
+            holdings.asset.len(),
+        )?;
+        check_len(
+            "holdings.amount",
+            holdings.account.len(),
+            holdings.amount.len(),
+        )?;
+        check_len(
+            "holdings grouping",
+            holdings.account.len(),
+            holding_groups.n_rows(),
+        )?;
+        check_len("positions.instrument", n, positions.instrument.len())?;
+        check_len("positions.account", n, positions.account.len())?;
+        check_len("positions.entry_price", n, positions.entry_price.len())?;
+        for column in [positions.isolated_margin, positions.leverage]
+            .into_iter()
+            .flatten()
+        {
+            check_len("positions margin columns", n, column.len())?;
+        }
+        check_len("positions grouping", n, position_groups.n_rows())?;
+        check_len(
+            "holdings grouping accounts",
+            accounts.credit_limit.len(),
+            holding_groups.n_accounts(),
+        )?;
+        check_len(
+            "positions grouping accounts",
+            accounts.credit_limit.len(),
+            position_groups.n_accounts(),
+        )?;
+        Ok(Book {
+            accounts,
+            holdings,
+            positions,
+            holding_groups,
+            position_groups,
+        })
+    }
+
+    /// Checks the asset and instrument ids of one account's rows.
+    pub fn check_account_ids(&self, params: &EngineParams, account: usize) -> Result<()> {
+        if account >= self.n_accounts() {
+            return Err(Error::IdOutOfRange {
+                column: "account",
+                row: account,
+                id: account as u64,
+                len: self.n_accounts(),
+            });
+        }
+        let mut bad = None;
+        self.holding_groups.for_each_row(account, |row| {
+            if self.holdings.asset[row] as usize >= params.assets.len() {
+                bad.get_or_insert((
+                    "holdings.asset",
+                    row,
+                    u64::from(self.holdings.asset[row]),
+                    params.assets.len(),
+                ));
+            }
+        });
+        self.position_groups.for_each_row(account, |row| {
+            let id = self.positions.instrument[row];
+            if id as usize >= params.perpetuals.len() {
+                bad.get_or_insert((
+                    "positions.instrument",
+                    row,
+                    u64::from(id),
+                    params.perpetuals.len(),
+                ));
+            }
+        });
+        match bad {
+            None => Ok(()),
+            Some((column, row, id, len)) => Err(Error::IdOutOfRange {
+                column,
+                row,
+                id,
+                len,
+            }),
+        }
+    }
 }
 
 /// The first row (in table order) that repeats an (account, instrument, margin mode) key

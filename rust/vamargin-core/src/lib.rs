@@ -13,6 +13,7 @@ pub mod money;
 mod parallel;
 pub mod params;
 pub mod perp;
+pub mod pretrade;
 pub mod tiers;
 pub mod valuation;
 

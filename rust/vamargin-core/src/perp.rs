@@ -7,6 +7,7 @@
 //! `balance(x) = b0 + b1·x`. The liquidation condition `balance(x) = MM(a·x)` is then one
 //! piecewise-linear equation for both kinds.
 
+use crate::params::PerpetualParams;
 use crate::tiers::TierTable;
 
 /// How a perpetual settles.
@@ -16,6 +17,55 @@ pub enum ContractKind {
     Linear,
     /// PnL and margin in the base coin; `contract_size` is quote face value per contract.
     Inverse,
+}
+
+/// One position's margin figures at a mark, settle currency.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Margins {
+    pub notional: f64,
+    pub upnl: f64,
+    pub initial_margin: f64,
+    pub maintenance_margin: f64,
+    /// 0-based bracket.
+    pub tier: usize,
+}
+
+/// Notional, uPnL, bracket and margins of `qty` contracts entered at `entry_price`,
+/// valued at `mark`. A chosen leverage (NaN: none) can only lower the bracket's maximum.
+/// An empty position has all zeros (and needs no price).
+#[inline]
+pub fn margins(
+    contract: &PerpetualParams,
+    qty: f64,
+    entry_price: f64,
+    mark: f64,
+    chosen_leverage: f64,
+) -> Margins {
+    if qty == 0.0 {
+        return Margins::default();
+    }
+    let notional = notional(contract.kind, contract.contract_size, qty, mark);
+    let tier_index = contract.tiers.index(notional);
+    let tier = &contract.tiers.tiers()[tier_index];
+    // NaN compares false, so "no choice" keeps the bracket's maximum.
+    let leverage = if chosen_leverage < tier.max_leverage {
+        chosen_leverage
+    } else {
+        tier.max_leverage
+    };
+    Margins {
+        notional,
+        upnl: unrealized_pnl(
+            contract.kind,
+            contract.contract_size,
+            qty,
+            entry_price,
+            mark,
+        ),
+        initial_margin: notional / leverage,
+        maintenance_margin: notional * tier.mmr - tier.maintenance_amount,
+        tier: tier_index,
+    }
 }
 
 /// Notional in the settle currency at `price`.

@@ -135,6 +135,78 @@ struct CrossTotals {
     maintenance: Vec<f64>,
 }
 
+/// An account's holdings, valued (reporting currency).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct HoldingTotals {
+    pub value: f64,
+    pub debit: f64,
+    pub collateral: f64,
+    pub initial: f64,
+    pub maintenance: f64,
+    pub liquidation: f64,
+}
+
+/// Values an account's holdings and their three requirements, rows in key order.
+pub(crate) fn holding_totals(
+    params: &EngineParams,
+    book: &Book<'_>,
+    prices: &[f64],
+    account: usize,
+) -> HoldingTotals {
+    let holdings = &book.holdings;
+    let mut totals = HoldingTotals::default();
+    book.holding_groups.for_each_row(account, |row| {
+        let asset_id = holdings.asset[row] as usize;
+        let asset = &params.assets[asset_id];
+        let v = holdings.amount[row] * prices[asset_id];
+        totals.value += v;
+        if v < 0.0 {
+            totals.debit -= v;
+        } else if v > 0.0 {
+            let credited = asset.size_tiers.credited_value(v);
+            totals.initial += v - (1.0 - asset.haircuts.initial) * credited;
+            totals.maintenance += v - (1.0 - asset.haircuts.maintenance) * credited;
+            totals.liquidation += v - (1.0 - asset.haircuts.liquidation) * credited;
+            if asset.eligible {
+                totals.collateral += v;
+            }
+        }
+    });
+    totals
+}
+
+/// An account's cross positions, summed in reporting currency.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct CrossSums {
+    pub upnl: f64,
+    pub initial_margin: f64,
+    pub maintenance_margin: f64,
+}
+
+/// Sums the cross positions of an account (rows in key order), each row's figures given
+/// by `figures(row)` in settle currency.
+pub(crate) fn cross_totals(
+    params: &EngineParams,
+    book: &Book<'_>,
+    prices: &[f64],
+    account: usize,
+    mut figures: impl FnMut(usize) -> perp::Margins,
+) -> CrossSums {
+    let positions = &book.positions;
+    let mut sums = CrossSums::default();
+    book.position_groups.for_each_row(account, |row| {
+        if positions.qty[row] != 0.0 && positions.isolated_margin(row).is_none() {
+            let contract = &params.perpetuals[positions.instrument[row] as usize];
+            let settle_price = prices[contract.settle_asset as usize];
+            let m = figures(row);
+            sums.upnl += m.upnl * settle_price;
+            sums.initial_margin += m.initial_margin * settle_price;
+            sums.maintenance_margin += m.maintenance_margin * settle_price;
+        }
+    });
+    sums
+}
+
 /// Status from equity and requirements, worst first.
 #[inline]
 pub fn classify(
@@ -229,40 +301,25 @@ fn position_margins(
             for i in 0..chunk.notional.len() {
                 let row = first + i;
                 let qty = positions.qty[row];
-                if qty == 0.0 {
-                    // Empty rows are ignored: their instrument need not even be priced.
-                    chunk.notional[i] = 0.0;
-                    chunk.upnl[i] = 0.0;
-                    chunk.initial_margin[i] = 0.0;
-                    chunk.maintenance_margin[i] = 0.0;
-                    chunk.tier[i] = 1;
-                    continue;
-                }
-                let instrument = positions.instrument[row] as usize;
-                let contract = &params.perpetuals[instrument];
-                let mark = market.marks[instrument];
-                let notional = perp::notional(contract.kind, contract.contract_size, qty, mark);
-                let tier_index = contract.tiers.index(notional);
-                let tier = &contract.tiers.tiers()[tier_index];
-                let chosen_leverage = positions.leverage.map_or(f64::NAN, |col| col[row]);
-                // A chosen leverage can only lower the bracket's maximum (NaN compares false).
-                let leverage = if chosen_leverage < tier.max_leverage {
-                    chosen_leverage
+                // Empty rows are ignored: their instrument need not even be priced.
+                let figures = if qty == 0.0 {
+                    perp::Margins::default()
                 } else {
-                    tier.max_leverage
+                    let instrument = positions.instrument[row] as usize;
+                    perp::margins(
+                        &params.perpetuals[instrument],
+                        qty,
+                        positions.entry_price[row],
+                        market.marks[instrument],
+                        positions.leverage.map_or(f64::NAN, |col| col[row]),
+                    )
                 };
-                chunk.notional[i] = notional;
-                chunk.upnl[i] = perp::unrealized_pnl(
-                    contract.kind,
-                    contract.contract_size,
-                    qty,
-                    positions.entry_price[row],
-                    mark,
-                );
-                chunk.initial_margin[i] = notional / leverage;
-                chunk.maintenance_margin[i] = notional * tier.mmr - tier.maintenance_amount;
+                chunk.notional[i] = figures.notional;
+                chunk.upnl[i] = figures.upnl;
+                chunk.initial_margin[i] = figures.initial_margin;
+                chunk.maintenance_margin[i] = figures.maintenance_margin;
                 // Tables have at most 255 brackets (checked when built).
-                chunk.tier[i] = (tier_index + 1) as u8;
+                chunk.tier[i] = (figures.tier + 1) as u8;
             }
         },
     );
@@ -298,47 +355,23 @@ fn account_pass(
         cross_wallet: &mut cross.wallet,
         cross_maintenance: &mut cross.maintenance,
     };
-    let holdings = &book.holdings;
-    let book_positions = &book.positions;
     let prices = market.asset_prices;
     for_each_chunk(columns, ACCOUNT_CHUNK, &|first, chunk: AccountRows<'_>| {
         for i in 0..chunk.equity.len() {
             let account = first + i;
-            let mut value = 0.0;
-            let mut debit = 0.0;
-            let mut collateral = 0.0;
-            let mut holdings_initial = 0.0;
-            let mut holdings_maintenance = 0.0;
-            let mut holdings_liquidation = 0.0;
-            book.holding_groups.for_each_row(account, |row| {
-                let asset_id = holdings.asset[row] as usize;
-                let asset = &params.assets[asset_id];
-                let v = holdings.amount[row] * prices[asset_id];
-                value += v;
-                if v < 0.0 {
-                    debit -= v;
-                } else if v > 0.0 {
-                    let credited = asset.size_tiers.credited_value(v);
-                    holdings_initial += v - (1.0 - asset.haircuts.initial) * credited;
-                    holdings_maintenance += v - (1.0 - asset.haircuts.maintenance) * credited;
-                    holdings_liquidation += v - (1.0 - asset.haircuts.liquidation) * credited;
-                    if asset.eligible {
-                        collateral += v;
-                    }
-                }
+            let held = holding_totals(params, book, prices, account);
+            let cross = cross_totals(params, book, prices, account, |row| perp::Margins {
+                notional: positions.notional[row],
+                upnl: positions.upnl[row],
+                initial_margin: positions.initial_margin[row],
+                maintenance_margin: positions.maintenance_margin[row],
+                tier: 0,
             });
-            let mut upnl = 0.0;
-            let mut initial_margin = 0.0;
-            let mut maintenance_margin = 0.0;
-            book.position_groups.for_each_row(account, |row| {
-                if book_positions.qty[row] != 0.0 && book_positions.isolated_margin(row).is_none() {
-                    let contract = &params.perpetuals[book_positions.instrument[row] as usize];
-                    let settle_price = prices[contract.settle_asset as usize];
-                    upnl += positions.upnl[row] * settle_price;
-                    initial_margin += positions.initial_margin[row] * settle_price;
-                    maintenance_margin += positions.maintenance_margin[row] * settle_price;
-                }
-            });
+            let (value, debit, collateral) = (held.value, held.debit, held.collateral);
+            let (holdings_initial, holdings_maintenance, holdings_liquidation) =
+                (held.initial, held.maintenance, held.liquidation);
+            let (upnl, initial_margin, maintenance_margin) =
+                (cross.upnl, cross.initial_margin, cross.maintenance_margin);
             let equity = value + upnl;
             let initial = holdings_initial + initial_margin;
             let maintenance = holdings_maintenance + maintenance_margin;

@@ -200,8 +200,34 @@ pub fn optional_slice<'a>(
 }
 
 impl BorrowedBook<'_> {
-    /// The core's view of the book, checked against `params`.
+    /// The core's view of the book, checked against `params` (every id: O(rows)).
     pub fn book(&self, params: &PyEngineParams) -> PyResult<Book<'_>> {
+        let (accounts, holdings, positions) = self.columns()?;
+        Book::new(
+            &params.inner,
+            accounts,
+            holdings,
+            positions,
+            self.holding_groups,
+            self.position_groups,
+        )
+        .map_err(|e| to_py(e, "book"))
+    }
+
+    /// The core's view for a single-account kernel, which checks the ids it reads: O(1).
+    pub fn account_book(&self) -> PyResult<Book<'_>> {
+        let (accounts, holdings, positions) = self.columns()?;
+        Book::for_single_account(
+            accounts,
+            holdings,
+            positions,
+            self.holding_groups,
+            self.position_groups,
+        )
+        .map_err(|e| to_py(e, "book"))
+    }
+
+    fn columns(&self) -> PyResult<(Accounts<'_>, Holdings<'_>, Positions<'_>)> {
         let accounts = Accounts {
             credit_limit: self.credit_limit.as_slice()?,
         };
@@ -223,15 +249,7 @@ impl BorrowedBook<'_> {
                 "accounts: account_id and credit_limit lengths differ",
             ));
         }
-        Book::new(
-            &params.inner,
-            accounts,
-            holdings,
-            positions,
-            self.holding_groups,
-            self.position_groups,
-        )
-        .map_err(|e| to_py(e, "book"))
+        Ok((accounts, holdings, positions))
     }
 }
 
