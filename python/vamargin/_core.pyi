@@ -21,6 +21,7 @@ __all__ = [
     "close_size",
     "first_duplicate_position",
     "funding_rate",
+    "liquidate",
     "liquidation_price",
     "liquidation_queue",
     "maintenance_amounts",
@@ -119,6 +120,15 @@ def order_impact(
     price: float,
     leverage: float,
 ) -> tuple[int, bool, float, float, float, float, int, float, float, float, float]: ...
+def liquidate(
+    params: EngineParams,
+    book: CoreBook,
+    asset_prices: _F64,
+    marks: _F64,
+    fund: list[int],
+    decimals: list[int],
+    reporting_asset: int | None,
+) -> dict[str, Any]: ...
 def close_size(shortage: float, price: float, margin_rate: float, fee: float) -> float: ...
 def first_duplicate_position(
     position_instrument: _U32,

@@ -15,6 +15,7 @@ from vamargin.config import RiskConfig
 from vamargin.errors import DataError
 from vamargin.funding import FundingSettlement, category, read_per_instrument
 from vamargin.liquidation import LiquidationQueue
+from vamargin.loss_allocation import LiquidationRun, liquidation_run
 from vamargin.market import Prices, read_prices, resolve_market
 from vamargin.pretrade import OrderDecision, PreTrade
 from vamargin.tables import CategoryColumn, Column, Table
@@ -191,6 +192,12 @@ class RiskEngine:
         raw = _core.liquidation_queue(
             config.engine_params, bound.core, market.asset_prices, market.marks
         )
+        return self._queue_table(book, bound, raw)
+
+    def _queue_table(
+        self, book: Book, bound: BoundBook, raw: dict[str, dict[str, Any]]
+    ) -> LiquidationQueue:
+        config = self.config
         entries, steps = raw["entries"], raw["steps"]
         n = len(entries["account"])
         rank = np.arange(1, n + 1, dtype=np.int64)
@@ -298,3 +305,34 @@ class RiskEngine:
             checker = self.pretrade(book, prices)
             self._pretrade = (book, snapshot, checker) if snapshot is not None else None
         return checker.check(account_id, instrument, qty, price, leverage=leverage)
+
+    def liquidate(
+        self, book: Book, prices: Prices, *, insurance_fund: Mapping[str, float] | None = None
+    ) -> LiquidationRun:
+        """Executes the liquidation queue at the marks (SPEC §8): fees to the insurance
+        fund, bankruptcies paid by the fund, the rest deleveraged against the ADL queue at
+        the bankruptcy price; every movement an integer posting (see
+        ``vamargin.loss_allocation``). ``insurance_fund`` is ``{asset: balance}``."""
+        config = self.config
+        bound = book.bind(config)
+        market = resolve_market(config, book, bound, prices)
+        decimals = [asset.minor_decimals for asset in config.assets]
+        fund_before = [0] * len(config.assets)
+        for symbol, balance in (insurance_fund or {}).items():
+            if symbol not in config.asset_ids:
+                raise DataError(f"insurance_fund[{symbol!r}]: unknown asset")
+            if not (np.isfinite(balance) and balance >= 0):
+                raise DataError(f"insurance_fund[{symbol!r}]: {balance} is not a balance ≥ 0")
+            asset_id = config.asset_ids[symbol]
+            fund_before[asset_id] = round(balance * 10 ** decimals[asset_id])
+        raw = _core.liquidate(
+            config.engine_params,
+            bound.core,
+            market.asset_prices,
+            market.marks,
+            fund_before,
+            decimals,
+            config.asset_ids.get(config.reporting_currency),
+        )
+        queue = self._queue_table(book, bound, raw["queue"])
+        return liquidation_run(config, book, bound, queue, raw, fund_before)

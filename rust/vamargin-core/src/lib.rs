@@ -9,6 +9,7 @@ pub mod book;
 pub mod error;
 pub mod funding;
 pub mod liquidation;
+pub mod loss_allocation;
 pub mod money;
 mod parallel;
 pub mod params;

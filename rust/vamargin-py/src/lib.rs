@@ -30,6 +30,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(funding::sum_by_account, m)?)?;
     m.add_function(wrap_pyfunction!(liquidation::liquidation_queue, m)?)?;
     m.add_function(wrap_pyfunction!(liquidation::adl_queue, m)?)?;
+    m.add_function(wrap_pyfunction!(liquidation::liquidate, m)?)?;
     m.add_function(wrap_pyfunction!(pretrade::order_impact, m)?)?;
     m.add_function(wrap_pyfunction!(pool::thread_count, m)?)?;
     m.add("STATUS_NAMES", vamargin_core::Status::NAMES.to_vec())?;

@@ -3,10 +3,14 @@
 use numpy::{IntoPyArray, PyReadonlyArray1};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
-use vamargin_core::liquidation::{adl_queue as core_adl_queue, liquidation_queue as core_queue};
+use vamargin_core::liquidation::{
+    adl_queue as core_adl_queue, liquidation_queue as core_queue, LiquidationQueue,
+};
+use vamargin_core::loss_allocation::{run_liquidations, Party};
 use vamargin_core::Market;
 
 use crate::book::PyCoreBook;
+use crate::errors::to_py;
 use crate::params::PyEngineParams;
 use crate::pool;
 use crate::revaluation::revalue_book;
@@ -42,6 +46,87 @@ pub fn liquidation_queue<'py>(
             )
         })
     });
+    queue_dict(py, &queue)
+}
+
+/// Revalues the book and returns the ADL queues: instrument, side, row, score, rank,
+/// bucket, ordered by instrument, side (long first), then rank.
+#[pyfunction]
+pub fn adl_queue<'py>(
+    py: Python<'py>,
+    params: &PyEngineParams,
+    book: &PyCoreBook,
+    asset_prices: PyReadonlyArray1<'py, f64>,
+    marks: PyReadonlyArray1<'py, f64>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let borrowed = book.borrow(py);
+    let core_book = borrowed.book(params)?;
+    let market = Market {
+        asset_prices: asset_prices.as_slice()?,
+        marks: marks.as_slice()?,
+    };
+    let account_ids = borrowed.account_id.as_slice()?;
+    let revaluation = revalue_book(py, params, &core_book, &market)?;
+    let pool = pool::current()?;
+    let queue = py.detach(|| {
+        pool::install(&pool, || {
+            core_adl_queue(&core_book, &revaluation, account_ids)
+        })
+    });
+    let out = PyDict::new(py);
+    out.set_item(
+        "instrument",
+        queue
+            .iter()
+            .map(|x| x.instrument)
+            .collect::<Vec<_>>()
+            .into_pyarray(py),
+    )?;
+    out.set_item(
+        "side",
+        queue
+            .iter()
+            .map(|x| x.side)
+            .collect::<Vec<_>>()
+            .into_pyarray(py),
+    )?;
+    out.set_item(
+        "row",
+        queue
+            .iter()
+            .map(|x| x.row)
+            .collect::<Vec<_>>()
+            .into_pyarray(py),
+    )?;
+    out.set_item(
+        "score",
+        queue
+            .iter()
+            .map(|x| x.score)
+            .collect::<Vec<_>>()
+            .into_pyarray(py),
+    )?;
+    out.set_item(
+        "rank",
+        queue
+            .iter()
+            .map(|x| x.rank)
+            .collect::<Vec<_>>()
+            .into_pyarray(py),
+    )?;
+    out.set_item(
+        "bucket",
+        queue
+            .iter()
+            .map(|x| x.bucket)
+            .collect::<Vec<_>>()
+            .into_pyarray(py),
+    )?;
+    Ok(out)
+}
+
+/// The queue as `{"entries": {...}, "steps": {...}}` of numpy columns.
+fn queue_dict<'py>(py: Python<'py>, queue: &LiquidationQueue) -> PyResult<Bound<'py, PyDict>> {
     let entries = PyDict::new(py);
     let e = &queue.entries;
     entries.set_item(
@@ -165,16 +250,28 @@ pub fn liquidation_queue<'py>(
     Ok(out)
 }
 
-/// Revalues the book and returns the ADL queues: instrument, side, row, score, rank,
-/// bucket, ordered by instrument, side (long first), then rank.
+/// Revalues, queues and executes the liquidations against the insurance `fund` (minor
+/// units per asset): `{"queue": ..., "postings": {...}, "fills": {...}, "fund": [...]}`.
+/// Posting parties: 0 account (`account` column), 1 clearing, 2 insurance fund,
+/// 3 uncovered.
 #[pyfunction]
-pub fn adl_queue<'py>(
+#[allow(clippy::too_many_arguments)]
+pub fn liquidate<'py>(
     py: Python<'py>,
     params: &PyEngineParams,
     book: &PyCoreBook,
     asset_prices: PyReadonlyArray1<'py, f64>,
     marks: PyReadonlyArray1<'py, f64>,
+    fund: Vec<i64>,
+    decimals: Vec<u32>,
+    reporting_asset: Option<u32>,
 ) -> PyResult<Bound<'py, PyDict>> {
+    let n_assets = params.inner.assets.len();
+    if fund.len() != n_assets || decimals.len() != n_assets {
+        return Err(crate::errors::DataError::new_err(
+            "liquidate: one fund balance and one minor unit per asset",
+        ));
+    }
     let borrowed = book.borrow(py);
     let core_book = borrowed.book(params)?;
     let market = Market {
@@ -184,59 +281,133 @@ pub fn adl_queue<'py>(
     let account_ids = borrowed.account_id.as_slice()?;
     let revaluation = revalue_book(py, params, &core_book, &market)?;
     let pool = pool::current()?;
-    let queue = py.detach(|| {
-        pool::install(&pool, || {
-            core_adl_queue(&core_book, &revaluation, account_ids)
+    let (queue, run) = py
+        .detach(|| {
+            pool::install(&pool, || {
+                let queue = core_queue(
+                    &params.inner,
+                    &core_book,
+                    &market,
+                    &revaluation,
+                    account_ids,
+                );
+                let adl = core_adl_queue(&core_book, &revaluation, account_ids);
+                run_liquidations(
+                    &params.inner,
+                    &core_book,
+                    &market,
+                    &revaluation,
+                    &queue,
+                    &adl,
+                    &fund,
+                    &decimals,
+                    reporting_asset,
+                )
+                .map(|run| (queue, run))
+            })
         })
-    });
+        .map_err(|e| to_py(e, "liquidate"))?;
+    let postings = PyDict::new(py);
+    let p = &run.postings;
+    postings.set_item(
+        "entry",
+        p.iter()
+            .map(|x| x.entry)
+            .collect::<Vec<_>>()
+            .into_pyarray(py),
+    )?;
+    let kind = |party: &Party| match party {
+        Party::Account(_) => 0u8,
+        Party::Clearing => 1,
+        Party::InsuranceFund => 2,
+        Party::Uncovered => 3,
+    };
+    postings.set_item(
+        "party",
+        p.iter()
+            .map(|x| kind(&x.party))
+            .collect::<Vec<_>>()
+            .into_pyarray(py),
+    )?;
+    postings.set_item(
+        "account",
+        p.iter()
+            .map(|x| match x.party {
+                Party::Account(a) => a,
+                _ => u32::MAX,
+            })
+            .collect::<Vec<_>>()
+            .into_pyarray(py),
+    )?;
+    postings.set_item(
+        "asset",
+        p.iter()
+            .map(|x| x.asset)
+            .collect::<Vec<_>>()
+            .into_pyarray(py),
+    )?;
+    postings.set_item(
+        "amount",
+        p.iter()
+            .map(|x| x.amount)
+            .collect::<Vec<_>>()
+            .into_pyarray(py),
+    )?;
+    postings.set_item(
+        "reason",
+        p.iter()
+            .map(|x| x.reason as u8)
+            .collect::<Vec<_>>()
+            .into_pyarray(py),
+    )?;
+    let fills = PyDict::new(py);
+    let f = &run.fills;
+    fills.set_item(
+        "entry",
+        f.iter()
+            .map(|x| x.entry)
+            .collect::<Vec<_>>()
+            .into_pyarray(py),
+    )?;
+    fills.set_item(
+        "bankrupt_row",
+        f.iter()
+            .map(|x| x.bankrupt_row)
+            .collect::<Vec<_>>()
+            .into_pyarray(py),
+    )?;
+    fills.set_item(
+        "counterparty_row",
+        f.iter()
+            .map(|x| x.counterparty_row)
+            .collect::<Vec<_>>()
+            .into_pyarray(py),
+    )?;
+    fills.set_item(
+        "contracts",
+        f.iter()
+            .map(|x| x.contracts)
+            .collect::<Vec<_>>()
+            .into_pyarray(py),
+    )?;
+    fills.set_item(
+        "price",
+        f.iter()
+            .map(|x| x.price)
+            .collect::<Vec<_>>()
+            .into_pyarray(py),
+    )?;
+    fills.set_item(
+        "amount",
+        f.iter()
+            .map(|x| x.amount)
+            .collect::<Vec<_>>()
+            .into_pyarray(py),
+    )?;
     let out = PyDict::new(py);
-    out.set_item(
-        "instrument",
-        queue
-            .iter()
-            .map(|x| x.instrument)
-            .collect::<Vec<_>>()
-            .into_pyarray(py),
-    )?;
-    out.set_item(
-        "side",
-        queue
-            .iter()
-            .map(|x| x.side)
-            .collect::<Vec<_>>()
-            .into_pyarray(py),
-    )?;
-    out.set_item(
-        "row",
-        queue
-            .iter()
-            .map(|x| x.row)
-            .collect::<Vec<_>>()
-            .into_pyarray(py),
-    )?;
-    out.set_item(
-        "score",
-        queue
-            .iter()
-            .map(|x| x.score)
-            .collect::<Vec<_>>()
-            .into_pyarray(py),
-    )?;
-    out.set_item(
-        "rank",
-        queue
-            .iter()
-            .map(|x| x.rank)
-            .collect::<Vec<_>>()
-            .into_pyarray(py),
-    )?;
-    out.set_item(
-        "bucket",
-        queue
-            .iter()
-            .map(|x| x.bucket)
-            .collect::<Vec<_>>()
-            .into_pyarray(py),
-    )?;
+    out.set_item("queue", queue_dict(py, &queue)?)?;
+    out.set_item("postings", postings)?;
+    out.set_item("fills", fills)?;
+    out.set_item("fund", run.fund.into_pyarray(py))?;
     Ok(out)
 }
