@@ -16,7 +16,7 @@ from typing import TextIO
 
 import numpy as np
 
-from vamargin import _core
+from vamargin import _core, calc
 from vamargin.book import Book
 from vamargin.config import RiskConfig
 from vamargin.engine import STATUSES, Revaluation, RiskEngine
@@ -98,9 +98,66 @@ def _summary(book: Book, result: Revaluation, stages: Stages, config: RiskConfig
     return "\n".join(lines)
 
 
+DEMO_INSURANCE_FUND = {"USDT": 2_000_000.0, "BTC": 20.0, "ETH": 300.0, "USD": 500_000.0}
+"""The demo platform's insurance fund (major units per asset)."""
+
+
+def _funding_summary(engine: RiskEngine, book: Book, prices: dict[str, float]) -> tuple[str, int]:
+    """One interval of funding at each perpetual's rate from a flat premium (the rate is
+    then the interest rate per interval), settled in minor units."""
+    config = engine.config
+    rates = {
+        p.symbol: calc.funding_rate(
+            [0.0], interest_rate=p.funding.interest_rate, clamp=p.funding.clamp, cap=p.funding.cap
+        )
+        for p in config.perpetuals
+    }
+    settlement = engine.funding(book, rates, prices)
+    lines = ["", "Funding (one interval; minor units of the settle asset)"]
+    lines.append("  instrument         rate      received          paid     house   dust")
+    table = settlement.by_instrument
+    for row in range(len(table)):
+        r = table.row(row)
+        lines.append(
+            f"  {r['instrument']:<15} {rates[r['instrument']]:>8.4%} {r['received']:>13,} "
+            f"{r['paid']:>13,} {r['house']:>9,} {r['dust']:>6,}"
+        )
+    balance = sum(settlement.ledger()["amount"].tolist())
+    lines.append(f"  ledger balance: {balance} (every posting sums to zero)")
+    return "\n".join(lines), len(settlement.payments)
+
+
+def _liquidation_summary(engine: RiskEngine, book: Book, prices: dict[str, float]) -> str:
+    run = engine.liquidate(book, prices, insurance_fund=DEMO_INSURANCE_FUND)
+    queue = run.queue
+    lines = [
+        "",
+        f"Liquidation queue: {len(queue):,} entries "
+        f"({int((queue['scope'] == 'isolated').sum()):,} isolated positions), "
+        f"{int(queue['bankrupt'].sum()):,} bankrupt, "
+        f"{int(queue['full_close'].sum()):,} full closes",
+        "  rank  account_id     scope        health       deficit  bankrupt",
+    ]
+    for row in range(min(5, len(queue))):
+        r = queue.row(row)
+        lines.append(
+            f"  {r['rank']:>4} {r['account_id']:>11} {r['scope']:>9} {r['health']:>13.3f} "
+            f"{r['deficit']:>13,.0f}  {r['bankrupt']}"
+        )
+    lines.append("  insurance fund (minor units)  before → after")
+    for asset, before in run.fund_before.items():
+        if before or run.fund_after[asset]:
+            lines.append(f"    {asset:<6} {before:>22,} → {run.fund_after[asset]:,}")
+    lines.append(
+        f"  auto-deleveraging fills: {len(run.deleverage):,}; ledger balances: "
+        f"{sorted(set(run.totals_by_asset().values()))} per asset"
+    )
+    return "\n".join(lines)
+
+
 def _demo(args: argparse.Namespace) -> int:
     config = RiskConfig.from_toml(args.config) if args.config else RiskConfig.hk_default()
-    stages = Stages(total=3)
+    stages = Stages(total=5)
     with stages.stage("generate synthetic book"):
         synthetic = synthetic_book(config, n_accounts=args.accounts, seed=args.seed)
     with stages.stage("validate book"):
@@ -108,7 +165,13 @@ def _demo(args: argparse.Namespace) -> int:
     engine = RiskEngine(config)
     with stages.stage("revalue"):
         result = engine.revalue(book, synthetic.prices)
+    with stages.stage("settle funding"):
+        funding, _ = _funding_summary(engine, book, synthetic.prices)
+    with stages.stage("liquidate"):
+        liquidation = _liquidation_summary(engine, book, synthetic.prices)
     print(_summary(book, result, stages, config, args.top))
+    print(funding)
+    print(liquidation)
     return 0
 
 

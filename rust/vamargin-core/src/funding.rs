@@ -14,7 +14,7 @@ use rayon::prelude::*;
 
 use crate::book::Positions;
 use crate::error::{Error, Result};
-use crate::money::{floor_amount, ExactAmount, ExactSum};
+use crate::money::{Coefficient, ExactAmount, ExactSum};
 use crate::parallel::{column_bundle, for_each_chunk};
 use crate::params::EngineParams;
 use crate::perp::ContractKind;
@@ -172,6 +172,35 @@ pub fn settle_funding(
         Ok(now - then)
     };
 
+    // Each instrument's payment per 1e-9 contract (per unit of index move for the index
+    // basis), as an exact coefficient when its digits fit the i128 fast path.
+    let coefficients: Vec<Option<Coefficient>> = instruments
+        .iter()
+        .enumerate()
+        .map(|(id, instrument)| {
+            let shift = instrument.settle_decimals as i32 - QTY_DECIMALS;
+            match (basis, instrument.kind) {
+                (FundingBasis::Mark { rates, marks }, ContractKind::Linear) => Coefficient::new(
+                    true,
+                    &[instrument.contract_size, marks[id], rates[id]],
+                    None,
+                    shift,
+                ),
+                (FundingBasis::Mark { rates, marks }, ContractKind::Inverse) => Coefficient::new(
+                    true,
+                    &[instrument.contract_size, rates[id]],
+                    Some(marks[id]),
+                    shift,
+                ),
+                (FundingBasis::Index { .. }, kind) => Coefficient::new(
+                    true,
+                    &[instrument.contract_size],
+                    None,
+                    shift - index_decimals(kind),
+                ),
+            }
+        })
+        .collect();
     let mut payments = vec![0i64; positions.qty.len()];
     let first_error: std::sync::Mutex<Option<(usize, Error)>> = std::sync::Mutex::new(None);
     for_each_chunk(
@@ -191,30 +220,23 @@ pub fn settle_funding(
                 let outcome = (|| -> Result<i64> {
                     let units = qty_units(qty).ok_or(Error::Overflow { what: "quantity" })?;
                     let index_move = index_move(row, id)?;
-                    let pow = 10f64.powi(instrument.settle_decimals as i32);
-                    let estimate = match (&basis, instrument.kind) {
-                        (FundingBasis::Mark { rates, marks }, ContractKind::Linear) => {
-                            -qty * instrument.contract_size * marks[id] * rates[id] * pow
-                        }
-                        (FundingBasis::Mark { rates, marks }, ContractKind::Inverse) => {
-                            -qty * instrument.contract_size * rates[id] / marks[id] * pow
-                        }
-                        (FundingBasis::Index { .. }, kind) => {
-                            -qty * instrument.contract_size
-                                * index_move as f64
-                                * 10f64.powi(-index_decimals(kind))
-                                * pow
-                        }
-                    };
-                    floor_amount(estimate, || {
-                        exact_payment(
+                    let fast = coefficients[id].and_then(|k| match basis {
+                        FundingBasis::Mark { .. } => k.floor_times(i128::from(units)),
+                        FundingBasis::Index { .. } => i128::from(units)
+                            .checked_mul(index_move)
+                            .and_then(|n| k.floor_times(n)),
+                    });
+                    match fast {
+                        Some(amount) => Ok(amount),
+                        None => exact_payment(
                             instrument,
                             &basis,
                             id,
                             ExactAmount::one().times_integer(units),
                             Some(index_move),
                         )
-                    })
+                        .floor(),
+                    }
                 })();
                 match outcome {
                     Ok(amount) => *slot = amount,

@@ -64,6 +64,80 @@ pub fn minor_unit_decimals(minor_unit: f64) -> Option<u32> {
     })
 }
 
+/// `±numerator · 10^exponent / denominator`: a product of decimal inputs (and at most one
+/// decimal divisor) small enough that multiplying it by an integer and flooring is exact
+/// `i128` work — the fast path for a coefficient shared by many rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Coefficient {
+    negative: bool,
+    numerator: u64,
+    exponent: i32,
+    denominator: u64,
+}
+
+/// `x` as a decimal with its trailing zeros removed from the mantissa.
+fn stripped_decimal(x: f64) -> Option<(bool, u64, i32)> {
+    let (negative, mut mantissa, mut exponent) = to_decimal(x)?;
+    if mantissa == 0 {
+        return Some((false, 0, 0));
+    }
+    while mantissa % 10 == 0 {
+        mantissa /= 10;
+        exponent += 1;
+    }
+    Some((negative, mantissa, exponent))
+}
+
+impl Coefficient {
+    /// `sign · Π factors · 10^shift / divisor`, or `None` when the digits do not fit.
+    pub fn new(negative: bool, factors: &[f64], divisor: Option<f64>, shift: i32) -> Option<Self> {
+        let mut coefficient = Coefficient {
+            negative,
+            numerator: 1,
+            exponent: shift,
+            denominator: 1,
+        };
+        for &factor in factors {
+            let (sign, mantissa, exponent) = stripped_decimal(factor)?;
+            coefficient.negative ^= sign;
+            coefficient.numerator = coefficient.numerator.checked_mul(mantissa)?;
+            coefficient.exponent += exponent;
+        }
+        if let Some(divisor) = divisor {
+            let (sign, mantissa, exponent) = stripped_decimal(divisor)?;
+            if sign || mantissa == 0 {
+                return None;
+            }
+            coefficient.denominator = mantissa;
+            coefficient.exponent -= exponent;
+        }
+        Some(coefficient)
+    }
+
+    /// `floor(n · self)` exactly, or `None` when it does not fit the `i128` fast path.
+    #[inline]
+    pub fn floor_times(&self, n: i128) -> Option<i64> {
+        let mut value = n.checked_mul(i128::from(self.numerator))?;
+        if self.negative {
+            value = value.checked_neg()?;
+        }
+        let mut divisor = i128::from(self.denominator);
+        if self.exponent >= 0 {
+            value = value.checked_mul(10i128.checked_pow(self.exponent as u32)?)?;
+        } else {
+            match 10i128
+                .checked_pow((-self.exponent) as u32)
+                .and_then(|p| p.checked_mul(divisor))
+            {
+                Some(d) => divisor = d,
+                // The divisor exceeds any i128 value: the quotient is 0 or −1.
+                None => return Some(if value < 0 { -1 } else { 0 }),
+            }
+        }
+        i64::try_from(value.div_euclid(divisor)).ok()
+    }
+}
+
 /// A 256-bit unsigned magnitude, little-endian 64-bit limbs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 struct U256([u64; 4]);
@@ -537,6 +611,19 @@ mod tests {
         );
         let err = sum_by_account(&groups, &[0, 0, 0], &[i64::MAX, 0, 1], 1);
         assert!(matches!(err, Err(Error::Overflow { .. })));
+    }
+
+    #[test]
+    fn coefficients_floor_exactly_in_i128() {
+        // 0.001 × 96 450.5 × 0.0001 per contract, in µUSDT per 1e-9 contract:
+        // 9.64505e-3 USDT = 9 645.05 µUSDT per contract.
+        let k = Coefficient::new(true, &[0.001, 96_450.5, 0.0001], None, 6 - 9).unwrap();
+        assert_eq!(k.floor_times(3_000_000_000), Some(-28_936));
+        assert_eq!(k.floor_times(-2_000_000_000), Some(19_290));
+        // Divided by a price: 100 USD × 0.0001 / 50 000 per contract in sat.
+        let k = Coefficient::new(true, &[100.0, 0.0001], Some(50_000.0), 8 - 9).unwrap();
+        assert_eq!(k.floor_times(10_000_000_000), Some(-200));
+        assert_eq!(k.floor_times(1_000_000_000), Some(-20));
     }
 
     #[test]
