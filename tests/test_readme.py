@@ -12,13 +12,17 @@ def test_readme_tour_runs_and_shows_what_it_claims() -> None:
     blocks = re.findall(r"```python\n(.*?)```", README.read_text("utf-8"), re.S)
     assert blocks, "README has no python example"
     namespace: dict[str, object] = {}
-    exec(compile(blocks[0], str(README), "exec"), namespace)
+    for block in blocks:  # later blocks continue the first one's session
+        exec(compile(block, str(README), "exec"), namespace)
     result = namespace["result"]
     assert list(result.accounts["status"]) == ["normal", "normal"]  # type: ignore[attr-defined]
     amounts = namespace["vm"].calc.maintenance_amounts(  # type: ignore[attr-defined]
         [(0, 0.004, 125), (50_000, 0.005, 100), (250_000, 0.01, 50)]
     )
     assert amounts == [0.0, 50.0, 1300.0]
+    decision = namespace["decision"]
+    assert (decision.accepted, decision.reason) == (True, "ok")  # type: ignore[attr-defined]
+    assert namespace["run"].totals_by_asset() == {}  # type: ignore[attr-defined]
 
 
 def test_readme_starts_with_the_two_setup_commands() -> None:
