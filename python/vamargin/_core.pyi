@@ -15,17 +15,21 @@ __all__ = [
     "Grouping",
     "MarginError",
     "__version__",
+    "accrue_interest",
     "adl_queue",
     "adl_score",
     "bankruptcy_price",
     "close_size",
+    "collateral_figures",
     "first_duplicate_position",
     "funding_rate",
+    "interest",
     "liquidate",
     "liquidation_price",
     "liquidation_queue",
     "maintenance_amounts",
     "maintenance_margin",
+    "margin_calls",
     "notional",
     "order_impact",
     "premium",
@@ -129,6 +133,27 @@ def liquidate(
     decimals: list[int],
     reporting_asset: int | None,
 ) -> dict[str, Any]: ...
+def margin_calls(
+    params: EngineParams,
+    book: CoreBook,
+    asset_prices: _F64,
+    marks: _F64,
+    past_deadline: npt.NDArray[np.bool_] | None = None,
+) -> dict[str, npt.NDArray[Any]]: ...
+def accrue_interest(
+    amounts: _F64,
+    assets: _U32,
+    annual_rates: list[float],
+    day_counts: list[str],
+    decimals: list[int],
+    days: int,
+) -> npt.NDArray[np.int64]: ...
+def collateral_figures(
+    params: EngineParams, book: CoreBook, asset_prices: _F64, weights: _F64
+) -> tuple[_F64, _F64]: ...
+def interest(
+    principal: float, annual_rate: float, days: int, day_count: str, decimals: int
+) -> int: ...
 def close_size(shortage: float, price: float, margin_rate: float, fee: float) -> float: ...
 def first_duplicate_position(
     position_instrument: _U32,

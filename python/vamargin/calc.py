@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
+from decimal import Decimal
 from typing import Any
 
 from vamargin import _core
@@ -188,3 +189,23 @@ def close_size(shortage: float, price: float, margin_rate: float, *, fee: float 
     (margin_rate − fee)``, in base units ``x / price``; ``inf`` when ``margin_rate ≤ fee``
     (closing cannot cure: close everything)."""
     return _core.close_size(shortage, price, margin_rate, fee)
+
+
+def interest(
+    principal: float,
+    annual_rate: float,
+    days: int,
+    *,
+    day_count: str = "ACT/365",
+    minor_unit: float = 0.01,
+) -> Decimal:
+    """Interest owed on ``principal`` for ``days`` actual days, rounded up to the minor
+    unit (never under-charged), exact on decimal inputs: ``interest(10_000, 0.08906, 7)``
+    is ``Decimal('17.08')``."""
+    decimals = round(-math.log10(minor_unit))
+    if abs(10.0**-decimals - minor_unit) > minor_unit * 1e-9 or not 0 <= decimals <= 18:
+        raise ConfigError(f"minor_unit: {minor_unit} is not a power of ten")
+    if isinstance(days, bool) or not isinstance(days, int) or days < 0:
+        raise ConfigError(f"days: {days!r} is not a whole number of days ≥ 0")
+    minor = _core.interest(principal, annual_rate, days, day_count, decimals)
+    return Decimal(minor).scaleb(-decimals)

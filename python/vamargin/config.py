@@ -167,6 +167,10 @@ class Policy:
     call_deadline_hours: float = 24.0
     liquidation_buffer: float = 0.02
     max_loans_to_capital: float = 5.0
+    max_client_share: float = 0.10
+    """Largest single client's share of all margin loans before it is a breach."""
+    max_collateral_share: float | None = None
+    """Largest single asset's share of all collateral (None: reported, not limited)."""
 
 
 def _fail(key: str, reason: str) -> ConfigError:
@@ -431,6 +435,9 @@ class RiskConfig:
         _check_positive("policy.call_deadline_hours", policy.call_deadline_hours)
         _check_non_negative("policy.liquidation_buffer", policy.liquidation_buffer)
         _check_positive("policy.max_loans_to_capital", policy.max_loans_to_capital)
+        _check_fraction("policy.max_client_share", policy.max_client_share)
+        if policy.max_collateral_share is not None:
+            _check_fraction("policy.max_collateral_share", policy.max_collateral_share)
         for symbol in policy.va_assets:
             if symbol in self.asset_ids and self.asset(symbol).asset_class != "va":
                 raise _fail("policy.va_assets", f"{symbol!r} is not of class 'va'")
@@ -630,7 +637,7 @@ def _perpetual_from_dict(index: int, entry: Mapping[str, Any]) -> PerpetualSpec:
 
 _POLICY_KEYS = {
     "va_haircut_floor", "va_assets", "call_target", "call_deadline_hours",
-    "liquidation_buffer", "max_loans_to_capital",
+    "liquidation_buffer", "max_loans_to_capital", "max_client_share", "max_collateral_share",
 }  # fmt: skip
 
 
@@ -657,5 +664,11 @@ def _policy_from_dict(entry: Mapping[str, Any]) -> Policy:
         max_loans_to_capital=_number(
             "policy.max_loans_to_capital",
             entry.get("max_loans_to_capital", defaults.max_loans_to_capital),
+        ),
+        max_client_share=_number(
+            "policy.max_client_share", entry.get("max_client_share", defaults.max_client_share)
+        ),
+        max_collateral_share=_optional_number(
+            "policy.max_collateral_share", entry.get("max_collateral_share")
         ),
     )

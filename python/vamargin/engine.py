@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import datetime as dt
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,6 +14,8 @@ from vamargin import _core
 from vamargin.book import Book, BoundBook
 from vamargin.config import RiskConfig
 from vamargin.errors import DataError
+from vamargin.financing import MarginCalls, units, utc_instant
+from vamargin.firm import FirmReport, share
 from vamargin.funding import FundingSettlement, category, read_per_instrument
 from vamargin.liquidation import LiquidationQueue
 from vamargin.loss_allocation import LiquidationRun, liquidation_run
@@ -336,3 +339,180 @@ class RiskEngine:
         )
         queue = self._queue_table(book, bound, raw["queue"])
         return liquidation_run(config, book, bound, queue, raw, fund_before)
+
+    def margin_calls(
+        self,
+        book: Book,
+        prices: Prices,
+        as_of: dt.datetime,
+        *,
+        expired: Sequence[int] = (),
+    ) -> MarginCalls:
+        """Every account below maintenance with its call, deadline and cures, and a
+        forced-sale plan for accounts in ``liquidation`` or whose call ``expired`` (account
+        ids); see ``vamargin.financing``."""
+        config = self.config
+        now = utc_instant(as_of)
+        bound = book.bind(config)
+        market = resolve_market(config, book, bound, prices)
+        past = np.zeros(book.n_accounts, dtype=np.bool_)
+        for account_id in expired:
+            past[book.account_row(account_id)] = True
+        raw = _core.margin_calls(
+            config.engine_params, bound.core, market.asset_prices, market.marks, past
+        )
+        rows = raw["account"].astype(np.int64)
+        n_assets = len(config.assets)
+        deposit = raw["deposit"].reshape(len(rows), n_assets)
+        sell = raw["sell"].reshape(len(rows), n_assets)
+        revaluation = self.revalue(book, prices)
+        status = revaluation.accounts.codes("status")
+        hours = np.timedelta64(round(config.policy.call_deadline_hours * 3_600_000_000), "us")
+        columns: dict[str, Column] = {
+            "account_id": book.account_id[rows],
+            "status": CategoryColumn(STATUSES, status.codes[rows]),
+            "equity": revaluation.accounts["equity"][rows],
+            "call_amount": raw["call_amount"],
+            "deadline": np.full(len(rows), now + hours, dtype="datetime64[us]"),
+            "forced": raw["forced"],
+        }
+        for i, asset in enumerate(config.assets):
+            if asset.eligible:
+                columns[f"deposit_{asset.symbol}"] = units(deposit[:, i], market.asset_prices[i])
+        for i, asset in enumerate(config.assets):
+            columns[f"sell_{asset.symbol}"] = units(sell[:, i], market.asset_prices[i])
+        sale_rows = raw["sale_row"].astype(np.int64)
+        sale_asset = bound.holding_asset[sale_rows]
+        forced_sales = Table(
+            {
+                "account_id": book.account_id[rows[raw["sale_call"]]],
+                "asset": category([a.symbol for a in config.assets], sale_asset),
+                "holding_row": sale_rows,
+                "units": units(raw["sale_value"], market.asset_prices[sale_asset]),
+                "value": raw["sale_value"],
+                "fee": raw["sale_fee"],
+            }
+        )
+        return MarginCalls(columns, forced_sales)
+
+    def accrue_interest(self, book: Book, *, days: int = 1) -> Table:
+        """Interest owed on every margin loan (negative holding) for ``days`` actual days:
+        one row per loan — ``account_id``, ``asset``, ``principal``, ``interest`` (int64
+        minor units of the loan's asset, rounded up: never under-charged) — at each
+        asset's ``annual_rate`` and ``day_count`` (ACT/365 HKD, ACT/360 USD)."""
+        if isinstance(days, bool) or not isinstance(days, int) or days < 0:
+            raise DataError(f"days: {days!r} is not a whole number of days ≥ 0")
+        config = self.config
+        bound = book.bind(config)
+        charges = _core.accrue_interest(
+            book.holding_amount,
+            bound.holding_asset,
+            [a.annual_rate for a in config.assets],
+            [a.day_count for a in config.assets],
+            [a.minor_decimals for a in config.assets],
+            days,
+        )
+        loans = np.flatnonzero(book.holding_amount < 0)
+        return Table(
+            {
+                "account_id": book.holding_account_id[loans],
+                "asset": category([a.symbol for a in config.assets], bound.holding_asset[loans]),
+                "principal": -book.holding_amount[loans],
+                "interest": charges[loans],
+            }
+        )
+
+    def firm_report(
+        self, book: Book, prices: Prices, *, capital: float, top: int = 10
+    ) -> FirmReport:
+        """Firm-wide controls beside the client view (see ``vamargin.firm``); ``capital``
+        is the firm's capital in the reporting currency."""
+        if not (np.isfinite(capital) and capital > 0):
+            raise DataError(f"capital: {capital!r} is not a positive amount")
+        config = self.config
+        policy = config.policy
+        bound = book.bind(config)
+        market = resolve_market(config, book, bound, prices)
+        accounts = self.revalue(book, prices).accounts
+        debit = accounts["debit"]
+        weights = np.array([1.0 - a.effective_capital_haircut for a in config.assets])
+        prices_filled = np.nan_to_num(market.asset_prices, nan=0.0)
+        by_asset, recognised = _core.collateral_figures(
+            config.engine_params, bound.core, prices_filled, weights
+        )
+        total_loans = float(debit.sum())
+        order = np.argsort(-debit, kind="stable")[:top]
+        order = order[debit[order] > 0]
+        top_clients = Table(
+            {
+                "account_id": book.account_id[order],
+                "debit": debit[order],
+                "collateral_value": accounts["collateral_value"][order],
+                "ltv": accounts["ltv"][order],
+                "share_of_loans": share(debit[order], total_loans),
+            }
+        )
+        held = np.flatnonzero(by_asset > 0)
+        total_collateral = float(by_asset.sum())
+        symbols = [a.symbol for a in config.assets]
+        collateral_by_asset = Table(
+            {
+                "asset": category(symbols, held),
+                "value": by_asset[held],
+                "share": share(by_asset[held], total_collateral),
+            }
+        )
+        groups = sorted({config.assets[i].group or config.assets[i].symbol for i in held})
+        group_value = np.array(
+            [
+                sum(by_asset[i] for i in held if (config.assets[i].group or symbols[i]) == g)
+                for g in groups
+            ]
+        )
+        by_group = Table(
+            {
+                "group": np.asarray(groups, dtype=np.str_),
+                "value": group_value.astype(np.float64),
+                "share": share(group_value.astype(np.float64), total_collateral),
+            }
+        )
+        va_value = sum(by_asset[i] for i in held if config.assets[i].asset_class == "va")
+        uncovered = float(np.maximum(0.0, debit - recognised).sum())
+        rules: list[tuple[str, str, float, float]] = []
+        loans_to_capital = total_loans / capital
+        if loans_to_capital > policy.max_loans_to_capital:
+            rules.append(
+                ("max_loans_to_capital", "firm", loans_to_capital, policy.max_loans_to_capital)
+            )
+        for row in range(len(top_clients)):
+            client_share = float(top_clients["share_of_loans"][row])
+            if client_share > policy.max_client_share:
+                account = str(top_clients["account_id"][row])
+                rules.append(("max_client_share", account, client_share, policy.max_client_share))
+        if policy.max_collateral_share is not None:
+            for row in range(len(collateral_by_asset)):
+                asset_share = float(collateral_by_asset["share"][row])
+                if asset_share > policy.max_collateral_share:
+                    asset = str(collateral_by_asset["asset"][row])
+                    rules.append(
+                        ("max_collateral_share", asset, asset_share, policy.max_collateral_share)
+                    )
+        breaches = Table(
+            {
+                "rule": np.asarray([r[0] for r in rules], dtype=np.str_),
+                "subject": np.asarray([r[1] for r in rules], dtype=np.str_),
+                "value": np.asarray([r[2] for r in rules], dtype=np.float64),
+                "limit": np.asarray([r[3] for r in rules], dtype=np.float64),
+            }
+        )
+        return FirmReport(
+            capital=float(capital),
+            total_loans=total_loans,
+            loans_to_capital=loans_to_capital,
+            top_clients=top_clients,
+            collateral_by_asset=collateral_by_asset,
+            by_group=by_group,
+            va_share=va_value / total_collateral if total_collateral > 0 else 0.0,
+            capital_uncovered=uncovered,
+            breaches=breaches,
+        )

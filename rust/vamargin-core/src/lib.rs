@@ -7,6 +7,7 @@
 
 pub mod book;
 pub mod error;
+pub mod financing;
 pub mod funding;
 pub mod liquidation;
 pub mod loss_allocation;

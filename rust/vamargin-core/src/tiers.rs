@@ -192,6 +192,11 @@ impl SizeTiers {
         self.floors.is_empty()
     }
 
+    /// `(floors, factors)` of the bands.
+    pub fn bands(&self) -> (&[f64], &[f64]) {
+        (&self.floors, &self.factors)
+    }
+
     /// Credited value `T(v)` of a holding worth `value ≥ 0`.
     #[inline]
     pub fn credited_value(&self, value: f64) -> f64 {

@@ -154,7 +154,22 @@ fn close_size(shortage: f64, price: f64, margin_rate: f64, fee: f64) -> f64 {
     vamargin_core::liquidation::close_size(shortage, price, margin_rate, fee)
 }
 
+/// Interest owed, in minor units (`10^-decimals`), rounded up; exact on decimal inputs.
+#[pyfunction]
+fn interest(
+    principal: f64,
+    annual_rate: f64,
+    days: u32,
+    day_count: &str,
+    decimals: u32,
+) -> PyResult<i64> {
+    let day_count = crate::financing::parse_day_count(day_count)?;
+    vamargin_core::financing::interest(principal, annual_rate, days, day_count, decimals)
+        .map_err(|e| to_py(e, ""))
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(interest, m)?)?;
     m.add_function(wrap_pyfunction!(close_size, m)?)?;
     m.add_function(wrap_pyfunction!(funding_rate, m)?)?;
     m.add_function(wrap_pyfunction!(premium, m)?)?;

@@ -9,6 +9,7 @@ use pyo3::prelude::*;
 mod book;
 mod calc;
 mod errors;
+mod financing;
 mod funding;
 mod liquidation;
 mod params;
@@ -32,6 +33,9 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(liquidation::adl_queue, m)?)?;
     m.add_function(wrap_pyfunction!(liquidation::liquidate, m)?)?;
     m.add_function(wrap_pyfunction!(pretrade::order_impact, m)?)?;
+    m.add_function(wrap_pyfunction!(financing::margin_calls, m)?)?;
+    m.add_function(wrap_pyfunction!(financing::accrue_interest, m)?)?;
+    m.add_function(wrap_pyfunction!(financing::collateral_figures, m)?)?;
     m.add_function(wrap_pyfunction!(pool::thread_count, m)?)?;
     m.add("STATUS_NAMES", vamargin_core::Status::NAMES.to_vec())?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;

@@ -1,0 +1,214 @@
+//! Margin financing: margin calls with their cures, and interest accrual.
+
+use numpy::{IntoPyArray, PyArray1, PyReadonlyArray1};
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+use vamargin_core::financing::{
+    accrue_interest as core_accrue, margin_calls as core_calls, DayCount,
+};
+use vamargin_core::Market;
+
+use crate::book::PyCoreBook;
+use crate::errors::{to_py, ConfigError, DataError};
+use crate::params::PyEngineParams;
+use crate::pool;
+use crate::revaluation::revalue_book;
+
+pub fn parse_day_count(day_count: &str) -> PyResult<DayCount> {
+    match day_count {
+        "ACT/365" => Ok(DayCount::Act365),
+        "ACT/360" => Ok(DayCount::Act360),
+        other => Err(ConfigError::new_err(format!(
+            "day_count: {other:?} is not ACT/365 | ACT/360"
+        ))),
+    }
+}
+
+/// Revalues and returns every account under a call with its cures: `account`,
+/// `call_amount`, `forced`, `deposit` and `sell` (row-major, one value per asset, NaN where
+/// impossible), and the forced-sale steps (`sale_call`, `sale_row`, `sale_value`,
+/// `sale_fee`).
+#[pyfunction]
+#[pyo3(signature = (params, book, asset_prices, marks, past_deadline=None))]
+pub fn margin_calls<'py>(
+    py: Python<'py>,
+    params: &PyEngineParams,
+    book: &PyCoreBook,
+    asset_prices: PyReadonlyArray1<'py, f64>,
+    marks: PyReadonlyArray1<'py, f64>,
+    past_deadline: Option<PyReadonlyArray1<'py, bool>>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let borrowed = book.borrow(py);
+    let core_book = borrowed.book(params)?;
+    let market = Market {
+        asset_prices: asset_prices.as_slice()?,
+        marks: marks.as_slice()?,
+    };
+    let past = past_deadline
+        .as_ref()
+        .map(|a| a.as_slice())
+        .transpose()?
+        .unwrap_or(&[]);
+    if !past.is_empty() && past.len() != core_book.n_accounts() {
+        return Err(DataError::new_err("past_deadline: one flag per account"));
+    }
+    let revaluation = revalue_book(py, params, &core_book, &market)?;
+    let pool = pool::current()?;
+    let calls = py.detach(|| {
+        pool::install(&pool, || {
+            core_calls(&params.inner, &core_book, &market, &revaluation, past)
+        })
+    });
+    let out = PyDict::new(py);
+    out.set_item(
+        "account",
+        calls
+            .iter()
+            .map(|c| c.account)
+            .collect::<Vec<_>>()
+            .into_pyarray(py),
+    )?;
+    out.set_item(
+        "call_amount",
+        calls
+            .iter()
+            .map(|c| c.call_amount)
+            .collect::<Vec<_>>()
+            .into_pyarray(py),
+    )?;
+    out.set_item(
+        "forced",
+        calls
+            .iter()
+            .map(|c| c.forced)
+            .collect::<Vec<_>>()
+            .into_pyarray(py),
+    )?;
+    out.set_item(
+        "deposit",
+        calls
+            .iter()
+            .flat_map(|c| c.deposit.iter().copied())
+            .collect::<Vec<_>>()
+            .into_pyarray(py),
+    )?;
+    out.set_item(
+        "sell",
+        calls
+            .iter()
+            .flat_map(|c| c.sell.iter().copied())
+            .collect::<Vec<_>>()
+            .into_pyarray(py),
+    )?;
+    let steps: Vec<(u32, u32, f64, f64)> = calls
+        .iter()
+        .enumerate()
+        .flat_map(|(i, c)| {
+            c.forced_sales
+                .iter()
+                .map(move |&(row, value, fee)| (i as u32, row, value, fee))
+        })
+        .collect();
+    out.set_item(
+        "sale_call",
+        steps
+            .iter()
+            .map(|s| s.0)
+            .collect::<Vec<_>>()
+            .into_pyarray(py),
+    )?;
+    out.set_item(
+        "sale_row",
+        steps
+            .iter()
+            .map(|s| s.1)
+            .collect::<Vec<_>>()
+            .into_pyarray(py),
+    )?;
+    out.set_item(
+        "sale_value",
+        steps
+            .iter()
+            .map(|s| s.2)
+            .collect::<Vec<_>>()
+            .into_pyarray(py),
+    )?;
+    out.set_item(
+        "sale_fee",
+        steps
+            .iter()
+            .map(|s| s.3)
+            .collect::<Vec<_>>()
+            .into_pyarray(py),
+    )?;
+    Ok(out)
+}
+
+/// Interest owed for `days` on every loan row, minor units of the loan's asset (0 for
+/// other rows).
+#[pyfunction]
+pub fn accrue_interest<'py>(
+    py: Python<'py>,
+    amounts: PyReadonlyArray1<'py, f64>,
+    assets: PyReadonlyArray1<'py, u32>,
+    annual_rates: Vec<f64>,
+    day_counts: Vec<String>,
+    decimals: Vec<u32>,
+    days: u32,
+) -> PyResult<Bound<'py, PyArray1<i64>>> {
+    let amounts = amounts.as_slice()?;
+    let assets = assets.as_slice()?;
+    let n = annual_rates.len();
+    if day_counts.len() != n || decimals.len() != n {
+        return Err(DataError::new_err(
+            "accrue_interest: one rate, day count and minor unit per asset",
+        ));
+    }
+    if let Some(row) = assets.iter().position(|&a| a as usize >= n) {
+        return Err(DataError::new_err(format!(
+            "holdings.asset row {row}: asset id out of range"
+        )));
+    }
+    let day_counts = day_counts
+        .iter()
+        .map(|d| parse_day_count(d))
+        .collect::<PyResult<Vec<_>>>()?;
+    let pool = pool::current()?;
+    let charges = py
+        .detach(|| {
+            pool::install(&pool, || {
+                core_accrue(amounts, assets, &annual_rates, &day_counts, &decimals, days)
+            })
+        })
+        .map_err(|e| to_py(e, "interest"))?;
+    Ok(charges.into_pyarray(py))
+}
+
+type FloatPair<'py> = (Bound<'py, PyArray1<f64>>, Bound<'py, PyArray1<f64>>);
+
+/// `(collateral value per asset, capital-recognised collateral per account)`.
+#[pyfunction]
+pub fn collateral_figures<'py>(
+    py: Python<'py>,
+    params: &PyEngineParams,
+    book: &PyCoreBook,
+    asset_prices: PyReadonlyArray1<'py, f64>,
+    weights: PyReadonlyArray1<'py, f64>,
+) -> PyResult<FloatPair<'py>> {
+    let borrowed = book.borrow(py);
+    let core_book = borrowed.book(params)?;
+    let prices = asset_prices.as_slice()?;
+    let weights = weights.as_slice()?;
+    if prices.len() != params.inner.assets.len() || weights.len() != prices.len() {
+        return Err(DataError::new_err(
+            "collateral_figures: one price and one weight per asset",
+        ));
+    }
+    let pool = pool::current()?;
+    let (by_asset, recognised) = py.detach(|| {
+        pool::install(&pool, || {
+            vamargin_core::financing::collateral_figures(&core_book, prices, weights)
+        })
+    });
+    Ok((by_asset.into_pyarray(py), recognised.into_pyarray(py)))
+}
