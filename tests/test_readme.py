@@ -23,6 +23,14 @@ def test_readme_tour_runs_and_shows_what_it_claims() -> None:
     decision = namespace["decision"]
     assert (decision.accepted, decision.reason) == (True, "ok")  # type: ignore[attr-defined]
     assert namespace["run"].totals_by_asset() == {}  # type: ignore[attr-defined]
+    assert len(namespace["calls"]) == 0  # type: ignore[arg-type]
+    # 400 000 HKD at 6.8% for a day: 74.5205… → 74.53 HKD.
+    assert namespace["interest"]["interest"].tolist() == [7_453]  # type: ignore[index]
+    report = namespace["report"]
+    # Loan 51 400 USD against capital 50 000; BTC counts for nothing in capital.
+    assert report.loans_to_capital == 51_400 / 50_000  # type: ignore[attr-defined]
+    assert report.capital_uncovered == 51_400  # type: ignore[attr-defined]
+    assert str(namespace["vm"].calc.interest(10_000, 0.08906, 7)) == "17.08"  # type: ignore[attr-defined]
 
 
 def test_readme_starts_with_the_two_setup_commands() -> None:
