@@ -99,9 +99,9 @@ class AssetSpec:
 
     Haircuts default down the ladder: ``maintenance_haircut`` to the initial one and
     ``liquidation_haircut`` to the maintenance one. ``sale_fee`` is the cost of a forced
-    sale, as a fraction of the value sold. ``capital_haircut`` (the broker's own
-    Financial Resources Rules view) defaults to 1.0 for class ``va`` and to the initial
-    haircut otherwise.
+    sale, as a fraction of the value sold. ``capital_haircut`` (the broker's own Financial
+    Resources Rules view) defaults to 1.0 for class ``va`` and for ineligible assets, and
+    to the initial haircut otherwise.
     """
 
     symbol: str
@@ -135,9 +135,14 @@ class AssetSpec:
 
     @property
     def effective_capital_haircut(self) -> float:
+        """The capital view's haircut: as configured, else 1.0 for class ``va`` (no
+        capital recognition for now) and for ineligible assets (no credit anywhere), else
+        the initial haircut."""
         if self.capital_haircut is not None:
             return self.capital_haircut
-        return 1.0 if self.asset_class == "va" else self.initial_haircut
+        if self.asset_class == "va" or not self.eligible:
+            return 1.0
+        return self.initial_haircut
 
 
 @dataclass(frozen=True)

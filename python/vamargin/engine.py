@@ -254,9 +254,11 @@ class RiskEngine:
         )
 
     def adl_queue(self, book: Book, prices: Prices) -> Table:
-        """Auto-deleveraging queues (SPEC §8): per instrument and side, profitable
-        positions by ``score`` (PnL% × effective leverage), highest first; ``rank`` 1 is
-        deleveraged first; ``bucket`` 5 is the first fifth of the queue … 1 the last."""
+        """Auto-deleveraging queues (SPEC §8): per instrument and side, positions by
+        ``score`` (PnL% × effective leverage if profitable, PnL% / effective leverage if
+        not), highest first, so profitable positions come first; ``rank`` 1 is
+        deleveraged first; ``bucket`` 5 is the first fifth of the queue … 1 the last.
+        Positions with no positive margin balance have no score and are not queued."""
         config = self.config
         bound = book.bind(config)
         market = resolve_market(config, book, bound, prices)

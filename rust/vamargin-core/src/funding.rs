@@ -75,18 +75,35 @@ pub struct FundingSettlement {
     pub paid: Vec<i64>,
 }
 
-/// A quantity as an integer count of 1e-9 contracts.
+/// A quantity as an integer count of 1e-9 contracts: its decimal as written, rounded
+/// half-even to 9 places if it has more.
 #[inline]
 fn qty_units(qty: f64) -> Option<i64> {
-    let scaled = (qty * 1e9).round();
-    (scaled.abs() < 9.2e18).then_some(scaled as i64)
+    // Below 2^53 / 1e9 contracts, q·1e9 is within half a unit of the decimal's value, so
+    // rounding it is exact; beyond, read the decimal itself.
+    if qty.abs() < 9.0e6 {
+        return Some((qty * 1e9).round() as i64);
+    }
+    index_units(qty, QTY_DECIMALS).and_then(|units| i64::try_from(units).ok())
 }
 
-/// An index value as an integer at the instrument's index scale.
-#[inline]
+/// An index value as an integer at the instrument's index scale: its shortest decimal,
+/// exactly when it has no more places than the scale, else rounded half-even to it.
 fn index_units(value: f64, decimals: i32) -> Option<i128> {
-    let scaled = (value * 10f64.powi(decimals)).round();
-    (scaled.is_finite() && scaled.abs() < 1.7e38).then_some(scaled as i128)
+    let (negative, mantissa, exponent) = crate::money::to_decimal(value)?;
+    let shift = exponent + decimals;
+    let magnitude = if shift >= 0 {
+        i128::from(mantissa).checked_mul(10i128.checked_pow(shift as u32)?)?
+    } else {
+        let divisor = 10i128.checked_pow((-shift) as u32).unwrap_or(i128::MAX);
+        let (q, r) = (
+            i128::from(mantissa) / divisor,
+            i128::from(mantissa) % divisor,
+        );
+        let twice = r.saturating_mul(2);
+        q + i128::from(twice > divisor || (twice == divisor && q % 2 == 1))
+    };
+    Some(if negative { -magnitude } else { magnitude })
 }
 
 column_bundle!(

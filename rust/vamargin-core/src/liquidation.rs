@@ -131,16 +131,23 @@ fn full_close_gain(notional: f64, tiers: &TierTable, fee: f64, buffer: f64) -> f
     (1.0 + buffer) * tiers.maintenance_margin(notional) - fee * notional
 }
 
-fn order_entries(a: &QueueEntry, b: &QueueEntry, account_ids: &[i64]) -> Ordering {
+fn order_entries(
+    a: &QueueEntry,
+    b: &QueueEntry,
+    account_ids: &[i64],
+    instrument: &[u32],
+) -> Ordering {
+    // An account's cross book first, then its isolated positions by instrument (one per
+    // instrument): never by row number, so the order does not depend on the input's rows.
+    let key = |e: &QueueEntry| {
+        e.position_row
+            .map_or(-1, |row| i64::from(instrument[row as usize]))
+    };
     a.health
         .total_cmp(&b.health)
         .then(b.deficit.total_cmp(&a.deficit))
         .then(account_ids[a.account as usize].cmp(&account_ids[b.account as usize]))
-        .then(
-            a.position_row
-                .map_or(-1, i64::from)
-                .cmp(&b.position_row.map_or(-1, i64::from)),
-        )
+        .then(key(a).cmp(&key(b)))
 }
 
 /// The liquidation queue of a revalued book (SPEC §8): accounts in `liquidation` status
@@ -219,7 +226,7 @@ pub fn liquidation_queue(
         })
         .collect();
     entries.extend(isolated);
-    entries.par_sort_unstable_by(|a, b| order_entries(a, b, account_ids));
+    entries.par_sort_unstable_by(|a, b| order_entries(a, b, account_ids, positions.instrument));
 
     let buffer = params.liquidation_buffer;
     let plans: Vec<(Vec<PlanStep>, f64, f64, bool)> = entries
@@ -306,10 +313,16 @@ fn plan(
                         f64::INFINITY
                     }
                 };
+                // Ties by the row's key (instrument and margin mode, or asset), never by
+                // row number, so the plan does not depend on the input's row order.
+                let key = |(kind, row, _, _): &(StepKind, u32, f64, f64)| match kind {
+                    StepKind::Position => positions.instrument[*row as usize],
+                    StepKind::Holding => book.holdings.asset[*row as usize],
+                };
                 efficiency(y)
                     .total_cmp(&efficiency(x))
                     .then((x.0 as u8).cmp(&(y.0 as u8)))
-                    .then(x.1.cmp(&y.1))
+                    .then(key(x).cmp(&key(y)))
             });
         }
     }
@@ -441,19 +454,16 @@ pub struct AdlEntry {
     pub bucket: u8,
 }
 
-/// The ADL queues: per instrument and side, profitable positions by score, highest first
-/// (ties by account id, then row).
+/// The ADL queues: per instrument and side, every position with a score, highest first —
+/// profitable positions (positive scores) before losing ones — ties by account id, then
+/// cross before isolated.
 pub fn adl_queue(book: &Book<'_>, revaluation: &Revaluation, account_ids: &[i64]) -> Vec<AdlEntry> {
     let positions = &book.positions;
     let figures = &revaluation.positions;
     let mut entries: Vec<AdlEntry> = (0..positions.qty.len())
         .into_par_iter()
         .with_min_len(16 * 1024)
-        .filter(|&row| {
-            positions.qty[row] != 0.0
-                && figures.upnl[row] > 0.0
-                && figures.adl_score[row].is_finite()
-        })
+        .filter(|&row| positions.qty[row] != 0.0 && figures.adl_score[row].is_finite())
         .map(|row| AdlEntry {
             instrument: positions.instrument[row],
             side: if positions.qty[row] > 0.0 { 1 } else { -1 },
@@ -463,6 +473,7 @@ pub fn adl_queue(book: &Book<'_>, revaluation: &Revaluation, account_ids: &[i64]
             bucket: 0,
         })
         .collect();
+    let is_isolated = |e: &AdlEntry| positions.isolated_margin(e.row as usize).is_some();
     entries.par_sort_unstable_by(|a, b| {
         a.instrument
             .cmp(&b.instrument)
@@ -472,7 +483,8 @@ pub fn adl_queue(book: &Book<'_>, revaluation: &Revaluation, account_ids: &[i64]
                 account_ids[positions.account[a.row as usize] as usize]
                     .cmp(&account_ids[positions.account[b.row as usize] as usize]),
             )
-            .then(a.row.cmp(&b.row))
+            // A cross and an isolated position of one account: cross first, not by row.
+            .then(is_isolated(a).cmp(&is_isolated(b)))
     });
     let mut start = 0;
     while start < entries.len() {

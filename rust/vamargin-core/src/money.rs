@@ -2,8 +2,8 @@
 //!
 //! An amount credited to an account (negative = the account pays) is always rounded
 //! toward −∞: a receiver gets the floor, a payer pays the ceiling. Inputs arrive as `f64`
-//! but are read as the decimals they were written as (to [`SIGNIFICANT_DIGITS`]
-//! significant digits), and products and quotients of them are rounded exactly: 10 000 × 0.08906 × 7
+//! but are read as the decimals they were written as (the shortest decimal that reads
+//! back as the same `f64`), and products and quotients of them are rounded exactly: 10 000 × 0.08906 × 7
 //! / 365 is exactly 17.08, never 17.09 through a binary representation error.
 //!
 //! The fast path evaluates the amount in `f64` and takes its floor when the value is far
@@ -15,10 +15,6 @@ use rayon::prelude::*;
 use crate::book::Grouping;
 use crate::error::{Error, Result};
 
-/// Significant digits an input is read with: decimal inputs of up to 15 significant
-/// digits (every price, quantity and rate a venue publishes) are read exactly.
-pub const SIGNIFICANT_DIGITS: i32 = 16;
-
 const POW10: [u64; 20] = {
     let mut table = [1u64; 20];
     let mut i = 1;
@@ -29,9 +25,9 @@ const POW10: [u64; 20] = {
     table
 };
 
-/// `x` as `±mantissa · 10^exponent` with a mantissa of [`SIGNIFICANT_DIGITS`] digits, or
-/// `None` for a non-finite `x`.
-#[inline]
+/// `x` as `±mantissa · 10^exponent`: the shortest decimal that reads back as `x` (what
+/// was written, for any input of up to 17 significant digits), or `None` for a
+/// non-finite `x`.
 pub fn to_decimal(x: f64) -> Option<(bool, u64, i32)> {
     if !x.is_finite() {
         return None;
@@ -39,21 +35,13 @@ pub fn to_decimal(x: f64) -> Option<(bool, u64, i32)> {
     if x == 0.0 {
         return Some((false, 0, 0));
     }
-    let magnitude = x.abs();
-    let exponent = magnitude.log10().floor() as i32 - (SIGNIFICANT_DIGITS - 1);
-    // Scale by an exact power of ten where possible (10^k is exact in f64 up to 10^22).
-    let scaled = if exponent <= 0 {
-        let k = -exponent;
-        if k <= 22 {
-            magnitude * 10f64.powi(k)
-        } else {
-            magnitude * 1e22 * 10f64.powi(k - 22)
-        }
-    } else {
-        magnitude / 10f64.powi(exponent)
-    };
-    let mantissa = scaled.round();
-    (mantissa < 1.8e19).then_some((x < 0.0, mantissa as u64, exponent))
+    // Rust prints the shortest round-trip representation: "4.0034e-5".
+    let text = format!("{:e}", x.abs());
+    let (digits, exponent) = text.split_once('e')?;
+    let exponent: i32 = exponent.parse().ok()?;
+    let (whole, fraction) = digits.split_once('.').unwrap_or((digits, ""));
+    let mantissa: u64 = format!("{whole}{fraction}").parse().ok()?;
+    Some((x < 0.0, mantissa, exponent - fraction.len() as i32))
 }
 
 /// Decimal places of a minor unit that is a power of ten (`0.01` → 2); `None` otherwise.
@@ -312,7 +300,7 @@ impl ExactAmount {
         self
     }
 
-    /// Multiplies by the decimal `x` (read at [`SIGNIFICANT_DIGITS`] digits).
+    /// Multiplies by the decimal `x` (its shortest round-trip representation).
     pub fn times(mut self, x: f64) -> Self {
         match to_decimal(x) {
             None => self.overflow = true,
@@ -364,7 +352,7 @@ impl ExactAmount {
         self
     }
 
-    /// Divides by the decimal `x > 0` (read at [`SIGNIFICANT_DIGITS`] digits).
+    /// Divides by the decimal `x > 0` (its shortest round-trip representation).
     pub fn divided_by(mut self, x: f64) -> Self {
         match to_decimal(x) {
             Some((false, mantissa, exponent)) if mantissa > 0 => {
@@ -550,19 +538,13 @@ mod tests {
     }
 
     #[test]
-    fn tiny_and_huge_inputs_keep_their_digits() {
-        assert_eq!(
-            to_decimal(96_450.5),
-            Some((false, 9_645_050_000_000_000, -11))
-        );
-        assert_eq!(
-            to_decimal(-0.0001),
-            Some((true, 1_000_000_000_000_000, -19))
-        );
-        assert_eq!(
-            to_decimal(3.3e-9),
-            Some((false, 3_300_000_000_000_000, -24))
-        );
+    fn inputs_are_read_as_the_decimals_written() {
+        assert_eq!(to_decimal(96_450.5), Some((false, 964_505, -1)));
+        assert_eq!(to_decimal(-0.0001), Some((true, 1, -4)));
+        assert_eq!(to_decimal(3.3e-9), Some((false, 33, -10)));
+        // Neither of these survives scaling by a power of ten in f64.
+        assert_eq!(to_decimal(0.000040034), Some((false, 40_034, -9)));
+        assert_eq!(to_decimal(8_272.267459), Some((false, 8_272_267_459, -6)));
         // 2 000 contracts × 3.3e-9 BTC of index = 6.6e-6 BTC = 660 sat.
         let payment = ExactAmount::one()
             .times(2_000.0)

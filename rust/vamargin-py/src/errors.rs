@@ -50,8 +50,8 @@ pub fn to_py(error: Error, context: &str) -> PyErr {
     };
     match error {
         Error::Config { .. } => ConfigError::new_err(message),
-        Error::Overflow { .. } => pyo3::exceptions::PyOverflowError::new_err(message),
-        Error::DuplicateKey { .. }
+        Error::Overflow { .. }
+        | Error::DuplicateKey { .. }
         | Error::UnknownKey { .. }
         | Error::IdOutOfRange { .. }
         | Error::LengthMismatch { .. } => DataError::new_err(message),
