@@ -325,3 +325,47 @@ def test_firm_totals_are_sums_of_account_figures(
         assert row["share_of_loans"] == pytest.approx(row["debit"] / total, rel=1e-12)
     limit_rows = [r for r in _rows(report.breaches) if r["rule"] == "max_loans_to_capital"]
     assert len(limit_rows) == (1 if total / capital > HK.policy.max_loans_to_capital else 0)
+
+
+def test_related_clients_are_concentrated_by_client_group() -> None:
+    """Two Wong family accounts borrow 100 000 and 200 000 HKD (at 0.1285: 12 850 and
+    25 700 USD) and Chan 50 000 HKD (6 425): the family holds 38 550 / 44 975 = 6/7 of
+    all loans, Chan 1/7; both exceed the 10% single-client limit as groups."""
+    book = vm.Book(
+        accounts={
+            "account_id": [1, 2, 3],
+            "investor_class": ["retail"] * 3,
+            "margin_client": [True] * 3,
+            "credit_approved": [True] * 3,
+            "client_group": ["Wong family", "Wong family", "Chan"],
+        },
+        holdings={
+            "account_id": [1, 1, 2, 2, 3, 3],
+            "asset": ["BTC", "HKD"] * 3,
+            "amount": [1.0, -100_000.0, 1.0, -200_000.0, 1.0, -50_000.0],
+        },
+    )
+    report = vm.RiskEngine().firm_report(book, {"BTC": 100_000.0, "HKD": 0.1285}, capital=1e5)
+    groups = report.top_groups
+    assert groups["group"].tolist() == ["Wong family", "Chan"]
+    assert groups["accounts"].tolist() == [2, 1]
+    assert groups["debit"].tolist() == pytest.approx([38_550.0, 6_425.0], rel=1e-12)
+    assert groups["share_of_loans"].tolist() == pytest.approx([6 / 7, 1 / 7], rel=1e-12)
+    assert report.breaches["subject"].tolist() == ["Wong family", "Chan"]
+    # Without the column every account is its own group, named by its id.
+    plain = vm.Book(
+        accounts={k: v for k, v in book_accounts().items() if k != "client_group"},
+        holdings={"account_id": [1, 1], "asset": ["BTC", "HKD"], "amount": [1.0, -100_000.0]},
+    )
+    alone = vm.RiskEngine().firm_report(plain, {"BTC": 100_000.0, "HKD": 0.1285}, capital=1e5)
+    assert alone.top_groups["group"].tolist() == ["1"]
+
+
+def book_accounts() -> dict[str, list[object]]:
+    return {
+        "account_id": [1, 2, 3],
+        "investor_class": ["retail"] * 3,
+        "margin_client": [True] * 3,
+        "credit_approved": [True] * 3,
+        "client_group": ["Wong family", "Wong family", "Chan"],
+    }

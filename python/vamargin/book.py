@@ -94,6 +94,10 @@ class Book:
             )
         self.margin_client: Bools = table.boolean("margin_client", default=False)
         self.credit_approved: Bools = table.boolean("credit_approved", default=False)
+        # Related clients (a family, a corporate group) for concentration limits; optional.
+        self.client_group: Codes | None = (
+            table.strings("client_group") if table.has("client_group") else None
+        )
         self._index = _core.AccountIndex(self.account_id)
 
     def _read_holdings(self, table: TableReader) -> None:

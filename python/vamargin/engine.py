@@ -454,6 +454,7 @@ class RiskEngine:
                 "share_of_loans": share(debit[order], total_loans),
             }
         )
+        top_groups = self._top_groups(book, debit, total_loans, top)
         held = np.flatnonzero(by_asset > 0)
         total_collateral = float(by_asset.sum())
         symbols = [a.symbol for a in config.assets]
@@ -486,11 +487,11 @@ class RiskEngine:
             rules.append(
                 ("max_loans_to_capital", "firm", loans_to_capital, policy.max_loans_to_capital)
             )
-        for row in range(len(top_clients)):
-            client_share = float(top_clients["share_of_loans"][row])
-            if client_share > policy.max_client_share:
-                account = str(top_clients["account_id"][row])
-                rules.append(("max_client_share", account, client_share, policy.max_client_share))
+        for row in range(len(top_groups)):
+            group_share = float(top_groups["share_of_loans"][row])
+            if group_share > policy.max_client_share:
+                group = str(top_groups["group"][row])
+                rules.append(("max_client_share", group, group_share, policy.max_client_share))
         if policy.max_collateral_share is not None:
             for row in range(len(collateral_by_asset)):
                 asset_share = float(collateral_by_asset["share"][row])
@@ -512,9 +513,41 @@ class RiskEngine:
             total_loans=total_loans,
             loans_to_capital=loans_to_capital,
             top_clients=top_clients,
+            top_groups=top_groups,
             collateral_by_asset=collateral_by_asset,
             by_group=by_group,
             va_share=va_value / total_collateral if total_collateral > 0 else 0.0,
             capital_uncovered=uncovered,
             breaches=breaches,
+        )
+
+    @staticmethod
+    def _top_groups(book: Book, debit: npt.NDArray[np.float64], total: float, top: int) -> Table:
+        """Loans by related-client group (``client_group``; otherwise each account is its
+        own group, named by its id), largest first."""
+        if book.client_group is None:
+            order = np.argsort(-debit, kind="stable")[:top]
+            order = order[debit[order] > 0]
+            names = np.asarray([str(a) for a in book.account_id[order]], dtype=np.str_)
+            return Table(
+                {
+                    "group": names,
+                    "accounts": np.ones(len(order), dtype=np.int64),
+                    "debit": debit[order],
+                    "share_of_loans": share(debit[order], total),
+                }
+            )
+        groups = book.client_group
+        n_groups = len(groups.names)
+        loans = np.bincount(groups.codes, weights=debit, minlength=n_groups)
+        members = np.bincount(groups.codes, minlength=n_groups)
+        order = np.argsort(-loans, kind="stable")[:top]
+        order = order[loans[order] > 0]
+        return Table(
+            {
+                "group": np.asarray(groups.names, dtype=np.str_)[order],
+                "accounts": members[order].astype(np.int64),
+                "debit": loans[order],
+                "share_of_loans": share(loans[order], total),
+            }
         )

@@ -3,7 +3,8 @@
 - ``loans_to_capital``: total margin loans / the firm's capital, against
   ``policy.max_loans_to_capital`` (the SMF benchmark is 5×);
 - ``top_clients``: the largest borrowers, with their share of all loans, against
-  ``policy.max_client_share``;
+  ``policy.max_client_share``; ``top_groups``: the same for related clients (the optional
+  ``client_group`` column of the accounts table; a client without one is its own group);
 - ``collateral_by_asset`` / ``by_group``: collateral value and share per asset and per
   correlated group (BTC and ETH move together as ``VA``), against
   ``policy.max_collateral_share`` per asset when set;
@@ -29,6 +30,7 @@ class FirmReport:
     total_loans: float
     loans_to_capital: float
     top_clients: Table
+    top_groups: Table
     collateral_by_asset: Table
     by_group: Table
     va_share: float

@@ -6,13 +6,12 @@ use pyo3::types::PyDict;
 use vamargin_core::financing::{
     accrue_interest as core_accrue, margin_calls as core_calls, DayCount,
 };
-use vamargin_core::Market;
 
 use crate::book::PyCoreBook;
 use crate::errors::{to_py, ConfigError, DataError};
 use crate::params::PyEngineParams;
 use crate::pool;
-use crate::revaluation::revalue_book;
+use crate::revaluation::after_revaluation;
 
 pub fn parse_day_count(day_count: &str) -> PyResult<DayCount> {
     match day_count {
@@ -38,27 +37,24 @@ pub fn margin_calls<'py>(
     marks: PyReadonlyArray1<'py, f64>,
     past_deadline: Option<PyReadonlyArray1<'py, bool>>,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let borrowed = book.borrow(py);
-    let core_book = borrowed.book(params)?;
-    let market = Market {
-        asset_prices: asset_prices.as_slice()?,
-        marks: marks.as_slice()?,
-    };
     let past = past_deadline
         .as_ref()
         .map(|a| a.as_slice())
         .transpose()?
         .unwrap_or(&[]);
-    if !past.is_empty() && past.len() != core_book.n_accounts() {
-        return Err(DataError::new_err("past_deadline: one flag per account"));
-    }
-    let revaluation = revalue_book(py, params, &core_book, &market)?;
-    let pool = pool::current()?;
-    let calls = py.detach(|| {
-        pool::install(&pool, || {
-            core_calls(&params.inner, &core_book, &market, &revaluation, past)
-        })
-    });
+    let calls = after_revaluation(py, params, book, &asset_prices, &marks, |r| {
+        if !past.is_empty() && past.len() != r.book.n_accounts() {
+            return None;
+        }
+        Some(core_calls(
+            &params.inner,
+            r.book,
+            r.market,
+            r.revaluation,
+            past,
+        ))
+    })?
+    .ok_or_else(|| DataError::new_err("past_deadline: one flag per account"))?;
     let out = PyDict::new(py);
     out.set_item(
         "account",

@@ -7,13 +7,11 @@ use vamargin_core::liquidation::{
     adl_queue as core_adl_queue, liquidation_queue as core_queue, LiquidationQueue,
 };
 use vamargin_core::loss_allocation::{run_liquidations, Party};
-use vamargin_core::Market;
 
 use crate::book::PyCoreBook;
 use crate::errors::to_py;
 use crate::params::PyEngineParams;
-use crate::pool;
-use crate::revaluation::revalue_book;
+use crate::revaluation::after_revaluation;
 
 /// Revalues the book and returns the liquidation queue (`entries`) and the plans'
 /// steps (`steps`) as numpy columns; entry `i` owns steps `first_step[i] ..
@@ -26,26 +24,15 @@ pub fn liquidation_queue<'py>(
     asset_prices: PyReadonlyArray1<'py, f64>,
     marks: PyReadonlyArray1<'py, f64>,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let borrowed = book.borrow(py);
-    let core_book = borrowed.book(params)?;
-    let market = Market {
-        asset_prices: asset_prices.as_slice()?,
-        marks: marks.as_slice()?,
-    };
-    let account_ids = borrowed.account_id.as_slice()?;
-    let revaluation = revalue_book(py, params, &core_book, &market)?;
-    let pool = pool::current()?;
-    let queue = py.detach(|| {
-        pool::install(&pool, || {
-            core_queue(
-                &params.inner,
-                &core_book,
-                &market,
-                &revaluation,
-                account_ids,
-            )
-        })
-    });
+    let queue = after_revaluation(py, params, book, &asset_prices, &marks, |r| {
+        core_queue(
+            &params.inner,
+            r.book,
+            r.market,
+            r.revaluation,
+            r.account_ids,
+        )
+    })?;
     queue_dict(py, &queue)
 }
 
@@ -59,20 +46,9 @@ pub fn adl_queue<'py>(
     asset_prices: PyReadonlyArray1<'py, f64>,
     marks: PyReadonlyArray1<'py, f64>,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let borrowed = book.borrow(py);
-    let core_book = borrowed.book(params)?;
-    let market = Market {
-        asset_prices: asset_prices.as_slice()?,
-        marks: marks.as_slice()?,
-    };
-    let account_ids = borrowed.account_id.as_slice()?;
-    let revaluation = revalue_book(py, params, &core_book, &market)?;
-    let pool = pool::current()?;
-    let queue = py.detach(|| {
-        pool::install(&pool, || {
-            core_adl_queue(&core_book, &revaluation, account_ids)
-        })
-    });
+    let queue = after_revaluation(py, params, book, &asset_prices, &marks, |r| {
+        core_adl_queue(r.book, r.revaluation, r.account_ids)
+    })?;
     let out = PyDict::new(py);
     out.set_item(
         "instrument",
@@ -272,41 +248,29 @@ pub fn liquidate<'py>(
             "liquidate: one fund balance and one minor unit per asset",
         ));
     }
-    let borrowed = book.borrow(py);
-    let core_book = borrowed.book(params)?;
-    let market = Market {
-        asset_prices: asset_prices.as_slice()?,
-        marks: marks.as_slice()?,
-    };
-    let account_ids = borrowed.account_id.as_slice()?;
-    let revaluation = revalue_book(py, params, &core_book, &market)?;
-    let pool = pool::current()?;
-    let (queue, run) = py
-        .detach(|| {
-            pool::install(&pool, || {
-                let queue = core_queue(
-                    &params.inner,
-                    &core_book,
-                    &market,
-                    &revaluation,
-                    account_ids,
-                );
-                let adl = core_adl_queue(&core_book, &revaluation, account_ids);
-                run_liquidations(
-                    &params.inner,
-                    &core_book,
-                    &market,
-                    &revaluation,
-                    &queue,
-                    &adl,
-                    &fund,
-                    &decimals,
-                    reporting_asset,
-                )
-                .map(|run| (queue, run))
-            })
-        })
-        .map_err(|e| to_py(e, "liquidate"))?;
+    let (queue, run) = after_revaluation(py, params, book, &asset_prices, &marks, |r| {
+        let queue = core_queue(
+            &params.inner,
+            r.book,
+            r.market,
+            r.revaluation,
+            r.account_ids,
+        );
+        let adl = core_adl_queue(r.book, r.revaluation, r.account_ids);
+        run_liquidations(
+            &params.inner,
+            r.book,
+            r.market,
+            r.revaluation,
+            &queue,
+            &adl,
+            &fund,
+            &decimals,
+            reporting_asset,
+        )
+        .map(|run| (queue, run))
+    })?
+    .map_err(|e| to_py(e, "liquidate"))?;
     let postings = PyDict::new(py);
     let p = &run.postings;
     postings.set_item(

@@ -11,6 +11,46 @@ use crate::errors::to_py;
 use crate::params::PyEngineParams;
 use crate::pool;
 
+/// What a kernel that runs after a revaluation sees.
+pub struct Revalued<'a> {
+    pub book: &'a Book<'a>,
+    pub market: &'a Market<'a>,
+    pub revaluation: &'a Revaluation,
+    pub account_ids: &'a [i64],
+}
+
+/// Borrows `book`, revalues it at the prices and runs `work` on the result, all with the
+/// GIL released and inside the vamargin pool.
+pub fn after_revaluation<T: Send>(
+    py: Python<'_>,
+    params: &PyEngineParams,
+    book: &PyCoreBook,
+    asset_prices: &PyReadonlyArray1<'_, f64>,
+    marks: &PyReadonlyArray1<'_, f64>,
+    work: impl FnOnce(&Revalued<'_>) -> T + Send,
+) -> PyResult<T> {
+    let borrowed = book.borrow(py);
+    let core_book = borrowed.book(params)?;
+    let market = Market {
+        asset_prices: asset_prices.as_slice()?,
+        marks: marks.as_slice()?,
+    };
+    let account_ids = borrowed.account_id.as_slice()?;
+    let pool = pool::current()?;
+    py.detach(|| {
+        pool::install(&pool, || {
+            let revaluation = core::revalue(&params.inner, &core_book, &market)?;
+            Ok(work(&Revalued {
+                book: &core_book,
+                market: &market,
+                revaluation: &revaluation,
+                account_ids,
+            }))
+        })
+    })
+    .map_err(|e| to_py(e, "revalue"))
+}
+
 /// Revalues `book` at `market` with the GIL released.
 pub fn revalue_book(
     py: Python<'_>,
