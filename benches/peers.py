@@ -337,11 +337,22 @@ def numpy_revalue(
             root = valid & np.isfinite(liq_balance) & np.where(b1 > 0, b0 < 0, b0 > 0)
             x = np.full(len(rows), np.nan)
             floors = perp.floors
+            # The tier loop reuses its scratch arrays (no fresh temporaries per tier).
+            x_k, denominator, at_l = np.empty((3, len(rows)))
+            hit, below = np.empty((2, len(rows)), dtype=np.bool_)
             for k in range(len(floors)):
                 hi = floors[k + 1] if k + 1 < len(floors) else np.inf
-                x_k = (b0 + perp.cum[k]) / (a * perp.mmr[k] - b1)
-                at_l = a * x_k  # notional at that price
-                np.copyto(x, x_k, where=root & (at_l >= floors[k]) & (at_l < hi))
+                # x_k = (b0 + cum_k) / (a·mmr_k − b1), kept if a·x_k is in tier k.
+                np.add(b0, perp.cum[k], out=x_k)
+                np.multiply(a, perp.mmr[k], out=denominator)
+                np.subtract(denominator, b1, out=denominator)
+                np.divide(x_k, denominator, out=x_k)
+                np.multiply(a, x_k, out=at_l)  # notional at that price
+                np.greater_equal(at_l, floors[k], out=hit)
+                np.less(at_l, hi, out=below)
+                hit &= below
+                hit &= root
+                np.copyto(x, x_k, where=hit)
             x = np.where((x > 0) & np.isfinite(x), x, np.nan)
             liquidation_price[rows] = 1.0 / x if perp.inverse else x
             x_bk = np.where(valid & np.isfinite(bk_balance), -b0_bk / b1, np.nan)
@@ -351,9 +362,7 @@ def numpy_revalue(
             effective_leverage = n_i / margin_balance
             adl_score[rows] = np.where(
                 (entry_value > 0) & (n_i > 0) & (margin_balance > 0),
-                np.where(
-                    pnl_pct > 0, pnl_pct * effective_leverage, pnl_pct / effective_leverage
-                ),
+                np.where(pnl_pct > 0, pnl_pct * effective_leverage, pnl_pct / effective_leverage),
                 np.nan,
             )
 
@@ -391,8 +400,8 @@ def numpy_revalue(
 # -- polars ----------------------------------------------------------------------------------
 
 
-def _table(p: Params) -> tuple[pl.LazyFrame, pl.LazyFrame, int]:
-    """Asset and instrument parameter frames (wide: one column per band / tier)."""
+def _asset_frame(p: Params) -> pl.LazyFrame:
+    """Asset parameters, one column per size band (padding bands start at +inf)."""
     n_bands = max(len(f) for f, _ in p.bands)
     assets: dict[str, list[object]] = {
         "asset": list(p.asset_symbols),
@@ -403,36 +412,39 @@ def _table(p: Params) -> tuple[pl.LazyFrame, pl.LazyFrame, int]:
         "eligible": list(p.eligible),
     }
     for b in range(n_bands):
-        # Padding bands start at +inf, so they never credit anything.
         assets[f"lo_{b}"] = [f[b] if b < len(f) else np.inf for f, _ in p.bands]
         assets[f"hi_{b}"] = [f[b + 1] if b + 1 < len(f) else np.inf for f, _ in p.bands]
         assets[f"f_{b}"] = [g[b] if b < len(g) else 0.0 for _, g in p.bands]
-    n_tiers = p.n_tiers
-    perps: dict[str, list[object]] = {
-        "instrument": [q.symbol for q in p.perps],
-        "inverse": [q.inverse for q in p.perps],
-        "cs": [q.contract_size for q in p.perps],
-        "mark": [q.mark for q in p.perps],
-        "sp": [q.settle_price for q in p.perps],
-    }
-    for k in range(n_tiers + 1):
-        # Padding tiers start at +inf, so no notional falls in them.
-        perps[f"floor_{k}"] = [q.floors[k] if k < len(q.floors) else np.inf for q in p.perps]
-    for k in range(n_tiers):
-        perps[f"mmr_{k}"] = [q.mmr[min(k, len(q.mmr) - 1)] for q in p.perps]
-        perps[f"cum_{k}"] = [q.cum[min(k, len(q.cum) - 1)] for q in p.perps]
-        perps[f"lev_{k}"] = [q.max_leverage[min(k, len(q.cum) - 1)] for q in p.perps]
-    asset_frame = pl.DataFrame(assets).with_columns(pl.col("asset").cast(pl.Categorical))
-    perp_frame = pl.DataFrame(perps).with_columns(pl.col("instrument").cast(pl.Categorical))
-    return asset_frame.lazy(), perp_frame.lazy(), n_tiers
+    return pl.DataFrame(assets).with_columns(pl.col("asset").cast(pl.Categorical)).lazy()
 
 
-def _pick(prefix: str, index: pl.Expr, count: int) -> pl.Expr:
-    """Column ``{prefix}_{index}`` per row."""
-    expr = pl.when(index == 0).then(pl.col(f"{prefix}_0"))
-    for k in range(1, count):
-        expr = expr.when(index == k).then(pl.col(f"{prefix}_{k}"))
-    return expr.otherwise(None)
+class _Lookup:
+    """Per-row instrument and tier parameters: gathers from short literal series by the
+    instrument's config id (``code``) and ``code·K + tier`` (padding tiers start at +inf)."""
+
+    def __init__(self, p: Params) -> None:
+        self.n_tiers = k = p.n_tiers
+        self.p = p
+        pad = [float("inf")] * (k + 1)
+
+        def flat(values: list[list[float]]) -> list[float]:
+            return [v for row in values for v in row]
+
+        self.floor = flat([[*q.floors, *pad][: k + 1] for q in p.perps])  # K + 1 per perp
+        self.mmr = flat([[*q.mmr, *[q.mmr[-1]] * k][:k] for q in p.perps])
+        self.cum = flat([[*q.cum, *[q.cum[-1]] * k][:k] for q in p.perps])
+        self.lev = flat([[*q.max_leverage, *[q.max_leverage[-1]] * k][:k] for q in p.perps])
+
+    @staticmethod
+    def _gather(values: list[float], index: pl.Expr) -> pl.Expr:
+        return pl.lit(pl.Series(values, dtype=pl.Float64)).gather(index)
+
+    def instrument(self, name: str) -> pl.Expr:
+        return self._gather([float(getattr(q, name)) for q in self.p.perps], pl.col("code"))
+
+    def tier(self, table: str, tier: pl.Expr | int) -> pl.Expr:
+        width = self.n_tiers + 1 if table == "floor" else self.n_tiers
+        return self._gather(getattr(self, table), pl.col("code").cast(pl.UInt32) * width + tier)
 
 
 def polars_revalue(
@@ -444,7 +456,10 @@ def polars_revalue(
     params: Params | None = None,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     p = params_of(config, prices) if params is None else params
-    asset_params, perp_params, n_tiers = _table(p)
+    asset_params = _asset_frame(p)
+    lookup = _Lookup(p)
+    n_tiers = lookup.n_tiers
+    symbols = [q.symbol for q in p.perps]
     col = pl.col
     inf = float("inf")
 
@@ -497,14 +512,20 @@ def polars_revalue(
     mark = col("mark")
     size = col("qty").abs() * col("cs")
     tier = col("tier")
-    max_leverage = _pick("lev", tier, n_tiers)
+    max_leverage = lookup.tier("lev", tier)
     if "leverage" in pos.columns:
         max_leverage = (
             pl.when(col("leverage") < max_leverage).then(col("leverage")).otherwise(max_leverage)
         )
     margins = (
         pos.lazy()
-        .join(perp_params, on="instrument", how="left", maintain_order="left")
+        .with_columns(code=col("instrument").cast(pl.Enum(symbols)).to_physical())
+        .with_columns(
+            inverse=lookup.instrument("inverse") > 0,
+            cs=lookup.instrument("contract_size"),
+            mark=lookup.instrument("mark"),
+            sp=lookup.instrument("settle_price"),
+        )
         .with_columns(
             notional=pl.when(inverse).then(size / mark).otherwise(size * mark),
             upnl=pl.when(inverse)
@@ -514,13 +535,13 @@ def polars_revalue(
         )
         .with_columns(
             tier=pl.sum_horizontal(
-                [col("notional") >= col(f"floor_{k}") for k in range(1, n_tiers)]
+                [col("notional") >= lookup.tier("floor", k) for k in range(1, n_tiers)]
             ).cast(pl.UInt8)
         )
         .with_columns(
             initial_margin=col("notional") / max_leverage,
-            maintenance_margin=col("notional") * _pick("mmr", tier, n_tiers)
-            - _pick("cum", tier, n_tiers),
+            maintenance_margin=col("notional") * lookup.tier("mmr", tier)
+            - lookup.tier("cum", tier),
         )
         .collect()
     )
@@ -588,14 +609,16 @@ def polars_revalue(
     other_upnl = col("a_upnl") - col("upnl") * sp
     other_mm = col("a_mm") - col("maintenance_margin") * sp
     valid = (a > 0) & a.is_finite() & (ep > 0)
-    root = valid & col("liq_balance").is_finite() & pl.when(b1 > 0).then(col("b0") < 0).otherwise(
-        col("b0") > 0
+    root = (
+        valid
+        & col("liq_balance").is_finite()
+        & pl.when(b1 > 0).then(col("b0") < 0).otherwise(col("b0") > 0)
     )
     candidates = []
     for k in range(n_tiers):
-        x_k = (col("b0") + col(f"cum_{k}")) / (a * col(f"mmr_{k}") - b1)
+        x_k = (col("b0") + lookup.tier("cum", k)) / (a * lookup.tier("mmr", k) - b1)
         at_l = a * x_k
-        in_tier = root & (at_l >= col(f"floor_{k}")) & (at_l < col(f"floor_{k + 1}"))
+        in_tier = root & (at_l >= lookup.tier("floor", k)) & (at_l < lookup.tier("floor", k + 1))
         candidates.append(pl.when(in_tier).then(x_k))
     x, x_bk = col("x"), col("x_bk")
     pnl_pct = col("upnl") / col("entry_value")
@@ -619,15 +642,21 @@ def polars_revalue(
             liq_balance=pl.when(cross)
             .then((col("wallet") - other_mm + other_upnl) / sp)
             .otherwise(iso),
-            bk_balance=pl.when(cross).then((col("holdings_value") + other_upnl) / sp).otherwise(iso),
+            bk_balance=pl.when(cross)
+            .then((col("holdings_value") + other_upnl) / sp)
+            .otherwise(iso),
             margin_balance=pl.when(cross).then(col("equity") / sp).otherwise(iso + col("upnl")),
             a=size,
             sa=col("qty").sign() * size,
         )
         .with_columns(
             b1=pl.when(inverse).then(-sa).otherwise(sa),
-            b0=pl.when(inverse).then(col("liq_balance") + sa / ep).otherwise(col("liq_balance") - sa * ep),
-            b0_bk=pl.when(inverse).then(col("bk_balance") + sa / ep).otherwise(col("bk_balance") - sa * ep),
+            b0=pl.when(inverse)
+            .then(col("liq_balance") + sa / ep)
+            .otherwise(col("liq_balance") - sa * ep),
+            b0_bk=pl.when(inverse)
+            .then(col("bk_balance") + sa / ep)
+            .otherwise(col("bk_balance") - sa * ep),
             entry_value=pl.when(inverse).then(a / ep).otherwise(a * ep),
         )
         .with_columns(

@@ -1,0 +1,253 @@
+"""Fixtures for the revaluation benchmarks (``pytest benches --benchmark-only``).
+
+Sizes: ``1M`` positions (215 000 accounts) always; ``10M`` positions (2 150 000 accounts)
+only with ``VAMARGIN_BENCH_FULL=1`` (marker ``full``). Books come from
+``vamargin.synthetic.synthetic_book``; one size is held in memory at a time.
+
+Before any peer is timed, the peers are checked against ``RiskEngine.revalue`` on a
+10 000-account book (``peers_checked``), so a benchmark run never compares against a peer
+that computes something else. The same check runs as a plain test without
+``--benchmark-only``.
+
+At the end of the run a summary prints each case's median and the engine's speedups over
+the peers measured in that run.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pytest
+
+import vamargin as vm
+from peers import Params, numpy_revalue, params_of, polars_revalue
+from vamargin import _core
+from vamargin.engine import ACCOUNT_COLUMNS, POSITION_COLUMNS
+from vamargin.synthetic import SyntheticBook, synthetic_book
+
+FULL = os.environ.get("VAMARGIN_BENCH_FULL", "").strip() not in ("", "0")
+SIZES = {"1M": 215_000, "10M": 2_150_000}
+"""Accounts per size; the default config gives about 4.7 positions per account."""
+SEED = 7
+CHECK_ACCOUNTS = 10_000
+RTOL = 1e-9
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "full: 10M-position cases; they run only with VAMARGIN_BENCH_FULL=1"
+    )
+
+
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Module | None:
+    # The benchmark modules are named bench_*.py, which pytest does not collect by default
+    # (unless named on the command line: then pytest collects them itself).
+    if (
+        file_path.suffix == ".py"
+        and file_path.name.startswith("bench_")
+        and not parent.session.isinitpath(file_path)
+    ):
+        return pytest.Module.from_parent(parent, path=file_path)
+    return None
+
+
+SIZE_PARAMS = [
+    pytest.param("1M", id="1M"),
+    pytest.param(
+        "10M",
+        id="10M",
+        marks=[
+            pytest.mark.full,
+            pytest.mark.skipif(not FULL, reason="10M cases need VAMARGIN_BENCH_FULL=1"),
+        ],
+    ),
+]
+
+
+# -- workloads -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Tables:
+    accounts: Any
+    holdings: Any
+    positions: Any
+    prices: dict[str, float]
+
+    @classmethod
+    def of(cls, book: SyntheticBook) -> Tables:
+        return cls(book.accounts, book.holdings, book.positions, book.prices)
+
+    @property
+    def arrow(self) -> tuple[Any, Any, Any]:
+        return (self.accounts, self.holdings, self.positions)
+
+
+class Workload:
+    """One benchmark size: the config, the engine, and lazily built books."""
+
+    def __init__(self, size: str, config: vm.RiskConfig) -> None:
+        self.size = size
+        self.n_accounts = SIZES[size]
+        self.config = config
+        self.engine = vm.RiskEngine(config)
+        self._built: dict[str, vm.Book] = {}
+
+    @cached_property
+    def sorted(self) -> Tables:
+        """Positions in account order (how books are usually stored)."""
+        return Tables.of(synthetic_book(self.config, n_accounts=self.n_accounts, seed=SEED))
+
+    @cached_property
+    def shuffled(self) -> Tables:
+        """The same book with position rows scattered across accounts."""
+        return Tables.of(
+            synthetic_book(
+                self.config, n_accounts=self.n_accounts, seed=SEED, shuffle_positions=True
+            )
+        )
+
+    @cached_property
+    def params(self) -> Params:
+        return params_of(self.config, self.sorted.prices)
+
+    def built_book(self, order: str = "sorted") -> vm.Book:
+        """The book, validated and bound to the config (first revalue done), cached."""
+        if order not in self._built:
+            t: Tables = getattr(self, order)
+            book = vm.Book(*t.arrow)
+            self.engine.revalue(book, t.prices)
+            self._built[order] = book
+        return self._built[order]
+
+    def runner(
+        self, impl: str, order: str = "sorted"
+    ) -> tuple[Callable[[], object], Callable[[], tuple[tuple[Any, ...], dict[str, Any]]] | None]:
+        """``(run, setup)``: ``run(*args)`` does one timed unit of work of ``impl``, with the
+        arguments ``setup()`` returns (untimed) when ``setup`` is not None.
+
+        ``vamargin`` is the engine end to end; ``vamargin-book``, ``vamargin-bind`` and
+        ``vamargin-built`` are its three stages: ``Book(...)``, ``Book.bind(config)`` of a
+        fresh Book, and ``revalue`` of a Book already built and bound.
+        """
+        t: Tables = getattr(self, order)
+        engine, config, params = self.engine, self.config, self.params
+        if impl == "vamargin":
+            return lambda: engine.revalue(vm.Book(*t.arrow), t.prices), None
+        if impl == "vamargin-book":
+            return lambda: vm.Book(*t.arrow), None
+        if impl == "vamargin-bind":
+            return lambda book: book.bind(config), lambda: ((vm.Book(*t.arrow),), {})
+        if impl == "vamargin-built":
+            book = self.built_book(order)
+            return lambda: engine.revalue(book, t.prices), None
+        if impl == "numpy":
+            return lambda: numpy_revalue(config, *t.arrow, t.prices, params), None
+        if impl == "polars":
+            return lambda: polars_revalue(config, *t.arrow, t.prices, params), None
+        raise ValueError(impl)
+
+    def describe(self, order: str = "sorted") -> dict[str, object]:
+        t: Tables = getattr(self, order)
+        return {
+            "accounts": t.accounts.num_rows,
+            "holdings": t.holdings.num_rows,
+            "positions": t.positions.num_rows,
+            "order": order,
+            "vamargin_threads": _core.thread_count(),
+            "polars_threads": pl.thread_pool_size(),
+        }
+
+
+@pytest.fixture(scope="session")
+def config() -> vm.RiskConfig:
+    return vm.RiskConfig.hk_default()
+
+
+@pytest.fixture(scope="session", params=SIZE_PARAMS)
+def workload(request: pytest.FixtureRequest, config: vm.RiskConfig) -> Workload:
+    # Session-scoped and parametrized: pytest finishes one size before building the next.
+    return Workload(request.param, config)
+
+
+# -- correctness of the peers ----------------------------------------------------------------
+
+
+def _as_numpy(values: Any) -> np.ndarray:
+    return values.to_numpy() if isinstance(values, pl.Series) else np.asarray(values)
+
+
+def compare_with_engine(config: vm.RiskConfig, tables: Tables) -> None:
+    """Asserts that both peers give the engine's numbers: float columns within ``RTOL``
+    (NaN where the engine has NaN, ±inf where it has ±inf), status and tier exactly."""
+    engine = vm.RiskEngine(config)
+    expected = engine.revalue(vm.Book(*tables.arrow), tables.prices)
+    from_numpy = numpy_revalue(config, *tables.arrow, tables.prices)
+    polars_accounts, polars_positions = polars_revalue(config, *tables.arrow, tables.prices)
+    peers = {
+        "numpy": (from_numpy["accounts"], from_numpy["positions"]),
+        "polars": (polars_accounts, polars_positions),
+    }
+    for name, (accounts, positions) in peers.items():
+        for table, columns, got in (
+            (expected.accounts, ACCOUNT_COLUMNS, accounts),
+            (expected.positions, POSITION_COLUMNS, positions),
+        ):
+            for column in columns:
+                if column == "instrument":
+                    continue
+                want = table.codes(column).codes if column == "status" else table[column]
+                have = _as_numpy(got[column])
+                where = f"{name} peer, column {column!r}"
+                assert have.shape == want.shape, where
+                if want.dtype.kind == "f":
+                    np.testing.assert_allclose(
+                        have, want, rtol=RTOL, atol=0.0, equal_nan=True, err_msg=where
+                    )
+                else:
+                    np.testing.assert_array_equal(have.astype(np.int64), want, err_msg=where)
+
+
+@pytest.fixture(scope="session")
+def peers_checked(config: vm.RiskConfig) -> None:
+    """Runs ``compare_with_engine`` once per session, on a 10k-account book in account
+    order and shuffled."""
+    for shuffle in (False, True):
+        book = synthetic_book(
+            config, n_accounts=CHECK_ACCOUNTS, seed=SEED + 1, shuffle_positions=shuffle
+        )
+        compare_with_engine(config, Tables.of(book))
+
+
+# -- summary of this run ---------------------------------------------------------------------
+
+MEDIANS: dict[tuple[str, str, str], float] = {}
+"""(size, order, impl) → median seconds, filled by the benchmarks of this run."""
+
+
+def record(size: str, order: str, impl: str, seconds: list[float]) -> None:
+    MEDIANS[(size, order, impl)] = statistics.median(seconds)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if not MEDIANS:
+        return
+    write = terminalreporter.write_line
+    terminalreporter.section("vamargin revalue: medians and speedups in this run")
+    write(f"vamargin threads: {_core.thread_count()}, polars threads: {pl.thread_pool_size()}")
+    write(f"{'size':>4} {'positions':>9} {'case':<15} {'median s':>9} {'÷numpy':>8} {'÷polars':>8}")
+    for (size, order, impl), median in sorted(MEDIANS.items()):
+        cells = ""
+        if impl in ("vamargin", "vamargin-built"):
+            for peer in ("numpy", "polars"):
+                other = MEDIANS.get((size, order, peer))
+                cells += f" {other / median:7.2f}x" if other else f" {'':>8}"
+        write(f"{size:>4} {order:>9} {impl:<15} {median:9.3f}{cells}")
