@@ -367,13 +367,11 @@ class RiskEngine:
         n_assets = len(config.assets)
         deposit = raw["deposit"].reshape(len(rows), n_assets)
         sell = raw["sell"].reshape(len(rows), n_assets)
-        revaluation = self.revalue(book, prices)
-        status = revaluation.accounts.codes("status")
         hours = np.timedelta64(round(config.policy.call_deadline_hours * 3_600_000_000), "us")
         columns: dict[str, Column] = {
             "account_id": book.account_id[rows],
-            "status": CategoryColumn(STATUSES, status.codes[rows]),
-            "equity": revaluation.accounts["equity"][rows],
+            "status": CategoryColumn(STATUSES, raw["status"]),
+            "equity": raw["equity"],
             "call_amount": raw["call_amount"],
             "deadline": np.full(len(rows), now + hours, dtype="datetime64[us]"),
             "forced": raw["forced"],
@@ -435,13 +433,11 @@ class RiskEngine:
         policy = config.policy
         bound = book.bind(config)
         market = resolve_market(config, book, bound, prices)
-        accounts = self.revalue(book, prices).accounts
-        debit = accounts["debit"]
         weights = np.array([1.0 - a.effective_capital_haircut for a in config.assets])
         prices_filled = np.nan_to_num(market.asset_prices, nan=0.0)
-        by_asset, recognised = _core.collateral_figures(
-            config.engine_params, bound.core, prices_filled, weights
-        )
+        # Holdings alone: a firm report revalues no position.
+        figures = _core.collateral_figures(config.engine_params, bound.core, prices_filled, weights)
+        debit, by_asset, recognised = figures["debit"], figures["by_asset"], figures["recognised"]
         total_loans = float(debit.sum())
         order = np.argsort(-debit, kind="stable")[:top]
         order = order[debit[order] > 0]
@@ -449,8 +445,8 @@ class RiskEngine:
             {
                 "account_id": book.account_id[order],
                 "debit": debit[order],
-                "collateral_value": accounts["collateral_value"][order],
-                "ltv": accounts["ltv"][order],
+                "collateral_value": figures["collateral"][order],
+                "ltv": figures["ltv"][order],
                 "share_of_loans": share(debit[order], total_loans),
             }
         )

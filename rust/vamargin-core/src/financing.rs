@@ -124,18 +124,32 @@ pub fn accrue_interest(
         .collect()
 }
 
-/// Firm-wide collateral figures: per asset, Σ of positive holding values over all
-/// accounts; per account, Σ of positive holding values weighted by `weights[asset]` (the
-/// capital view's `1 − capital_haircut`). Each account's sum runs over its rows in key
-/// order; the per-asset totals are summed per account first, then across accounts in
-/// account order, so both are independent of the thread count.
+/// Firm-wide collateral figures from holdings alone (no position is revalued).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct CollateralFigures {
+    /// Per asset: Σ of positive holding values over all accounts.
+    pub by_asset: Vec<f64>,
+    /// Per account: Σ of positive holding values weighted by `weights[asset]` (the capital
+    /// view's `1 − capital_haircut`).
+    pub recognised: Vec<f64>,
+    /// Per account: loans (−Σ negative holding values), eligible collateral value and LTV
+    /// (0 without loans, ∞ with loans and no collateral), as in the account pass.
+    pub debit: Vec<f64>,
+    pub collateral: Vec<f64>,
+    pub ltv: Vec<f64>,
+}
+
+/// Collateral figures of every account. Each account's sums run over its rows in key
+/// order and the per-asset totals add accounts in account order, so the figures do not
+/// depend on the thread count.
 pub fn collateral_figures(
+    params: &EngineParams,
     book: &Book<'_>,
     prices: &[f64],
     weights: &[f64],
-) -> (Vec<f64>, Vec<f64>) {
+) -> CollateralFigures {
     let n_assets = weights.len();
-    let per_account: Vec<(f64, Vec<(usize, f64)>)> = (0..book.n_accounts())
+    let per_account: Vec<AccountCollateral> = (0..book.n_accounts())
         .into_par_iter()
         .with_min_len(4096)
         .map(|a| {
@@ -149,18 +163,39 @@ pub fn collateral_figures(
                     values.push((asset, value));
                 }
             });
-            (recognised, values)
+            let totals = crate::valuation::holding_totals(params, book, prices, a);
+            AccountCollateral {
+                recognised,
+                debit: totals.debit,
+                collateral: totals.collateral,
+                values,
+            }
         })
         .collect();
-    let mut by_asset = vec![0.0; n_assets];
-    let mut recognised = Vec::with_capacity(per_account.len());
-    for (account_recognised, values) in per_account {
-        recognised.push(account_recognised);
-        for (asset, value) in values {
-            by_asset[asset] += value;
+    let mut figures = CollateralFigures {
+        by_asset: vec![0.0; n_assets],
+        ..CollateralFigures::default()
+    };
+    for account in per_account {
+        figures.recognised.push(account.recognised);
+        figures.debit.push(account.debit);
+        figures.collateral.push(account.collateral);
+        figures.ltv.push(crate::valuation::loan_to_value(
+            account.debit,
+            account.collateral,
+        ));
+        for (asset, value) in account.values {
+            figures.by_asset[asset] += value;
         }
     }
-    (by_asset, recognised)
+    figures
+}
+
+struct AccountCollateral {
+    recognised: f64,
+    debit: f64,
+    collateral: f64,
+    values: Vec<(usize, f64)>,
 }
 
 /// Bands of the credited value `T`: `(from, to, factor)` covering `[0, ∞)`.
@@ -253,6 +288,9 @@ fn target_haircut(haircuts: &Haircuts, target: CallTarget) -> f64 {
 #[derive(Debug, Clone, PartialEq)]
 pub struct MarginCall {
     pub account: u32,
+    /// [`Status`] code and equity (reporting currency) of the account.
+    pub status: u8,
+    pub equity: f64,
     /// What restores the call target (reporting currency).
     pub call_amount: f64,
     /// Per asset: value to deposit (reporting currency); NaN where a deposit cannot cure.
@@ -327,6 +365,8 @@ pub fn margin_calls(
             };
             MarginCall {
                 account: a as u32,
+                status: accounts.status[a],
+                equity: accounts.equity[a],
                 call_amount: call,
                 deposit,
                 sell,

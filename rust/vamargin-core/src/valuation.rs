@@ -207,6 +207,18 @@ pub(crate) fn cross_totals(
     sums
 }
 
+/// Loans over eligible collateral: 0 without loans, ∞ with loans and no collateral.
+#[inline]
+pub fn loan_to_value(debit: f64, collateral: f64) -> f64 {
+    if debit == 0.0 {
+        0.0
+    } else if collateral == 0.0 {
+        f64::INFINITY
+    } else {
+        debit / collateral
+    }
+}
+
 /// Status from equity and requirements, worst first.
 #[inline]
 pub fn classify(
@@ -404,13 +416,7 @@ fn account_pass(
             } else {
                 maintenance / equity
             };
-            chunk.ltv[i] = if debit == 0.0 {
-                0.0
-            } else if collateral == 0.0 {
-                f64::INFINITY
-            } else {
-                debit / collateral
-            };
+            chunk.ltv[i] = loan_to_value(debit, collateral);
             chunk.call_amount[i] = if status >= Status::MarginCall {
                 (target - equity).max(0.0)
             } else {

@@ -81,6 +81,22 @@ pub fn margin_calls<'py>(
             .into_pyarray(py),
     )?;
     out.set_item(
+        "status",
+        calls
+            .iter()
+            .map(|c| c.status)
+            .collect::<Vec<_>>()
+            .into_pyarray(py),
+    )?;
+    out.set_item(
+        "equity",
+        calls
+            .iter()
+            .map(|c| c.equity)
+            .collect::<Vec<_>>()
+            .into_pyarray(py),
+    )?;
+    out.set_item(
         "deposit",
         calls
             .iter()
@@ -180,9 +196,8 @@ pub fn accrue_interest<'py>(
     Ok(charges.into_pyarray(py))
 }
 
-type FloatPair<'py> = (Bound<'py, PyArray1<f64>>, Bound<'py, PyArray1<f64>>);
-
-/// `(collateral value per asset, capital-recognised collateral per account)`.
+/// Collateral figures from holdings alone: `{"by_asset", "recognised", "debit",
+/// "collateral", "ltv"}`.
 #[pyfunction]
 pub fn collateral_figures<'py>(
     py: Python<'py>,
@@ -190,7 +205,7 @@ pub fn collateral_figures<'py>(
     book: &PyCoreBook,
     asset_prices: PyReadonlyArray1<'py, f64>,
     weights: PyReadonlyArray1<'py, f64>,
-) -> PyResult<FloatPair<'py>> {
+) -> PyResult<Bound<'py, PyDict>> {
     let borrowed = book.borrow(py);
     let core_book = borrowed.book(params)?;
     let prices = asset_prices.as_slice()?;
@@ -201,10 +216,16 @@ pub fn collateral_figures<'py>(
         ));
     }
     let pool = pool::current()?;
-    let (by_asset, recognised) = py.detach(|| {
+    let figures = py.detach(|| {
         pool::install(&pool, || {
-            vamargin_core::financing::collateral_figures(&core_book, prices, weights)
+            vamargin_core::financing::collateral_figures(&params.inner, &core_book, prices, weights)
         })
     });
-    Ok((by_asset.into_pyarray(py), recognised.into_pyarray(py)))
+    let out = PyDict::new(py);
+    out.set_item("by_asset", figures.by_asset.into_pyarray(py))?;
+    out.set_item("recognised", figures.recognised.into_pyarray(py))?;
+    out.set_item("debit", figures.debit.into_pyarray(py))?;
+    out.set_item("collateral", figures.collateral.into_pyarray(py))?;
+    out.set_item("ltv", figures.ltv.into_pyarray(py))?;
+    Ok(out)
 }
