@@ -123,6 +123,8 @@ impl Grouping {
 pub struct AccountIndex {
     len: usize,
     lookup: Lookup,
+    /// The ids themselves when they are strictly ascending: sorted lookups then merge.
+    ascending: Option<Vec<i64>>,
 }
 
 #[derive(Debug, Clone)]
@@ -163,8 +165,13 @@ impl AccountIndex {
             return Ok(AccountIndex {
                 len: ids.len(),
                 lookup: Lookup::Dense { first: ids[0] },
+                ascending: None,
             });
         }
+        let ascending = ids
+            .windows(2)
+            .all(|pair| pair[0] < pair[1])
+            .then(|| ids.to_vec());
         let capacity = (ids.len() * 2).next_power_of_two().max(16);
         let shift = 64 - capacity.trailing_zeros();
         let mut keys = vec![0i64; capacity];
@@ -187,6 +194,7 @@ impl AccountIndex {
         Ok(AccountIndex {
             len: ids.len(),
             lookup: Lookup::Hashed { keys, rows, shift },
+            ascending,
         })
     }
 
@@ -226,6 +234,11 @@ impl AccountIndex {
 
     /// Dense indexes of `ids`; the first unknown id is an error naming its row.
     pub fn lookup_all(&self, ids: &[i64]) -> Result<Vec<u32>> {
+        if let Some(sorted) = &self.ascending {
+            if ids.windows(2).all(|pair| pair[0] <= pair[1]) {
+                return merge_lookup(sorted, ids);
+            }
+        }
         let found: Vec<u32> = ids
             .par_iter()
             .with_min_len(4096)
@@ -236,6 +249,24 @@ impl AccountIndex {
             None => Ok(found),
         }
     }
+}
+
+/// Rows of non-decreasing `ids` in strictly ascending `sorted`: one sequential merge
+/// instead of a hash probe per row (tables dumped in account order).
+fn merge_lookup(sorted: &[i64], ids: &[i64]) -> Result<Vec<u32>> {
+    let mut rows = Vec::with_capacity(ids.len());
+    let mut at = 0usize;
+    for (row, &id) in ids.iter().enumerate() {
+        while at < sorted.len() && sorted[at] < id {
+            at += 1;
+        }
+        if at == sorted.len() || sorted[at] != id {
+            return Err(Error::UnknownKey { row, key: id });
+        }
+        // The index holds fewer than u32::MAX ids (checked when built).
+        rows.push(at as u32);
+    }
+    Ok(rows)
 }
 
 /// Account-level inputs (one row per account, dense index = row).
@@ -605,6 +636,21 @@ mod tests {
         assert_eq!(hashed.lookup_all(&[12, 10]).unwrap(), vec![0, 1]);
         assert_eq!(dense.get(13), None);
         assert_eq!(hashed.get(-7), None);
+    }
+
+    #[test]
+    fn sorted_lookups_merge_and_agree_with_the_hash() {
+        let index = AccountIndex::build(&[3, 13, 23, 33]).unwrap();
+        assert_eq!(index.lookup_all(&[3, 3, 23, 33]).unwrap(), vec![0, 0, 2, 3]);
+        assert_eq!(index.lookup_all(&[33, 3]).unwrap(), vec![3, 0]); // unsorted: hashed
+        assert_eq!(
+            index.lookup_all(&[3, 13, 14, 33]).unwrap_err(),
+            Error::UnknownKey { row: 2, key: 14 }
+        );
+        assert_eq!(
+            index.lookup_all(&[40]).unwrap_err(),
+            Error::UnknownKey { row: 0, key: 40 }
+        );
     }
 
     #[test]
