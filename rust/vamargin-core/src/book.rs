@@ -305,8 +305,9 @@ impl Positions<'_> {
     }
 }
 
-/// A whole book, borrowed, with its groupings; built only through [`Book::new`], which
-/// checks every shape and id against the parameters so kernels can index without fear.
+/// A whole book, borrowed, with its groupings; built through [`Book::new`], which checks
+/// every shape and id against the parameters so kernels can index without fear, or
+/// [`Book::for_single_account`], which checks the shapes only.
 #[derive(Debug, Clone, Copy)]
 pub struct Book<'a> {
     pub accounts: Accounts<'a>,
@@ -349,62 +350,29 @@ impl<'a> Book<'a> {
         holding_groups: &'a Grouping,
         position_groups: &'a Grouping,
     ) -> Result<Self> {
-        let n_accounts = accounts.credit_limit.len();
-        let n_holdings = holdings.account.len();
-        check_len("holdings.asset", n_holdings, holdings.asset.len())?;
-        check_len("holdings.amount", n_holdings, holdings.amount.len())?;
-        check_len("holdings grouping", n_holdings, holding_groups.n_rows())?;
-        check_len(
-            "holdings grouping accounts",
-            n_accounts,
-            holding_groups.n_accounts(),
-        )?;
-        check_ids("holdings.asset", holdings.asset, params.assets.len())?;
-        let n_positions = positions.account.len();
-        check_len(
-            "positions.instrument",
-            n_positions,
-            positions.instrument.len(),
-        )?;
-        check_len("positions.qty", n_positions, positions.qty.len())?;
-        check_len(
-            "positions.entry_price",
-            n_positions,
-            positions.entry_price.len(),
-        )?;
-        if let Some(col) = positions.isolated_margin {
-            check_len("positions.isolated_margin", n_positions, col.len())?;
-        }
-        if let Some(col) = positions.leverage {
-            check_len("positions.leverage", n_positions, col.len())?;
-        }
-        check_len("positions grouping", n_positions, position_groups.n_rows())?;
-        check_len(
-            "positions grouping accounts",
-            n_accounts,
-            position_groups.n_accounts(),
-        )?;
-        check_ids(
-            "positions.instrument",
-            positions.instrument,
-            params.perpetuals.len(),
-        )?;
-        Ok(Book {
+        let book = Self::for_single_account(
             accounts,
             holdings,
             positions,
             holding_groups,
             position_groups,
-        })
+        )?;
+        check_ids("holdings.asset", holdings.asset, params.assets.len())?;
+        check_ids(
+            "positions.instrument",
+            positions.instrument,
+            params.perpetuals.len(),
+        )?;
+        Ok(book)
     }
 
     pub fn n_accounts(&self) -> usize {
         self.accounts.credit_limit.len()
     }
 
-    /// A book whose column lengths are checked but whose ids are not (O(1) instead of
-    /// O(rows)): for single-account kernels, which check the ids of the rows they read
-    /// with [`Book::check_account_ids`].
+    /// A book whose column lengths are all checked but whose ids are not (O(1) instead
+    /// of O(rows)): for single-account kernels, which check the ids of the rows they read
+    /// with [`Book::check_account_ids`]. [`Book::new`] adds the id checks.
     pub fn for_single_account(
         accounts: Accounts<'a>,
         holdings: Holdings<'a>,

@@ -8,6 +8,7 @@ use vamargin_core::financing::{
 };
 
 use crate::book::PyCoreBook;
+use crate::columns::column;
 use crate::errors::{to_py, ConfigError, DataError};
 use crate::params::PyEngineParams;
 use crate::pool;
@@ -50,52 +51,17 @@ pub fn margin_calls<'py>(
             &params.inner,
             r.book,
             r.market,
-            r.revaluation,
+            &r.revaluation,
             past,
         ))
     })?
     .ok_or_else(|| DataError::new_err("past_deadline: one flag per account"))?;
     let out = PyDict::new(py);
-    out.set_item(
-        "account",
-        calls
-            .iter()
-            .map(|c| c.account)
-            .collect::<Vec<_>>()
-            .into_pyarray(py),
-    )?;
-    out.set_item(
-        "call_amount",
-        calls
-            .iter()
-            .map(|c| c.call_amount)
-            .collect::<Vec<_>>()
-            .into_pyarray(py),
-    )?;
-    out.set_item(
-        "forced",
-        calls
-            .iter()
-            .map(|c| c.forced)
-            .collect::<Vec<_>>()
-            .into_pyarray(py),
-    )?;
-    out.set_item(
-        "status",
-        calls
-            .iter()
-            .map(|c| c.status)
-            .collect::<Vec<_>>()
-            .into_pyarray(py),
-    )?;
-    out.set_item(
-        "equity",
-        calls
-            .iter()
-            .map(|c| c.equity)
-            .collect::<Vec<_>>()
-            .into_pyarray(py),
-    )?;
+    out.set_item("account", column(py, &calls, |c| c.account))?;
+    out.set_item("call_amount", column(py, &calls, |c| c.call_amount))?;
+    out.set_item("forced", column(py, &calls, |c| c.forced))?;
+    out.set_item("status", column(py, &calls, |c| c.status))?;
+    out.set_item("equity", column(py, &calls, |c| c.equity))?;
     out.set_item(
         "deposit",
         calls
@@ -121,38 +87,10 @@ pub fn margin_calls<'py>(
                 .map(move |&(row, value, fee)| (i as u32, row, value, fee))
         })
         .collect();
-    out.set_item(
-        "sale_call",
-        steps
-            .iter()
-            .map(|s| s.0)
-            .collect::<Vec<_>>()
-            .into_pyarray(py),
-    )?;
-    out.set_item(
-        "sale_row",
-        steps
-            .iter()
-            .map(|s| s.1)
-            .collect::<Vec<_>>()
-            .into_pyarray(py),
-    )?;
-    out.set_item(
-        "sale_value",
-        steps
-            .iter()
-            .map(|s| s.2)
-            .collect::<Vec<_>>()
-            .into_pyarray(py),
-    )?;
-    out.set_item(
-        "sale_fee",
-        steps
-            .iter()
-            .map(|s| s.3)
-            .collect::<Vec<_>>()
-            .into_pyarray(py),
-    )?;
+    out.set_item("sale_call", column(py, &steps, |s| s.0))?;
+    out.set_item("sale_row", column(py, &steps, |s| s.1))?;
+    out.set_item("sale_value", column(py, &steps, |s| s.2))?;
+    out.set_item("sale_fee", column(py, &steps, |s| s.3))?;
     Ok(out)
 }
 

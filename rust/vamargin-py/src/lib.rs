@@ -8,6 +8,7 @@ use pyo3::prelude::*;
 
 mod book;
 mod calc;
+mod columns;
 mod errors;
 mod financing;
 mod funding;

@@ -9,6 +9,7 @@ use vamargin_core::liquidation::{
 use vamargin_core::loss_allocation::{run_liquidations, Party};
 
 use crate::book::PyCoreBook;
+use crate::columns::column;
 use crate::errors::to_py;
 use crate::params::PyEngineParams;
 use crate::revaluation::after_revaluation;
@@ -29,7 +30,7 @@ pub fn liquidation_queue<'py>(
             &params.inner,
             r.book,
             r.market,
-            r.revaluation,
+            &r.revaluation,
             r.account_ids,
         )
     })?;
@@ -47,57 +48,15 @@ pub fn adl_queue<'py>(
     marks: PyReadonlyArray1<'py, f64>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let queue = after_revaluation(py, params, book, &asset_prices, &marks, |r| {
-        core_adl_queue(r.book, r.revaluation, r.account_ids)
+        core_adl_queue(r.book, &r.revaluation, r.account_ids)
     })?;
     let out = PyDict::new(py);
-    out.set_item(
-        "instrument",
-        queue
-            .iter()
-            .map(|x| x.instrument)
-            .collect::<Vec<_>>()
-            .into_pyarray(py),
-    )?;
-    out.set_item(
-        "side",
-        queue
-            .iter()
-            .map(|x| x.side)
-            .collect::<Vec<_>>()
-            .into_pyarray(py),
-    )?;
-    out.set_item(
-        "row",
-        queue
-            .iter()
-            .map(|x| x.row)
-            .collect::<Vec<_>>()
-            .into_pyarray(py),
-    )?;
-    out.set_item(
-        "score",
-        queue
-            .iter()
-            .map(|x| x.score)
-            .collect::<Vec<_>>()
-            .into_pyarray(py),
-    )?;
-    out.set_item(
-        "rank",
-        queue
-            .iter()
-            .map(|x| x.rank)
-            .collect::<Vec<_>>()
-            .into_pyarray(py),
-    )?;
-    out.set_item(
-        "bucket",
-        queue
-            .iter()
-            .map(|x| x.bucket)
-            .collect::<Vec<_>>()
-            .into_pyarray(py),
-    )?;
+    out.set_item("instrument", column(py, &queue, |x| x.instrument))?;
+    out.set_item("side", column(py, &queue, |x| x.side))?;
+    out.set_item("row", column(py, &queue, |x| x.row))?;
+    out.set_item("score", column(py, &queue, |x| x.score))?;
+    out.set_item("rank", column(py, &queue, |x| x.rank))?;
+    out.set_item("bucket", column(py, &queue, |x| x.bucket))?;
     Ok(out)
 }
 
@@ -105,121 +64,28 @@ pub fn adl_queue<'py>(
 fn queue_dict<'py>(py: Python<'py>, queue: &LiquidationQueue) -> PyResult<Bound<'py, PyDict>> {
     let entries = PyDict::new(py);
     let e = &queue.entries;
-    entries.set_item(
-        "account",
-        e.iter()
-            .map(|x| x.account)
-            .collect::<Vec<_>>()
-            .into_pyarray(py),
-    )?;
+    entries.set_item("account", column(py, e, |x| x.account))?;
     entries.set_item(
         "position_row",
-        e.iter()
-            .map(|x| x.position_row.map_or(-1, i64::from))
-            .collect::<Vec<_>>()
-            .into_pyarray(py),
+        column(py, e, |x| x.position_row.map_or(-1, i64::from)),
     )?;
-    entries.set_item(
-        "health",
-        e.iter()
-            .map(|x| x.health)
-            .collect::<Vec<_>>()
-            .into_pyarray(py),
-    )?;
-    entries.set_item(
-        "deficit",
-        e.iter()
-            .map(|x| x.deficit)
-            .collect::<Vec<_>>()
-            .into_pyarray(py),
-    )?;
-    entries.set_item(
-        "bankrupt",
-        e.iter()
-            .map(|x| x.bankrupt)
-            .collect::<Vec<_>>()
-            .into_pyarray(py),
-    )?;
-    entries.set_item(
-        "insurance_draw",
-        e.iter()
-            .map(|x| x.insurance_draw)
-            .collect::<Vec<_>>()
-            .into_pyarray(py),
-    )?;
-    entries.set_item(
-        "close_value",
-        e.iter()
-            .map(|x| x.close_value)
-            .collect::<Vec<_>>()
-            .into_pyarray(py),
-    )?;
-    entries.set_item(
-        "fees",
-        e.iter()
-            .map(|x| x.fees)
-            .collect::<Vec<_>>()
-            .into_pyarray(py),
-    )?;
-    entries.set_item(
-        "full_close",
-        e.iter()
-            .map(|x| x.full_close)
-            .collect::<Vec<_>>()
-            .into_pyarray(py),
-    )?;
-    entries.set_item(
-        "first_step",
-        e.iter()
-            .map(|x| x.first_step as u64)
-            .collect::<Vec<_>>()
-            .into_pyarray(py),
-    )?;
-    entries.set_item(
-        "n_steps",
-        e.iter()
-            .map(|x| x.n_steps as u64)
-            .collect::<Vec<_>>()
-            .into_pyarray(py),
-    )?;
+    entries.set_item("health", column(py, e, |x| x.health))?;
+    entries.set_item("deficit", column(py, e, |x| x.deficit))?;
+    entries.set_item("bankrupt", column(py, e, |x| x.bankrupt))?;
+    entries.set_item("insurance_draw", column(py, e, |x| x.insurance_draw))?;
+    entries.set_item("close_value", column(py, e, |x| x.close_value))?;
+    entries.set_item("fees", column(py, e, |x| x.fees))?;
+    entries.set_item("full_close", column(py, e, |x| x.full_close))?;
+    entries.set_item("first_step", column(py, e, |x| x.first_step as u64))?;
+    entries.set_item("n_steps", column(py, e, |x| x.n_steps as u64))?;
     let steps = PyDict::new(py);
     let s = &queue.steps;
-    steps.set_item(
-        "kind",
-        s.iter()
-            .map(|x| x.kind as u8)
-            .collect::<Vec<_>>()
-            .into_pyarray(py),
-    )?;
-    steps.set_item(
-        "row",
-        s.iter().map(|x| x.row).collect::<Vec<_>>().into_pyarray(py),
-    )?;
-    steps.set_item(
-        "fraction",
-        s.iter()
-            .map(|x| x.fraction)
-            .collect::<Vec<_>>()
-            .into_pyarray(py),
-    )?;
-    steps.set_item(
-        "quantity",
-        s.iter()
-            .map(|x| x.quantity)
-            .collect::<Vec<_>>()
-            .into_pyarray(py),
-    )?;
-    steps.set_item(
-        "value",
-        s.iter()
-            .map(|x| x.value)
-            .collect::<Vec<_>>()
-            .into_pyarray(py),
-    )?;
-    steps.set_item(
-        "fee",
-        s.iter().map(|x| x.fee).collect::<Vec<_>>().into_pyarray(py),
-    )?;
+    steps.set_item("kind", column(py, s, |x| x.kind as u8))?;
+    steps.set_item("row", column(py, s, |x| x.row))?;
+    steps.set_item("fraction", column(py, s, |x| x.fraction))?;
+    steps.set_item("quantity", column(py, s, |x| x.quantity))?;
+    steps.set_item("value", column(py, s, |x| x.value))?;
+    steps.set_item("fee", column(py, s, |x| x.fee))?;
     let out = PyDict::new(py);
     out.set_item("entries", entries)?;
     out.set_item("steps", steps)?;
@@ -253,15 +119,15 @@ pub fn liquidate<'py>(
             &params.inner,
             r.book,
             r.market,
-            r.revaluation,
+            &r.revaluation,
             r.account_ids,
         );
-        let adl = core_adl_queue(r.book, r.revaluation, r.account_ids);
+        let adl = core_adl_queue(r.book, &r.revaluation, r.account_ids);
         run_liquidations(
             &params.inner,
             r.book,
             r.market,
-            r.revaluation,
+            &r.revaluation,
             &queue,
             &adl,
             &fund,
@@ -273,101 +139,32 @@ pub fn liquidate<'py>(
     .map_err(|e| to_py(e, "liquidate"))?;
     let postings = PyDict::new(py);
     let p = &run.postings;
-    postings.set_item(
-        "entry",
-        p.iter()
-            .map(|x| x.entry)
-            .collect::<Vec<_>>()
-            .into_pyarray(py),
-    )?;
+    postings.set_item("entry", column(py, p, |x| x.entry))?;
     let kind = |party: &Party| match party {
         Party::Account(_) => 0u8,
         Party::Clearing => 1,
         Party::InsuranceFund => 2,
         Party::Uncovered => 3,
     };
-    postings.set_item(
-        "party",
-        p.iter()
-            .map(|x| kind(&x.party))
-            .collect::<Vec<_>>()
-            .into_pyarray(py),
-    )?;
+    postings.set_item("party", column(py, p, |x| kind(&x.party)))?;
     postings.set_item(
         "account",
-        p.iter()
-            .map(|x| match x.party {
-                Party::Account(a) => a,
-                _ => u32::MAX,
-            })
-            .collect::<Vec<_>>()
-            .into_pyarray(py),
+        column(py, p, |x| match x.party {
+            Party::Account(a) => a,
+            _ => u32::MAX,
+        }),
     )?;
-    postings.set_item(
-        "asset",
-        p.iter()
-            .map(|x| x.asset)
-            .collect::<Vec<_>>()
-            .into_pyarray(py),
-    )?;
-    postings.set_item(
-        "amount",
-        p.iter()
-            .map(|x| x.amount)
-            .collect::<Vec<_>>()
-            .into_pyarray(py),
-    )?;
-    postings.set_item(
-        "reason",
-        p.iter()
-            .map(|x| x.reason as u8)
-            .collect::<Vec<_>>()
-            .into_pyarray(py),
-    )?;
+    postings.set_item("asset", column(py, p, |x| x.asset))?;
+    postings.set_item("amount", column(py, p, |x| x.amount))?;
+    postings.set_item("reason", column(py, p, |x| x.reason as u8))?;
     let fills = PyDict::new(py);
     let f = &run.fills;
-    fills.set_item(
-        "entry",
-        f.iter()
-            .map(|x| x.entry)
-            .collect::<Vec<_>>()
-            .into_pyarray(py),
-    )?;
-    fills.set_item(
-        "bankrupt_row",
-        f.iter()
-            .map(|x| x.bankrupt_row)
-            .collect::<Vec<_>>()
-            .into_pyarray(py),
-    )?;
-    fills.set_item(
-        "counterparty_row",
-        f.iter()
-            .map(|x| x.counterparty_row)
-            .collect::<Vec<_>>()
-            .into_pyarray(py),
-    )?;
-    fills.set_item(
-        "contracts",
-        f.iter()
-            .map(|x| x.contracts)
-            .collect::<Vec<_>>()
-            .into_pyarray(py),
-    )?;
-    fills.set_item(
-        "price",
-        f.iter()
-            .map(|x| x.price)
-            .collect::<Vec<_>>()
-            .into_pyarray(py),
-    )?;
-    fills.set_item(
-        "amount",
-        f.iter()
-            .map(|x| x.amount)
-            .collect::<Vec<_>>()
-            .into_pyarray(py),
-    )?;
+    fills.set_item("entry", column(py, f, |x| x.entry))?;
+    fills.set_item("bankrupt_row", column(py, f, |x| x.bankrupt_row))?;
+    fills.set_item("counterparty_row", column(py, f, |x| x.counterparty_row))?;
+    fills.set_item("contracts", column(py, f, |x| x.contracts))?;
+    fills.set_item("price", column(py, f, |x| x.price))?;
+    fills.set_item("amount", column(py, f, |x| x.amount))?;
     let out = PyDict::new(py);
     out.set_item("queue", queue_dict(py, &queue)?)?;
     out.set_item("postings", postings)?;

@@ -11,11 +11,11 @@ use crate::errors::to_py;
 use crate::params::PyEngineParams;
 use crate::pool;
 
-/// What a kernel that runs after a revaluation sees.
+/// What a kernel that runs after a revaluation sees (and may keep the revaluation).
 pub struct Revalued<'a> {
     pub book: &'a Book<'a>,
     pub market: &'a Market<'a>,
-    pub revaluation: &'a Revaluation,
+    pub revaluation: Revaluation,
     pub account_ids: &'a [i64],
 }
 
@@ -27,7 +27,7 @@ pub fn after_revaluation<T: Send>(
     book: &PyCoreBook,
     asset_prices: &PyReadonlyArray1<'_, f64>,
     marks: &PyReadonlyArray1<'_, f64>,
-    work: impl FnOnce(&Revalued<'_>) -> T + Send,
+    work: impl FnOnce(Revalued<'_>) -> T + Send,
 ) -> PyResult<T> {
     let borrowed = book.borrow(py);
     let core_book = borrowed.book(params)?;
@@ -40,27 +40,15 @@ pub fn after_revaluation<T: Send>(
     py.detach(|| {
         pool::install(&pool, || {
             let revaluation = core::revalue(&params.inner, &core_book, &market)?;
-            Ok(work(&Revalued {
+            Ok(work(Revalued {
                 book: &core_book,
                 market: &market,
-                revaluation: &revaluation,
+                revaluation,
                 account_ids,
             }))
         })
     })
     .map_err(|e| to_py(e, "revalue"))
-}
-
-/// Revalues `book` at `market` with the GIL released.
-pub fn revalue_book(
-    py: Python<'_>,
-    params: &PyEngineParams,
-    book: &Book<'_>,
-    market: &Market<'_>,
-) -> PyResult<Revaluation> {
-    let pool = pool::current()?;
-    py.detach(|| pool::install(&pool, || core::revalue(&params.inner, book, market)))
-        .map_err(|e| to_py(e, "revalue"))
 }
 
 /// Revalues a validated book; returns `{"accounts": {...}, "positions": {...}}` of numpy
@@ -73,13 +61,7 @@ pub fn revalue<'py>(
     asset_prices: PyReadonlyArray1<'py, f64>,
     marks: PyReadonlyArray1<'py, f64>,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let borrowed = book.borrow(py);
-    let core_book = borrowed.book(params)?;
-    let market = Market {
-        asset_prices: asset_prices.as_slice()?,
-        marks: marks.as_slice()?,
-    };
-    let result = revalue_book(py, params, &core_book, &market)?;
+    let result = after_revaluation(py, params, book, &asset_prices, &marks, |r| r.revaluation)?;
 
     let accounts = PyDict::new(py);
     let a = result.accounts;
