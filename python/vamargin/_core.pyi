@@ -35,6 +35,8 @@ __all__ = [
     "premium",
     "revalue",
     "settle_funding",
+    "stress",
+    "stressed_equity",
     "sum_by_account",
     "thread_count",
     "tier_of",
@@ -107,6 +109,20 @@ class CoreBook:
 def revalue(
     params: EngineParams, book: CoreBook, asset_prices: _F64, marks: _F64
 ) -> dict[str, dict[str, npt.NDArray[Any]]]: ...
+def stress(
+    params: EngineParams,
+    book: CoreBook,
+    asset_prices: npt.NDArray[np.float64],
+    marks: npt.NDArray[np.float64],
+    keep_min_equity: bool = False,
+) -> dict[str, npt.NDArray[Any]]: ...
+def stressed_equity(
+    params: EngineParams,
+    book: CoreBook,
+    asset_prices: npt.NDArray[np.float64],
+    marks: npt.NDArray[np.float64],
+    accounts: npt.NDArray[np.uint32],
+) -> npt.NDArray[np.float64]: ...
 def liquidation_queue(
     params: EngineParams, book: CoreBook, asset_prices: _F64, marks: _F64
 ) -> dict[str, dict[str, npt.NDArray[Any]]]: ...

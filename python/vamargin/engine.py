@@ -21,6 +21,8 @@ from vamargin.liquidation import LiquidationQueue
 from vamargin.loss_allocation import LiquidationRun, liquidation_run
 from vamargin.market import Prices, read_prices, resolve_market
 from vamargin.pretrade import OrderDecision, PreTrade
+from vamargin.scenarios import ScenarioPrices, read_scenarios, scenario_prices
+from vamargin.stress import stress_table
 from vamargin.tables import CategoryColumn, Column, Table
 
 STATUSES: tuple[str, ...] = tuple(_core.STATUS_NAMES)
@@ -75,6 +77,62 @@ class RiskEngine:
         }
         positions.update({name: raw["positions"][name] for name in POSITION_COLUMNS[2:]})
         return Revaluation(accounts=Table(accounts), positions=Table(positions))
+
+    def stress(
+        self,
+        book: Book,
+        prices: Prices,
+        scenarios: Any,
+        *,
+        excess_liquid_capital: float | None = None,
+    ) -> Table:
+        """Revalues the book under each scenario and totals it, one row per scenario
+        (SPEC §9; columns in ``vamargin.stress``). ``scenarios`` is ``{name: {asset:
+        move}}``, a long table ``scenario, asset, move``, a scenario file or a shipped set
+        name (``vamargin.scenarios``). Each scenario is one account sweep in Rust over the
+        book as bound: nothing is re-validated or copied."""
+        if excess_liquid_capital is not None and not (
+            isinstance(excess_liquid_capital, int | float)
+            and np.isfinite(excess_liquid_capital)
+        ):
+            raise DataError(f"excess_liquid_capital: {excess_liquid_capital!r} is not a number")
+        bound, moved = self._scenarios(book, prices, scenarios)
+        raw = _core.stress(
+            self.config.engine_params, bound.core, moved.asset_prices, moved.marks
+        )
+        return stress_table(moved.names, raw, excess_liquid_capital)
+
+    def stress_equity(
+        self, book: Book, prices: Prices, scenarios: Any, *, worst: int = 20
+    ) -> Table:
+        """The equity of the ``worst`` accounts under every scenario: ``account_id``,
+        ``min_equity`` (lowest over the scenarios; rows ordered by it, then account id),
+        then one column per scenario (reporting currency)."""
+        if isinstance(worst, bool) or not isinstance(worst, int) or worst < 0:
+            raise DataError(f"worst: {worst!r} must be an integer ≥ 0")
+        bound, moved = self._scenarios(book, prices, scenarios)
+        params = self.config.engine_params
+        raw = _core.stress(params, bound.core, moved.asset_prices, moved.marks, True)
+        lowest = raw["min_equity"]
+        rows = np.lexsort((book.account_id, lowest))[:worst].astype(np.uint32)
+        equity = _core.stressed_equity(
+            params, bound.core, moved.asset_prices, moved.marks, rows
+        )
+        columns: dict[str, Column] = {
+            "account_id": book.account_id[rows],
+            "min_equity": lowest[rows],
+        }
+        columns.update({name: equity[s] for s, name in enumerate(moved.names)})
+        return Table(columns)
+
+    def _scenarios(
+        self, book: Book, prices: Prices, scenarios: Any
+    ) -> tuple[BoundBook, ScenarioPrices]:
+        config = self.config
+        parsed = read_scenarios(scenarios)
+        bound = book.bind(config)
+        market = resolve_market(config, book, bound, prices)
+        return bound, scenario_prices(config, parsed, market.asset_prices, market.marks)
 
     def funding(
         self,

@@ -16,6 +16,7 @@ mod parallel;
 pub mod params;
 pub mod perp;
 pub mod pretrade;
+pub mod stress;
 pub mod tiers;
 pub mod valuation;
 
@@ -26,4 +27,5 @@ pub use error::{Error, Result};
 pub use params::{AssetParams, CallTarget, EngineParams, Haircuts, PerpetualParams};
 pub use perp::ContractKind;
 pub use tiers::{MarginTier, SizeTiers, TierSpec, TierTable};
+pub use stress::{stress, stressed_equity, ScenarioTotals, Scenarios, StressResult};
 pub use valuation::{revalue, AccountFigures, Market, PositionFigures, Revaluation, Status};

@@ -239,6 +239,55 @@ pub fn classify(
     }
 }
 
+/// An account's equity, requirements, status and call, from its valued holdings and
+/// cross positions (reporting currency).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct AccountValue {
+    pub equity: f64,
+    pub initial: f64,
+    pub maintenance: f64,
+    pub liquidation: f64,
+    pub status: Status,
+    /// What brings equity back to the call target; 0 unless in margin call or liquidation.
+    pub call_amount: f64,
+}
+
+pub(crate) fn value_account(
+    params: &EngineParams,
+    credit_limit: f64,
+    held: &HoldingTotals,
+    cross: &CrossSums,
+) -> AccountValue {
+    let equity = held.value + cross.upnl;
+    let initial = held.initial + cross.initial_margin;
+    let maintenance = held.maintenance + cross.maintenance_margin;
+    let liquidation = held.liquidation + cross.maintenance_margin;
+    let status = classify(
+        equity,
+        initial,
+        maintenance,
+        liquidation,
+        held.debit > credit_limit,
+    );
+    let target = match params.call_target {
+        CallTarget::Initial => initial,
+        CallTarget::Maintenance => maintenance,
+    };
+    let call_amount = if status >= Status::MarginCall {
+        (target - equity).max(0.0)
+    } else {
+        0.0
+    };
+    AccountValue {
+        equity,
+        initial,
+        maintenance,
+        liquidation,
+        status,
+        call_amount,
+    }
+}
+
 /// Revalues every account and position of `book` at `market`.
 pub fn revalue(params: &EngineParams, book: &Book<'_>, market: &Market<'_>) -> Result<Revaluation> {
     if market.asset_prices.len() != params.assets.len() {
@@ -379,35 +428,18 @@ fn account_pass(
                 maintenance_margin: positions.maintenance_margin[row],
                 tier: 0,
             });
-            let (value, debit, collateral) = (held.value, held.debit, held.collateral);
-            let (holdings_initial, holdings_maintenance, holdings_liquidation) =
-                (held.initial, held.maintenance, held.liquidation);
-            let (upnl, initial_margin, maintenance_margin) =
-                (cross.upnl, cross.initial_margin, cross.maintenance_margin);
-            let equity = value + upnl;
-            let initial = holdings_initial + initial_margin;
-            let maintenance = holdings_maintenance + maintenance_margin;
-            let liquidation = holdings_liquidation + maintenance_margin;
             let credit_limit = book.accounts.credit_limit[account];
-            let status = classify(
-                equity,
-                initial,
-                maintenance,
-                liquidation,
-                debit > credit_limit,
-            );
-            let target = match params.call_target {
-                CallTarget::Initial => initial,
-                CallTarget::Maintenance => maintenance,
-            };
+            let v = value_account(params, credit_limit, &held, &cross);
+            let (equity, initial, maintenance) = (v.equity, v.initial, v.maintenance);
+            let debit = held.debit;
 
             chunk.equity[i] = equity;
-            chunk.collateral_value[i] = collateral;
+            chunk.collateral_value[i] = held.collateral;
             chunk.debit[i] = debit;
-            chunk.upnl[i] = upnl;
+            chunk.upnl[i] = cross.upnl;
             chunk.initial_requirement[i] = initial;
             chunk.maintenance_requirement[i] = maintenance;
-            chunk.liquidation_requirement[i] = liquidation;
+            chunk.liquidation_requirement[i] = v.liquidation;
             chunk.excess[i] = (equity - initial).min(credit_limit - debit);
             chunk.margin_ratio[i] = if maintenance == 0.0 {
                 0.0
@@ -416,16 +448,12 @@ fn account_pass(
             } else {
                 maintenance / equity
             };
-            chunk.ltv[i] = loan_to_value(debit, collateral);
-            chunk.call_amount[i] = if status >= Status::MarginCall {
-                (target - equity).max(0.0)
-            } else {
-                0.0
-            };
-            chunk.status[i] = status as u8;
-            chunk.holdings_value[i] = value;
-            chunk.cross_wallet[i] = value - holdings_liquidation;
-            chunk.cross_maintenance[i] = maintenance_margin;
+            chunk.ltv[i] = loan_to_value(debit, held.collateral);
+            chunk.call_amount[i] = v.call_amount;
+            chunk.status[i] = v.status as u8;
+            chunk.holdings_value[i] = held.value;
+            chunk.cross_wallet[i] = held.value - held.liquidation;
+            chunk.cross_maintenance[i] = cross.maintenance_margin;
         }
     });
     cross

@@ -17,6 +17,7 @@ mod params;
 mod pool;
 mod pretrade;
 mod revaluation;
+mod stress;
 
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -28,6 +29,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<book::PyCoreBook>()?;
     m.add_function(wrap_pyfunction!(book::first_duplicate_position, m)?)?;
     m.add_function(wrap_pyfunction!(revaluation::revalue, m)?)?;
+    m.add_function(wrap_pyfunction!(stress::stress, m)?)?;
+    m.add_function(wrap_pyfunction!(stress::stressed_equity, m)?)?;
     m.add_function(wrap_pyfunction!(funding::settle_funding, m)?)?;
     m.add_function(wrap_pyfunction!(funding::sum_by_account, m)?)?;
     m.add_function(wrap_pyfunction!(liquidation::liquidation_queue, m)?)?;
