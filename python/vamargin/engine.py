@@ -92,14 +92,11 @@ class RiskEngine:
         name (``vamargin.scenarios``). Each scenario is one account sweep in Rust over the
         book as bound: nothing is re-validated or copied."""
         if excess_liquid_capital is not None and not (
-            isinstance(excess_liquid_capital, int | float)
-            and np.isfinite(excess_liquid_capital)
+            isinstance(excess_liquid_capital, int | float) and np.isfinite(excess_liquid_capital)
         ):
             raise DataError(f"excess_liquid_capital: {excess_liquid_capital!r} is not a number")
         bound, moved = self._scenarios(book, prices, scenarios)
-        raw = _core.stress(
-            self.config.engine_params, bound.core, moved.asset_prices, moved.marks
-        )
+        raw = _core.stress(self.config.engine_params, bound.core, moved.asset_prices, moved.marks)
         return stress_table(moved.names, raw, excess_liquid_capital)
 
     def stress_equity(
@@ -115,9 +112,7 @@ class RiskEngine:
         raw = _core.stress(params, bound.core, moved.asset_prices, moved.marks, True)
         lowest = raw["min_equity"]
         rows = np.lexsort((book.account_id, lowest))[:worst].astype(np.uint32)
-        equity = _core.stressed_equity(
-            params, bound.core, moved.asset_prices, moved.marks, rows
-        )
+        equity = _core.stressed_equity(params, bound.core, moved.asset_prices, moved.marks, rows)
         columns: dict[str, Column] = {
             "account_id": book.account_id[rows],
             "min_equity": lowest[rows],

@@ -157,9 +157,7 @@ def _from_csv(path: Path, rows: list[dict[str, str]]) -> ScenarioSet:
         try:
             move = float(record["move"])
         except (TypeError, ValueError):
-            raise DataError(
-                f"{path}: move row {row}: {record['move']!r} is not a number"
-            ) from None
+            raise DataError(f"{path}: move row {row}: {record['move']!r} is not a number") from None
         scenario = scenarios.setdefault(record["scenario"], {})
         if record["asset"] in scenario:
             raise DataError(f"{path}: asset row {row}: {record['asset']} moved twice")
