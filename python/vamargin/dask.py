@@ -81,6 +81,8 @@ from vamargin.errors import DataError, MarginError
 from vamargin.funding import FundingSettlement, category, read_per_instrument
 from vamargin.liquidation import LiquidationQueue
 from vamargin.market import Prices, read_prices
+from vamargin.scenarios import ScenarioSet, read_scenarios
+from vamargin.stress import stress_table
 from vamargin.tables import CategoryColumn, Column, Table
 
 __all__ = [
@@ -684,12 +686,11 @@ def _stress_task(
     dataset: BookDataset,
     index: int,
     prices: dict[str, float],
-    scenarios: Any,
+    scenarios: ScenarioSet,
 ) -> Table:
     def work() -> Table:
-        engine = _engine(shipment)
-        stress: Callable[..., Table] = getattr(engine, "stress")  # noqa: B009
-        return stress(dataset._load(index, "partition").book, prices, scenarios)
+        book = dataset._load(index, "partition").book
+        return _engine(shipment).stress(book, prices, scenarios)
 
     return _in_partition(index, work)
 
@@ -975,26 +976,40 @@ class DaskRiskEngine:
         columns["bucket"] = (5 - (5 * rank0) // np.maximum(size, 1)).astype(np.uint8)
         return Table(columns)
 
-    def stress(self, dataset: BookDataset, prices: Prices, scenarios: Any) -> Table:
-        """``RiskEngine.stress`` per partition, summed per scenario: counts exactly,
-        amounts as float sums over partitions (equal to the local engine's within
-        rounding: the local sweep adds the same account figures in another grouping)."""
-        if not hasattr(RiskEngine, "stress"):
-            raise NotImplementedError("this vamargin's RiskEngine has no stress()")
-        pieces = self._run(_stress_task, dataset, read_prices(prices), scenarios)
-        first = pieces[0]
-        out: dict[str, Column] = {}
-        for name in first.columns:
-            column = _column(first, name)
-            values = first[name]
-            if isinstance(column, CategoryColumn) or values.dtype.kind in "USO":
-                for piece in pieces[1:]:
-                    if not np.array_equal(piece[name], values):
-                        raise RuntimeError(f"stress: partitions disagree on column {name!r}")
-                out[name] = column
-            else:
-                out[name] = np.sum([p[name] for p in pieces], axis=0, dtype=values.dtype)
-        return Table(out)
+    def stress(
+        self,
+        dataset: BookDataset,
+        prices: Prices,
+        scenarios: Any,
+        *,
+        excess_liquid_capital: float | None = None,
+    ) -> Table:
+        """``RiskEngine.stress`` per partition, totalled per scenario: the counts exactly;
+        the amounts as float sums of the partitions' totals, which add the same account
+        figures as the local sweep in another grouping, so they agree with it to rounding
+        (relative 1e-12), not bitwise. ``capital_shortfall`` is taken on the summed
+        broker loss, as the local engine takes it on its total."""
+        if excess_liquid_capital is not None and not (
+            isinstance(excess_liquid_capital, int | float) and np.isfinite(excess_liquid_capital)
+        ):
+            raise DataError(f"excess_liquid_capital: {excess_liquid_capital!r} is not a number")
+        parsed = read_scenarios(scenarios)  # files and shipped sets are read here, once
+        pieces = self._run(_stress_task, dataset, read_prices(prices), parsed)
+        names = list(parsed)
+        statuses = list(_core.STATUS_NAMES)
+
+        def total(column: str) -> npt.NDArray[Any]:
+            summed: npt.NDArray[Any] = np.sum([p[column] for p in pieces], axis=0)
+            return summed
+
+        raw = {
+            "accounts_by_status": np.stack([total(s) for s in statuses], axis=1),
+            "isolated_liquidations": total("isolated_liquidations"),
+            "call_amount": total("call_amount"),
+            "insurance_draw": total("insurance_draw"),
+            "broker_loss": total("broker_loss"),
+        }
+        return stress_table(names, raw, excess_liquid_capital)
 
 
 def _order(order: str) -> Order:
