@@ -244,8 +244,17 @@ impl AccountIndex {
             .with_min_len(4096)
             .map(|&id| self.get(id).unwrap_or(EMPTY))
             .collect();
-        match found.par_iter().position_first(|&row| row == EMPTY) {
-            Some(row) => Err(Error::UnknownKey { row, key: ids[row] }),
+        let has_empty = |block: &[u32]| block.contains(&EMPTY);
+        match found.par_chunks(SCAN_BLOCK).position_first(has_empty) {
+            Some(block) => {
+                let first = block * SCAN_BLOCK;
+                let row = first
+                    + found[first..]
+                        .iter()
+                        .position(|&r| r == EMPTY)
+                        .unwrap_or_default();
+                Err(Error::UnknownKey { row, key: ids[row] })
+            }
             None => Ok(found),
         }
     }
@@ -329,16 +338,33 @@ fn check_len(column: &'static str, expected: usize, actual: usize) -> Result<()>
     }
 }
 
+/// Rows per block when scanning a column: each block's maximum is one vectorised pass,
+/// and only a block that fails is searched for its first bad row.
+const SCAN_BLOCK: usize = 64 * 1024;
+
 fn check_ids(column: &'static str, ids: &[u32], len: usize) -> Result<()> {
-    match ids.par_iter().position_first(|&id| id as usize >= len) {
-        None => Ok(()),
-        Some(row) => Err(Error::IdOutOfRange {
-            column,
-            row,
-            id: u64::from(ids[row]),
-            len,
-        }),
-    }
+    let out_of_range = |block: &[u32]| {
+        block
+            .iter()
+            .copied()
+            .max()
+            .is_some_and(|m| m as usize >= len)
+    };
+    let Some(block) = ids.par_chunks(SCAN_BLOCK).position_first(out_of_range) else {
+        return Ok(());
+    };
+    let first = block * SCAN_BLOCK;
+    let row = first
+        + ids[first..]
+            .iter()
+            .position(|&id| id as usize >= len)
+            .unwrap_or_default();
+    Err(Error::IdOutOfRange {
+        column,
+        row,
+        id: u64::from(ids[row]),
+        len,
+    })
 }
 
 impl<'a> Book<'a> {

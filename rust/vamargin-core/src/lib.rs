@@ -26,6 +26,6 @@ pub use book::{
 pub use error::{Error, Result};
 pub use params::{AssetParams, CallTarget, EngineParams, Haircuts, PerpetualParams};
 pub use perp::ContractKind;
-pub use tiers::{MarginTier, SizeTiers, TierSpec, TierTable};
 pub use stress::{stress, stressed_equity, ScenarioTotals, Scenarios, StressResult};
+pub use tiers::{MarginTier, SizeTiers, TierSpec, TierTable};
 pub use valuation::{revalue, AccountFigures, Market, PositionFigures, Revaluation, Status};

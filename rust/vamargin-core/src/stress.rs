@@ -147,12 +147,7 @@ pub fn stress_account(
         has_cross = true;
         margins_at(row)
     });
-    let value = value_account(
-        params,
-        book.accounts.credit_limit[account],
-        &held,
-        &cross,
-    );
+    let value = value_account(params, book.accounts.credit_limit[account], &held, &cross);
     let shortfall = (-value.equity).max(0.0);
     let mut stressed = StressedAccount {
         equity: value.equity,
@@ -205,7 +200,9 @@ pub fn stress(
         min_equity
             .par_chunks_mut(BLOCK)
             .enumerate()
-            .map(|(block, lowest)| stress_block(params, book, scenarios, n_scenarios, block, lowest))
+            .map(|(block, lowest)| {
+                stress_block(params, book, scenarios, n_scenarios, block, lowest)
+            })
             .collect()
     } else {
         (0..n_blocks)

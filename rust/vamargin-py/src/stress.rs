@@ -91,5 +91,7 @@ pub fn stressed_equity<'py>(
             })
         })
         .map_err(|e| to_py(e, "stress"))?;
-    equity.into_pyarray(py).reshape([scenarios.count, rows.len()])
+    equity
+        .into_pyarray(py)
+        .reshape([scenarios.count, rows.len()])
 }
