@@ -277,10 +277,28 @@ def _figure(width: float, height: float, ncols: int = 1) -> tuple[Any, Any]:
     return figure, axes
 
 
-def _millions_axis(axis: Any) -> None:
+def _money_axis(axis: Any, largest: float, ccy: str) -> str:
+    """Formats ``axis`` in millions or billions of ``ccy`` (by the largest value shown)
+    with a few round ticks; returns the unit for the axis label."""
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
+
+    divisor, unit = (1e9, "billions") if largest >= 5e9 else (1e6, "millions")
+    if largest < 5e6:
+        divisor, unit = 1.0, ""
+    axis.set_major_locator(MaxNLocator(nbins=6, steps=[1, 2, 2.5, 5, 10]))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v / divisor:,.{_digits(v / divisor)}f}"))
+    return f"{unit} of {ccy}" if unit else ccy
+
+
+def _digits(value: float) -> int:
+    """Decimals for a tick label: none for whole numbers, one below ten."""
+    return 0 if float(value).is_integer() or abs(value) >= 10 else 1
+
+
+def _percent_axis(axis: Any) -> None:
     from matplotlib.ticker import FuncFormatter
 
-    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v / 1e6:,.0f}"))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}%"))
 
 
 def plot_margin_ratio(data: ReportData) -> str:
@@ -344,10 +362,12 @@ def plot_margin_ratio(data: ReportData) -> str:
 def plot_stress_curve(data: ReportData) -> str:
     """Uncovered loss (left axis, millions) and liquidations (right axis) against the
     common move of the virtual assets."""
+    from matplotlib.ticker import FuncFormatter
+
     curve = data.curve
     ccy = data.config.reporting_currency
     shock = curve["shock"] * 100
-    figure, ax = _figure(9.0, 4.0)
+    figure, ax = _figure(9.0, 4.4)
     ax.plot(
         shock,
         curve["uncovered_loss"],
@@ -384,9 +404,11 @@ def plot_stress_curve(data: ReportData) -> str:
             fontsize=8,
             color="#555555",
         )
-    _millions_axis(ax.yaxis)
-    ax.set_ylabel(f"loss (millions of {ccy})")
-    ax.set_xlabel("common move of the virtual assets (%)")
+    unit = _money_axis(ax.yaxis, max(top, data.capital if data.capital <= top * 1.5 else 0), ccy)
+    ax.set_ylabel(f"loss ({unit})")
+    ax.set_xlabel("common move of the virtual assets")
+    ax.set_xticks(np.arange(-90, 91, 15))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:+.0f}%" if v else "0"))
     ax.set_ylim(bottom=0)
     right = ax.twinx()
     right.plot(
@@ -409,19 +431,17 @@ def plot_stress_curve(data: ReportData) -> str:
     )
     right.set_ylabel("liquidations (count)")
     right.set_ylim(bottom=0)
-    from matplotlib.ticker import FuncFormatter
-
     right.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
     ax.axvline(0, color="#999999", linewidth=0.8)
     handles = ax.get_legend_handles_labels()
     more = right.get_legend_handles_labels()
-    ax.legend(
+    figure.legend(
         handles[0] + more[0],
         handles[1] + more[1],
-        loc="upper center",
+        loc="outside lower center",
         fontsize=8,
         frameon=False,
-        ncol=2,
+        ncol=3,
     )
     ax.set_title("Stress curve: every virtual asset moved together")
     ax.grid(alpha=0.3)
@@ -429,7 +449,7 @@ def plot_stress_curve(data: ReportData) -> str:
 
 
 def plot_collateral(data: ReportData) -> str:
-    """Collateral value by asset and by asset group (bars in millions, share labels)."""
+    """Collateral value by asset and by asset group (bars, with each one's share)."""
     firm = data.firm
     ccy = data.config.reporting_currency
     figure, (left, right) = _figure(9.0, 3.2, ncols=2)
@@ -455,9 +475,9 @@ def plot_collateral(data: ReportData) -> str:
         ax.set_yticks(positions, [str(labels[i]) for i in order])
         for y, i in zip(positions, order, strict=True):
             ax.text(values[i], y, f" {shares[i]:.1%}", va="center", fontsize=8)
-        _millions_axis(ax.xaxis)
-        ax.set_xlabel(f"collateral value (millions of {ccy})")
-        ax.set_xlim(0, max(float(values.max()) if len(values) else 1.0, 1.0) * 1.22)
+        largest = max(float(values.max()) if len(values) else 1.0, 1.0)
+        ax.set_xlim(0, largest * 1.22)
+        ax.set_xlabel(f"collateral value ({_money_axis(ax.xaxis, largest, ccy)})")
         ax.set_title(f"Collateral {title}", fontsize=10)
         ax.grid(axis="x", alpha=0.3)
     return _png(figure)
@@ -465,42 +485,42 @@ def plot_collateral(data: ReportData) -> str:
 
 def plot_client_groups(data: ReportData) -> str:
     """The largest client groups' shares of all collateral and of all loans, the latter
-    against ``policy.max_client_share``."""
+    against ``policy.max_client_share`` (bars over the limit in red)."""
     groups = data.by_client
-    limit = data.config.policy.max_client_share
-    figure, (left, right) = _figure(9.0, 3.6, ncols=2)
-    head = groups
-    n = min(GROUP_ROWS, len(head))
-    labels = [str(g) for g in head["group"][:n]][::-1]
-    positions = np.arange(n)
-    left.barh(positions, head["collateral_share"][:n][::-1] * 100, color="#2f6690")
-    left.set_yticks(positions, labels)
-    left.set_xlabel("share of all collateral (%)")
-    left.set_title(f"Largest {n} client groups by collateral", fontsize=10)
+    limit = data.config.policy.max_client_share * 100
+    figure, (left, right) = _figure(9.0, 3.8, ncols=2)
+    by_value = np.arange(min(GROUP_ROWS, len(groups)))[::-1]
     by_loans = np.argsort(-groups["debit"], kind="stable")[:GROUP_ROWS]
     by_loans = by_loans[groups["debit"][by_loans] > 0][::-1]
-    loan_share = groups["loan_share"][by_loans] * 100
-    colours = ["#c0392b" if s > limit * 100 else "#2f6690" for s in loan_share]
-    positions = np.arange(len(by_loans))
-    right.barh(positions, loan_share, color=colours)
-    right.set_yticks(positions, [str(g) for g in groups["group"][by_loans]])
-    right.axvline(limit * 100, color="#c0392b", linestyle="--", linewidth=1)
-    right.text(
-        limit * 100,
-        1.0,
-        f" limit {limit:.0%}",
-        transform=right.get_xaxis_transform(),
-        va="bottom",
-        fontsize=8,
-        color="#c0392b",
+    panels = (
+        (left, by_value, groups["collateral_share"] * 100, "collateral", None),
+        (right, by_loans, groups["loan_share"] * 100, "margin loans", limit),
     )
-    top_share = float(loan_share.max()) if len(loan_share) else 0.0
-    right.set_xlim(0, max(top_share, limit * 100) * 1.15)
-    right.set_xlabel("share of all margin loans (%)")
-    right.set_title("Largest client groups by margin loans", fontsize=10)
-    for ax in (left, right):
-        ax.grid(axis="x", alpha=0.3)
+    for ax, rows, shares, what, cap in panels:
+        values = shares[rows]
+        colours = ["#c0392b" if cap is not None and v > cap else "#2f6690" for v in values]
+        positions = np.arange(len(rows))
+        ax.barh(positions, values, color=colours)
+        ax.set_yticks(positions, [str(g) for g in groups["group"][rows]])
+        for y, v in zip(positions, values, strict=True):
+            ax.text(v, y, f" {v:.2f}%", va="center", fontsize=7)
+        largest = float(values.max()) if len(values) else 0.0
+        if cap is not None:
+            ax.axvline(
+                cap,
+                color="#c0392b",
+                linestyle="--",
+                linewidth=1,
+                label=f"limit: max_client_share {cap:g}%",
+            )
+            ax.legend(loc="lower right", fontsize=8, frameon=True)
+            largest = max(largest, cap)
+        ax.set_xlim(0, max(largest, 1e-3) * 1.25)
+        _percent_axis(ax.xaxis)
+        ax.set_xlabel(f"share of all {what}")
         ax.set_ylabel("client group")
+        ax.set_title(f"Largest client groups by {what}", fontsize=10)
+        ax.grid(axis="x", alpha=0.3)
     return _png(figure)
 
 
@@ -518,7 +538,8 @@ th, td { padding: 3px 9px; border-bottom: 1px solid #ddd; }
 th { background: #eef3f7; text-align: left; }
 td.n { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 tr.breach td { background: #fbe3e1; color: #8b1a10; font-weight: 600; }
-tr.ok td.state { color: #2e7d4f; font-weight: 600; }
+tr.warn td { background: #fdf1e6; }
+td:first-child { white-space: nowrap; }
 .cards { display: flex; flex-wrap: wrap; gap: 10px; margin: 12px 0; }
 .card { border: 1px solid #d0dbe5; border-radius: 6px; padding: 8px 12px; min-width: 150px; }
 .card .v { font-size: 18px; font-weight: 600; }
@@ -756,12 +777,12 @@ def _queue_section(data: ReportData) -> str:
         )
         for i in range(n)
     ]
-    classes = ["breach" if queue["bankrupt"][i] else "" for i in range(n)]
+    classes = ["warn" if queue["bankrupt"][i] else "" for i in range(n)]
     bankrupt = int(queue["bankrupt"].sum())
     isolated = int((queue["scope"] == "isolated").sum())
     return (
         f"<p class='note'>{_count(len(queue))} entries ({_count(isolated)} isolated "
-        f"positions, {_count(bankrupt)} bankrupt — highlighted), ordered by health (equity / "
+        f"positions, {_count(bankrupt)} bankrupt: shaded), ordered by health (equity / "
         f"liquidation requirement; margin balance / maintenance margin for an isolated "
         f"position) ascending, then deficit. Deficits, close values and fees in the reporting "
         f"currency ({ccy}); the first {n} are shown.</p>"
@@ -831,6 +852,11 @@ def _funding_section(data: ReportData) -> str:
     )
 
 
+def _rule_number(rule: str, value: float) -> str:
+    """A rule's value or limit: a multiple for loans / capital, a share otherwise."""
+    return f"{value:.2f}×" if rule == "max_loans_to_capital" else _pct(value, 2)
+
+
 def _firm_section(data: ReportData) -> str:
     firm = data.firm
     policy = data.config.policy
@@ -877,8 +903,8 @@ def _firm_section(data: ReportData) -> str:
         (
             breaches["rule"][i],
             breaches["subject"][i],
-            f"{breaches['value'][i]:.4g}",
-            f"{breaches['limit'][i]:.4g}",
+            _rule_number(str(breaches["rule"][i]), float(breaches["value"][i])),
+            _rule_number(str(breaches["rule"][i]), float(breaches["limit"][i])),
         )
         for i in range(len(breaches))
     ]
