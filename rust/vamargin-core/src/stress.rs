@@ -284,3 +284,100 @@ pub fn stressed_equity(
         })
         .collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::book::{Accounts, Grouping, Holdings, Positions};
+    use crate::params::{AssetParams, CallTarget, Haircuts, PerpetualParams};
+    use crate::perp::ContractKind;
+    use crate::tiers::{SizeTiers, TierTable};
+
+    #[test]
+    fn loan_and_cross_perpetual_under_two_falls() {
+        // Assets: USD (cash), BTC (haircuts 60/50/40). One perpetual on BTC settled in USD,
+        // 1% maintenance, 50x.
+        let cash = AssetParams::new(
+            Haircuts::new(0.0, 0.0, 0.0).unwrap(),
+            true,
+            SizeTiers::default(),
+        );
+        let btc = AssetParams::new(
+            Haircuts::new(0.6, 0.5, 0.4).unwrap(),
+            true,
+            SizeTiers::default(),
+        );
+        let tiers = TierTable::new(&[(0.0, 0.01, 50.0)]).unwrap();
+        let params = EngineParams::new(
+            vec![cash, btc],
+            vec![PerpetualParams::new(ContractKind::Linear, 1.0, 0, tiers).unwrap()],
+            CallTarget::Initial,
+        )
+        .unwrap();
+        // Account 0: 1 BTC against a 40 000 USD loan. Account 1: 10 000 USD and a cross
+        // long of 1 entered at 100 000.
+        let credit = [f64::INFINITY; 2];
+        let (h_account, h_asset, h_amount) =
+            ([0u32, 0, 1], [1u32, 0, 0], [1.0, -40_000.0, 10_000.0]);
+        let (p_account, p_instrument, qty, entry) = ([1u32], [0u32], [1.0], [100_000.0]);
+        let hg = Grouping::build(&h_account, None, 2, "h").unwrap();
+        let pg = Grouping::build(&p_account, None, 2, "p").unwrap();
+        let book = Book::new(
+            &params,
+            Accounts {
+                credit_limit: &credit,
+            },
+            Holdings {
+                account: &h_account,
+                asset: &h_asset,
+                amount: &h_amount,
+            },
+            Positions {
+                account: &p_account,
+                instrument: &p_instrument,
+                qty: &qty,
+                entry_price: &entry,
+                isolated_margin: None,
+                leverage: None,
+            },
+            &hg,
+            &pg,
+        )
+        .unwrap();
+        // BTC −30% and −70%, the mark with it.
+        let scenarios = Scenarios {
+            count: 2,
+            asset_prices: &[1.0, 70_000.0, 1.0, 30_000.0],
+            marks: &[70_000.0, 30_000.0],
+        };
+        let result = stress(&params, &book, &scenarios, true).unwrap();
+        // −30%: account 0 has 30 000 in [28 000, 35 000): margin call for 42 000 − 30 000;
+        // account 1 has −20 000: liquidation, call 1 400 + 20 000, an insurance draw.
+        let fall = result.totals[0];
+        assert_eq!(fall.accounts_by_status, [0, 0, 1, 1]);
+        assert_eq!(fall.call_amount, 12_000.0 + 21_400.0);
+        assert_eq!((fall.insurance_draw, fall.broker_loss), (20_000.0, 0.0));
+        // −70%: account 0 has −10 000 (the broker's), account 1 has −60 000.
+        let crash = result.totals[1];
+        assert_eq!(crash.accounts_by_status, [0, 0, 0, 2]);
+        assert_eq!(crash.call_amount, 28_000.0 + 60_600.0);
+        assert_eq!(
+            (crash.insurance_draw, crash.broker_loss),
+            (60_000.0, 10_000.0)
+        );
+        assert_eq!(result.min_equity, vec![-10_000.0, -60_000.0]);
+        let equity = stressed_equity(&params, &book, &scenarios, &[1, 0]).unwrap();
+        assert_eq!(equity, vec![-20_000.0, 30_000.0, -60_000.0, -10_000.0]);
+        // A price matrix one row short is an error, not a panic.
+        let short = Scenarios {
+            count: 2,
+            asset_prices: &[1.0, 70_000.0],
+            marks: &[70_000.0],
+        };
+        assert!(matches!(
+            stress(&params, &book, &short, false),
+            Err(Error::LengthMismatch { .. })
+        ));
+        assert!(stressed_equity(&params, &book, &scenarios, &[2]).is_err());
+    }
+}
