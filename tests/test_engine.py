@@ -133,7 +133,7 @@ def test_demo_runs_the_default_book_and_reports_statuses() -> None:
     for status in vm.STATUSES:
         assert status in out
     assert "positions/s" in out
-    assert "[3/5] revalue" in completed.stderr
+    assert "[3/6] revalue" in completed.stderr
     assert "ledger balance: 0" in out
     assert "ledger balances: [0] per asset" in out
     counts = [int(line.split()[1].replace(",", "")) for line in out.splitlines()

@@ -76,7 +76,13 @@ class Stages:
             self.stream.write(f"\r{head} [{bar}] {done}/{total} {elapsed:.1f} s\x1b[K")
             self.stream.flush()
 
-        yield progress
+        try:
+            yield progress
+        except BaseException:
+            # The error's own line follows on stderr; close this one first.
+            self.stream.write(f"\r{head}\x1b[K failed\n" if interactive else " failed\n")
+            self.stream.flush()
+            raise
         elapsed = time.perf_counter() - start
         self.seconds[name] = elapsed
         if interactive:
