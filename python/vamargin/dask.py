@@ -77,7 +77,7 @@ from vamargin._columns import to_arrow_table
 from vamargin.book import Book
 from vamargin.config import RiskConfig
 from vamargin.engine import Revaluation, RiskEngine
-from vamargin.errors import DataError, MarginError
+from vamargin.errors import ConfigError, DataError, EligibilityError, MarginError
 from vamargin.funding import FundingSettlement, category, read_per_instrument
 from vamargin.liquidation import LiquidationQueue
 from vamargin.market import Prices, read_prices
@@ -403,12 +403,28 @@ def _engine(shipment: _Shipment) -> RiskEngine:
         return engine
 
 
+class _PartitionFailure(Exception):  # noqa: N818 (a carrier, re-raised as its error)
+    """A ``MarginError`` raised in a task, in a form that pickles (the kernel's exception
+    classes do not), re-raised on the driver as its own class by ``_run``."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(kind, message)
+        self.kind = kind
+        self.message = message
+
+
+_ERRORS: dict[str, type[MarginError]] = {
+    error.__name__: error for error in (MarginError, ConfigError, DataError, EligibilityError)
+}
+
+
 def _in_partition(index: int, work: Callable[[], T]) -> T:
     """Runs ``work``; an error names the partition (row numbers in it are the file's)."""
     try:
         return work()
     except MarginError as error:
-        raise type(error)(f"partition {index}: {error}") from None
+        kind = type(error).__name__ if type(error).__name__ in _ERRORS else "MarginError"
+        raise _PartitionFailure(kind, f"partition {index}: {error}") from None
 
 
 # -- exact funding totals ------------------------------------------------------------------
@@ -803,7 +819,10 @@ class DaskRiskEngine:
             for index in range(dataset.n_partitions)
         ]
         scheduler = self.client if self.client is not None else None
-        results: tuple[T, ...] = compute(*tasks, scheduler=scheduler)
+        try:
+            results: tuple[T, ...] = compute(*tasks, scheduler=scheduler)
+        except _PartitionFailure as failure:
+            raise _ERRORS[failure.kind](failure.message) from None
         return list(results)
 
     def revalue(
