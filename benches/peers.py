@@ -177,6 +177,117 @@ def _credited(value: F64, floors: F64, factors: F64) -> F64:
     return credited
 
 
+def tiered_rows(p: Params, h_asset: np.ndarray) -> dict[int, np.ndarray]:
+    """Holding rows of each asset that has size tiers (the others are credited in full)."""
+    return {
+        asset_id: np.flatnonzero(h_asset == asset_id)
+        for asset_id, (floors, factors) in enumerate(p.bands)
+        if len(floors) > 1 or factors[0] != 1.0
+    }
+
+
+@dataclass(frozen=True)
+class HoldingSums:
+    """Per account: Σ holdings value, debit, eligible collateral (``None`` when not asked
+    for) and the initial, maintenance and liquidation haircut requirements."""
+
+    value: F64
+    debit: F64
+    collateral: F64 | None
+    requirements: list[F64]
+
+
+def holding_sums(
+    p: Params,
+    h_account: np.ndarray,
+    h_asset: np.ndarray,
+    v: F64,
+    n: int,
+    tiered: dict[int, np.ndarray],
+    *,
+    collateral: bool = True,
+) -> HoldingSums:
+    """Sums holdings worth ``v`` (reporting currency) per account row ``h_account`` (of
+    ``n``), with each asset's marginal size tiers: ``req(v, h) = v − (1 − h)·T(v)``."""
+    positive = v > 0
+    credited = v.copy()  # T(v) = v without size tiers
+    for asset_id, rows in tiered.items():
+        floors, factors = p.bands[asset_id]
+        credited[rows] = _credited(v[rows], floors, factors)
+    eligible = (
+        np.bincount(h_account, np.where(positive & p.eligible[h_asset], v, 0.0), n)
+        if collateral
+        else None
+    )
+    return HoldingSums(
+        value=np.bincount(h_account, v, n),
+        debit=np.bincount(h_account, np.where(v < 0, -v, 0.0), n),
+        collateral=eligible,
+        requirements=[
+            np.bincount(h_account, np.where(positive, v - keep[h_asset] * credited, 0.0), n)
+            for keep in p.keep
+        ],
+    )
+
+
+@dataclass(frozen=True)
+class Margins:
+    """One instrument's positions at its mark: notional and uPnL (settle currency), tier
+    (0-based), initial and maintenance margin."""
+
+    notional: F64
+    upnl: F64
+    tier: np.ndarray
+    initial: F64
+    maintenance: F64
+
+
+def position_margins(perp: Perp, q: F64, entry: F64, chosen_leverage: F64 | None) -> Margins:
+    """Notional, uPnL, tier (searchsorted on the tier floors), IM and MM of positions
+    ``q`` contracts of ``perp`` entered at ``entry``; ``chosen_leverage`` (NaN: none)
+    may only lower the tier's maximum leverage."""
+    cs, mark = perp.contract_size, perp.mark
+    size = np.abs(q) * cs
+    if perp.inverse:
+        n_i = size / mark
+        u_i = q * cs * (1.0 / entry - 1.0 / mark)
+    else:
+        n_i = size * mark
+        u_i = q * cs * (mark - entry)
+    k = np.searchsorted(perp.floors, n_i, side="right") - 1
+    lev = perp.max_leverage[k]
+    if chosen_leverage is not None:
+        lev = np.where(chosen_leverage < lev, chosen_leverage, lev)  # NaN: the tier's maximum
+    return Margins(
+        notional=n_i,
+        upnl=u_i,
+        tier=k,
+        initial=n_i / lev,
+        maintenance=n_i * perp.mmr[k] - perp.cum[k],
+    )
+
+
+def account_status(
+    equity: F64, initial: F64, maintenance: F64, liquidation: F64, debit: F64, credit_limit: F64
+) -> np.ndarray:
+    """Status codes (``STATUSES``), worst first."""
+    return np.where(
+        equity < liquidation,
+        LIQUIDATION,
+        np.where(
+            equity < maintenance,
+            MARGIN_CALL,
+            np.where((equity < initial) | (debit > credit_limit), RESTRICTED, NORMAL),
+        ),
+    ).astype(np.uint8)
+
+
+def call_amounts(p: Params, status: np.ndarray, equity: F64, initial: F64, maintenance: F64) -> F64:
+    """What restores the call target, for accounts in margin call or liquidation."""
+    target = initial if p.call_on_initial else maintenance
+    return np.where(status >= MARGIN_CALL, np.maximum(target - equity, 0.0), 0.0)
+
+
 def numpy_revalue(
     config: RiskConfig,
     accounts: pa.Table,
@@ -198,19 +309,10 @@ def numpy_revalue(
     h_account = index.rows(_column(holdings, "account_id"), "holdings")
     h_asset = _codes(holdings, "asset", p.asset_symbols)
     v = _column(holdings, "amount") * p.asset_price[h_asset]
-    positive = v > 0
-    credited = v.copy()  # T(v) = v without size tiers
-    for asset_id, (floors, factors) in enumerate(p.bands):
-        if len(floors) > 1 or factors[0] != 1.0:
-            rows = np.flatnonzero(h_asset == asset_id)
-            credited[rows] = _credited(v[rows], floors, factors)
-    holdings_value = np.bincount(h_account, v, n)
-    debit = np.bincount(h_account, np.where(v < 0, -v, 0.0), n)
-    collateral = np.bincount(h_account, np.where(positive & p.eligible[h_asset], v, 0.0), n)
-    holdings_req = [
-        np.bincount(h_account, np.where(positive, v - keep[h_asset] * credited, 0.0), n)
-        for keep in p.keep
-    ]
+    held = holding_sums(p, h_account, h_asset, v, n, tiered_rows(p, h_asset))
+    holdings_value, debit, holdings_req = held.value, held.debit, held.requirements
+    collateral = held.collateral
+    assert collateral is not None
 
     # -- positions: notional, uPnL, tier, IM, MM (one vectorised pass per instrument) --------
     p_account = index.rows(_column(positions, "account_id"), "positions")
@@ -234,22 +336,10 @@ def numpy_revalue(
     for perp, rows in zip(p.perps, groups, strict=True):
         if len(rows) == 0:
             continue
-        q = qty[rows]
-        cs, mark = perp.contract_size, perp.mark
-        size = np.abs(q) * cs
-        if perp.inverse:
-            n_i = size / mark
-            u_i = q * cs * (1.0 / entry[rows] - 1.0 / mark)
-        else:
-            n_i = size * mark
-            u_i = q * cs * (mark - entry[rows])
-        k = np.searchsorted(perp.floors, n_i, side="right") - 1
-        lev = perp.max_leverage[k]
-        if leverage is not None:
-            chosen = leverage[rows]
-            lev = np.where(chosen < lev, chosen, lev)  # NaN: the tier's maximum
-        im_i = n_i / lev
-        mm_i = n_i * perp.mmr[k] - perp.cum[k]
+        chosen = None if leverage is None else leverage[rows]
+        margins = position_margins(perp, qty[rows], entry[rows], chosen)
+        n_i, u_i, k = margins.notional, margins.upnl, margins.tier
+        im_i, mm_i = margins.initial, margins.maintenance
         notional[rows] = n_i
         upnl[rows] = u_i
         initial_margin[rows] = im_i
@@ -275,22 +365,13 @@ def numpy_revalue(
     initial = holdings_req[0] + account_im
     maintenance = holdings_req[1] + account_mm
     liquidation = holdings_req[2] + account_mm
-    status = np.where(
-        equity < liquidation,
-        LIQUIDATION,
-        np.where(
-            equity < maintenance,
-            MARGIN_CALL,
-            np.where((equity < initial) | (debit > credit_limit), RESTRICTED, NORMAL),
-        ),
-    ).astype(np.uint8)
+    status = account_status(equity, initial, maintenance, liquidation, debit, credit_limit)
     with np.errstate(divide="ignore", invalid="ignore"):
         margin_ratio = np.where(
             maintenance == 0, 0.0, np.where(equity <= 0, np.inf, maintenance / equity)
         )
         ltv = np.where(debit == 0, 0.0, np.where(collateral == 0, np.inf, debit / collateral))
-    target = initial if p.call_on_initial else maintenance
-    call_amount = np.where(status >= MARGIN_CALL, np.maximum(target - equity, 0.0), 0.0)
+    call_amount = call_amounts(p, status, equity, initial, maintenance)
     wallet = holdings_value - holdings_req[2]
 
     # -- positions again: liquidation and bankruptcy prices, ADL score ------------------------
