@@ -114,12 +114,19 @@ T = TypeVar("T")
 # -- the dataset on disk ------------------------------------------------------------------
 
 
-def _filesystem(path: str | os.PathLike[str]) -> tuple[pafs.FileSystem, str]:
-    """A local path, or a URI pyarrow understands (``s3://…``, ``gs://…``, ``hdfs://…``)."""
+def _location(path: str | os.PathLike[str]) -> str:
+    """A URI as given, a local path made absolute (workers may run elsewhere)."""
     text = os.fspath(path)
+    return text if "://" in text else os.path.abspath(text)
+
+
+def _filesystem(path: str | os.PathLike[str]) -> tuple[pafs.FileSystem, str]:
+    """A local path, or a URI pyarrow understands (``s3://…``, ``gs://…``, ``hdfs://…``):
+    the storage every worker must see."""
+    text = _location(path)
     if "://" in text:
         return pafs.FileSystem.from_uri(text)
-    return pafs.LocalFileSystem(), os.path.abspath(text)
+    return pafs.LocalFileSystem(), text
 
 
 def _file(root: str, table: str, partition: int) -> str:
@@ -272,7 +279,7 @@ def write_dataset(
     }
     with filesystem.open_output_stream(f"{root}/{MANIFEST}") as out:
         out.write(json.dumps(manifest, indent=1).encode("utf-8"))
-    return BookDataset(os.fspath(path), tuple(int(b) for b in cuts), rows, True)
+    return BookDataset(_location(path), tuple(int(b) for b in cuts), rows, True)
 
 
 def open_dataset(path: str | os.PathLike[str]) -> BookDataset:
@@ -294,7 +301,7 @@ def open_dataset(path: str | os.PathLike[str]) -> BookDataset:
     cuts = tuple(int(b) for b in manifest["boundaries"])
     if len(cuts) != len(rows) - 1:
         raise DataError(f"{os.fspath(path)}/{MANIFEST}: boundaries do not match partitions")
-    return BookDataset(os.fspath(path), cuts, rows, manifest.get("row_index") == ROW_COLUMN)
+    return BookDataset(_location(path), cuts, rows, manifest.get("row_index") == ROW_COLUMN)
 
 
 def _empty_holdings() -> dict[str, Any]:
@@ -584,11 +591,6 @@ class _FundingPiece:
     received: list[int]
     paid: list[int]
     open_interest: dict[int, int]
-
-
-@dataclass(frozen=True)
-class _QueuePiece:
-    entries: LiquidationQueue
 
 
 @dataclass(frozen=True)
