@@ -9,6 +9,8 @@ the row, never a traceback.
 from __future__ import annotations
 
 import datetime as dt
+import os
+import re
 import shutil
 import subprocess
 import sys
@@ -383,3 +385,25 @@ def test_help_lists_every_command() -> None:
     completed = ok("--help")
     for command in ("demo", "revalue", "funding", "stress", "calls", "report"):
         assert command in completed.stdout
+
+
+def test_readme_command_line_block_runs(tmp_path: Path) -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text("utf-8")
+    section = readme.split("## Command line", 1)[1].split("\n## ", 1)[0]
+    block = re.search(r"```bash\n(.*?)```", section, re.S)
+    assert block is not None
+    assert SCRIPT is not None
+    env = {**os.environ, "PATH": f"{Path(SCRIPT).parent}{os.pathsep}{os.environ['PATH']}"}
+    completed = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", block.group(1)],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr
+    assert "Traceback" not in completed.stderr
+    for name in ("figures.parquet", "position_figures.csv", "funding.csv", "stress.csv",
+                 "worst.csv", "calls.parquet", "sales.csv", "risk.html"):  # fmt: skip
+        assert (tmp_path / name).stat().st_size > 0, name
+    # The example's broker is short of capital in its worst scenarios, and breaches 5×.
+    stress = pa_csv.read_csv(tmp_path / "stress.csv")
+    assert max(stress.column("capital_shortfall").to_pylist()) > 0
+    assert "max_loans_to_capital" in (tmp_path / "risk.html").read_text("utf-8")

@@ -415,9 +415,13 @@ def _scenario_set(source: str) -> dict[str, dict[str, float]]:
 
 def _demo(args: argparse.Namespace) -> int:
     config = _config(args)
-    stages = Stages(total=6)
+    stages = Stages(total=6 + (args.save is not None))
     with stages.stage("generate synthetic book"):
         synthetic = synthetic_book(config, n_accounts=args.accounts, seed=args.seed)
+    saved = ""
+    if args.save is not None:
+        with stages.stage(f"save the book to {args.save}"):
+            saved = _save_book(synthetic, interest_rates(config), Path(args.save))
     with stages.stage("validate book"):
         book = Book(synthetic.accounts, synthetic.holdings, synthetic.positions)
     engine = RiskEngine(config)
@@ -436,7 +440,28 @@ def _demo(args: argparse.Namespace) -> int:
     print(_funding_summary(funding, rates))
     print(liquidation)
     print(_stress_summary(stress, config.reporting_currency, rest="(vamargin stress --out)"))
+    print(saved, end="")
     return 0
+
+
+def _save_book(synthetic: Any, rates: Mapping[str, float], folder: Path) -> str:
+    """Writes the synthetic book as the files the other commands read."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise FileError(folder, f"cannot create the folder: {error.strerror or error}") from None
+    tables = {
+        "accounts.parquet": synthetic.accounts,
+        "holdings.parquet": synthetic.holdings,
+        "positions.parquet": synthetic.positions,
+        "prices.csv": pa.table(
+            {"symbol": list(synthetic.prices), "price": list(synthetic.prices.values())}
+        ),
+        "rates.csv": pa.table({"instrument": list(rates), "rate": list(rates.values())}),
+    }
+    for name, table in tables.items():
+        write_table(table, folder / name)
+    return f"\nWrote the book to {folder}/: {', '.join(tables)}\n"
 
 
 def _revalue(args: argparse.Namespace) -> int:
@@ -624,6 +649,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=7, help="random seed of the synthetic book")
     demo.add_argument("--top", type=int, default=10, help="deficits to list")
     demo.add_argument("--config", help="risk configuration TOML (default: embedded HK profile)")
+    demo.add_argument(
+        "--save",
+        metavar="DIR",
+        help="also write the book as files for the other commands: accounts, holdings and "
+        "positions (.parquet), prices and funding rates (.csv)",
+    )
     demo.set_defaults(run=_demo, files=False)
 
     revalue = commands.add_parser("revalue", help="value every account and position")
