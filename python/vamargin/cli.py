@@ -37,7 +37,7 @@ from vamargin.book import Book
 from vamargin.config import RiskConfig
 from vamargin.engine import STATUSES, Revaluation, RiskEngine
 from vamargin.errors import ConfigError, DataError, MarginError
-from vamargin.files import FileError, locate, read_table, write_table
+from vamargin.files import FileError, file_format, locate, read_table, write_table
 from vamargin.funding import FundingSettlement, read_per_instrument
 from vamargin.market import read_prices
 from vamargin.synthetic import synthetic_book
@@ -386,6 +386,13 @@ def _write(table: Table | pa.Table, path: str | None, what: str) -> str:
     return f"\nWrote {what} to {path}"
 
 
+def _outputs(*paths: str | None) -> None:
+    """Checks the output formats before any work is done."""
+    for path in paths:
+        if path is not None:
+            file_format(path, role="output")
+
+
 def _utc(text: str | None) -> dt.datetime:
     if text is None:
         return dt.datetime.now(dt.UTC).replace(microsecond=0)
@@ -465,6 +472,7 @@ def _save_book(synthetic: Any, rates: Mapping[str, float], folder: Path) -> str:
 
 
 def _revalue(args: argparse.Namespace) -> int:
+    _outputs(args.out, args.positions_out)
     config = _config(args)
     stages = Stages(total=3 + (args.out is not None or args.positions_out is not None))
     inputs = _read_book(args, stages)
@@ -481,6 +489,7 @@ def _revalue(args: argparse.Namespace) -> int:
 
 
 def _funding(args: argparse.Namespace) -> int:
+    _outputs(args.out)
     config = _config(args)
     stages = Stages(total=3 + (args.out is not None))
     inputs = _read_book(args, stages)
@@ -503,6 +512,7 @@ def _funding(args: argparse.Namespace) -> int:
 
 
 def _stress(args: argparse.Namespace) -> int:
+    _outputs(args.out, args.equity_out)
     config = _config(args)
     scenario_set = _scenario_set(args.scenarios)
     extra = args.out is not None or args.equity_out is not None
@@ -541,6 +551,7 @@ def _stress(args: argparse.Namespace) -> int:
 
 
 def _calls(args: argparse.Namespace) -> int:
+    _outputs(args.out, args.sales_out)
     config = _config(args)
     as_of = _utc(args.as_of)
     extra = args.out is not None or args.sales_out is not None
@@ -601,7 +612,6 @@ def _report(args: argparse.Namespace) -> int:
         rates=rates,
         source=source,
         stage=stages.stage,
-        insurance_fund=DEMO_INSURANCE_FUND if demo else None,
     )
     with stages.stage("render"):
         page = report.to_html(data)

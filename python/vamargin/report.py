@@ -162,15 +162,12 @@ def gather(
     rates: Mapping[str, float] | None = None,
     source: str = "book",
     stage: Stage | None = None,
-    insurance_fund: Mapping[str, float] | None = None,
 ) -> ReportData:
     """Runs everything the report shows. ``capital``: the firm's capital (firm report)
     and its excess liquid capital (stressed shortfall); ``scenarios``: a scenario set, file
     or shipped set name; ``rates``: funding rates per instrument (default: each
-    perpetual's interest rate, the rate at a zero premium). ``insurance_fund`` is
-    accepted for symmetry with ``engine.liquidate`` and not used: the queue shown is the
-    one before execution."""
-    del insurance_fund
+    perpetual's interest rate, the rate at a zero premium); ``stage(name)`` wraps each
+    step (the command line's progress display)."""
     step: Stage = _no_stage if stage is None else stage
     parsed = read_prices(prices)
     scenario_set = scenario_sets.read_scenarios(scenarios)
