@@ -29,6 +29,7 @@ from vamargin.dask import (
     BookDataset,
     DaskRiskEngine,
     _decimal_units,
+    _house,
     _qty_units,
     open_dataset,
     write_dataset,
@@ -444,3 +445,48 @@ def test_decimal_reading_matches_the_kernel() -> None:
         ])  # fmt: skip
         expected = [settled(instrument, 1.0, -v) for v in values]
         assert [_decimal_units(v, places) for v in values] == expected
+
+
+def test_house_of_an_exact_total_is_the_kernels_house() -> None:
+    """``_house`` settles pieces that add up to a total; the kernel's own house of rows
+    with that total must come out, up to totals past 10^27 index units."""
+    params = CONFIG.engine_params
+    decimals = [a.minor_decimals for a in CONFIG.assets]
+    index_places = [12, 12, 18, 18]  # the HK profile: two linear, then two inverse
+    now = np.array([1_234.5, -77.25, 3.3e-7, -1e-6])
+    marks = np.array([96_450.5, 3_381.25, 96_430.0, 3_379.0])
+    rng = np.random.default_rng(8)
+    checked = 0
+    for trial in range(300):
+        ids = rng.integers(0, 4, 6).astype(np.uint32)
+        qty = np.round(rng.uniform(-1e7, 1e7, 6), 3) * 10.0 ** rng.integers(-3, 3, 6)
+        if trial % 2:
+            rates = rng.uniform(-0.03, 0.03, 4)
+            raw = _core.settle_funding(params, ids, qty, decimals, rates=rates, marks=marks)
+            totals = {int(i): sum(_qty_units(qty[ids == i]).tolist()) for i in set(ids)}
+            house = _house(CONFIG, totals, rates=rates, marks=marks)
+        else:
+            then = np.round(rng.uniform(-1e3, 1e3, 6), 6) * np.where(ids >= 2, 1e-9, 1.0)
+            raw = _core.settle_funding(
+                params, ids, qty, decimals, index_now=now, position_index=then
+            )
+            totals = {}
+            for i in set(ids.tolist()):
+                places, mine = index_places[i], ids == i
+                moves = [_decimal_units(now[i], places) - _decimal_units(v, places)
+                         for v in then[mine]]  # fmt: skip
+                units = _qty_units(qty[mine]).tolist()
+                totals[i] = sum(u * m for u, m in zip(units, moves, strict=True))
+            house = _house(CONFIG, totals)
+        assert house == {i: int(raw["house"][i]) for i in totals}
+        checked += max(abs(t) for t in totals.values()) > 10**27
+    assert checked > 50
+    # Past 10^36 (rows of 10^9 units moved by 10^27): payments near the int64 limit.
+    ids, qty, then = np.zeros(2, np.uint32), np.array([1e9, 2.5e8]), np.array([-4e6, 1e6])
+    raw = _core.settle_funding(params, ids, qty, decimals, index_now=now, position_index=then)
+    total = sum(
+        u * (_decimal_units(now[0], 12) - _decimal_units(v, 12))
+        for u, v in zip(_qty_units(qty).tolist(), then, strict=True)
+    )
+    assert total > 10**36
+    assert _house(CONFIG, {0: total}) == {0: int(raw["house"][0])}

@@ -520,7 +520,8 @@ def _house(
 
     One interval (``rates`` and ``marks``): positions of at most 9e9 contracts, then
     whole contracts, then the fraction. Index: the total's base-1e9 digits ``g_k`` as
-    positions of ``g_k`` units whose index moved by exactly ``10^(9k)`` index units.
+    positions of ``g_k`` units whose index moved by exactly ``10^(9k)`` index units
+    (``k`` < 3; what is left above 10^27 in positions of 10^9 units moved by 10^27).
     """
     n_instruments = len(config.perpetuals)
     ids: list[int] = []
@@ -545,18 +546,23 @@ def _house(
                     qty.append(piece)
             continue
         decimals = _INDEX_DECIMALS[str(config.perpetuals[i].kind)]
-        k = 0
-        while left:
+        # Digits below 10^27 one row each; the rest in rows of 10^9 units moved by 10^27,
+        # so that no row's units × move passes the kernel's i128 (where it saturates).
+        digits = []
+        for k in range(3):
             left, digit = divmod(left, 10**9)
-            if 9 * k > 36:
-                raise DataError(
-                    f"funding: index open interest of {config.perpetuals[i].symbol} is too large"
-                )
+            digits.append((digit, k))
+        whole, rest = divmod(left, 10**9)
+        if whole > 1_000_000:
+            raise DataError(
+                f"funding: index open interest of {config.perpetuals[i].symbol} is too large"
+            )
+        digits += [(10**9, 3)] * whole + [(rest, 3)]
+        for digit, k in digits:
             if digit:
                 ids.append(i)
                 qty.append(sign * digit / 1e9)
                 moved.append(-float(f"1e{9 * k - decimals}"))
-            k += 1
     if not ids:
         return {i: 0 for i in totals}
     settle_decimals = [asset.minor_decimals for asset in config.assets]
