@@ -262,7 +262,7 @@ def _esc(value: object) -> str:
 
 def _png(figure: Any) -> str:
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight", facecolor="white")
+    figure.savefig(buffer, format="png", dpi=110, facecolor="white")
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
