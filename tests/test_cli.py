@@ -9,6 +9,7 @@ the row, never a traceback.
 from __future__ import annotations
 
 import datetime as dt
+import io
 import os
 import re
 import shutil
@@ -24,6 +25,7 @@ import pytest
 
 import vamargin as vm
 from vamargin import scenarios
+from vamargin.cli import Stages
 from vamargin.files import read_table, write_table
 from vamargin.synthetic import synthetic_book
 
@@ -407,3 +409,26 @@ def test_readme_command_line_block_runs(tmp_path: Path) -> None:
     stress = pa_csv.read_csv(tmp_path / "stress.csv")
     assert max(stress.column("capital_shortfall").to_pylist()) > 0
     assert "max_loans_to_capital" in (tmp_path / "risk.html").read_text("utf-8")
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("terminal", [True, False])
+def test_stage_progress_bar_only_on_a_terminal(terminal: bool) -> None:
+    stream = _Terminal() if terminal else io.StringIO()
+    stages = Stages(total=2, stream=stream)
+    with stages.stage("stress (4 scenarios)") as progress:
+        for done in range(1, 5):
+            progress(done, 4)
+    with pytest.raises(vm.DataError), stages.stage("write"):
+        raise vm.DataError("boom")
+    text = stream.getvalue()
+    assert ("[############------------] 2/4" in text) is terminal
+    assert text.endswith(" failed\n")
+    last = text.replace("\x1b[K", "").rstrip("\n").split("\n")[-1].split("\r")[-1]
+    assert last == "[2/2] write ... failed"
+    finished = text.split("\n")[0].split("\r")[-1].replace("\x1b[K", "")
+    assert re.fullmatch(r"\[1/2\] stress \(4 scenarios\) \.\.\. \d+\.\d{3} s", finished)
