@@ -475,3 +475,26 @@ def test_scenario_files(tmp_path: Path) -> None:
     broken.write_text("[x\n")
     with pytest.raises(vm.DataError, match=r"broken\.toml: not a readable scenario file"):
         sc.load(broken)
+
+
+def test_progress_reports_every_slice_and_changes_no_number() -> None:
+    synthetic = synthetic_book(n_accounts=1_500, seed=9)
+    book = vm.Book(synthetic.accounts, synthetic.holdings, synthetic.positions)
+    engine = vm.RiskEngine()
+    whole = engine.stress(book, synthetic.prices, "standard", excess_liquid_capital=1e6)
+    calls: list[tuple[int, int]] = []
+    sliced = engine.stress(
+        book,
+        synthetic.prices,
+        "standard",
+        excess_liquid_capital=1e6,
+        progress=lambda done, total: calls.append((done, total)),
+    )
+    assert sliced.columns == whole.columns
+    for name in whole.columns:
+        assert sliced[name].tolist() == whole[name].tolist(), name
+    # 44 scenarios in slices of 3 (at most 20 slices): 15 calls, the last at 44 of 44.
+    assert len(calls) == 15
+    assert calls[0] == (3, 44)
+    assert calls[-1] == (44, 44)
+    assert [done for done, _ in calls] == sorted(done for done, _ in calls)

@@ -32,16 +32,16 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
-from vamargin import _core, calc, scenarios
+from vamargin import _core, scenarios
 from vamargin.book import Book
 from vamargin.config import RiskConfig
 from vamargin.engine import STATUSES, Revaluation, RiskEngine
 from vamargin.errors import ConfigError, DataError, MarginError
 from vamargin.files import FileError, file_format, locate, read_table, write_table
-from vamargin.funding import FundingSettlement, read_per_instrument
+from vamargin.funding import FundingSettlement, interest_rates, read_per_instrument
 from vamargin.market import read_prices
 from vamargin.synthetic import synthetic_book
-from vamargin.tables import CategoryColumn, Column, Table
+from vamargin.tables import Table
 
 Progress = Callable[[int, int], None]
 """``progress(done, total)``: reports how far a multi-step stage has got."""
@@ -161,18 +161,6 @@ DEMO_CAPITAL = 1_000_000_000.0
 report's denominator and the stress test's buffer against the broker's losses."""
 
 
-def interest_rates(config: RiskConfig) -> dict[str, float]:
-    """Each perpetual's funding rate for a zero premium (its interest rate per interval,
-    clamped and capped): the rate a market at its index pays, used when no rates are
-    given."""
-    return {
-        p.symbol: calc.funding_rate(
-            [0.0], interest_rate=p.funding.interest_rate, clamp=p.funding.clamp, cap=p.funding.cap
-        )
-        for p in config.perpetuals
-    }
-
-
 def _funding_summary(settlement: FundingSettlement, rates: Mapping[str, float]) -> str:
     lines = ["", "Funding (one interval; minor units of the settle asset)"]
     lines.append("  instrument         rate      received          paid     house   dust")
@@ -239,37 +227,6 @@ def _stress_rows(table: Table, rows: int) -> npt.NDArray[np.int64]:
     liquidations = table["liquidation"] + table["isolated_liquidations"]
     order = np.lexsort((np.arange(n), -liquidations, -table["uncovered_loss"]))
     return np.sort(order[:rows]).astype(np.int64)
-
-
-def run_stress(
-    engine: RiskEngine,
-    book: Book,
-    prices: Mapping[str, float],
-    scenario_set: Mapping[str, Mapping[str, float]],
-    *,
-    capital: float | None = None,
-    progress: Progress | None = None,
-    steps: int = 20,
-) -> Table:
-    """``engine.stress`` over ``scenario_set`` in up to ``steps`` slices, reporting
-    progress after each; each scenario's row is computed on its own, so the table equals
-    one ``engine.stress`` call over the whole set."""
-    names = list(scenario_set)
-    if not names:
-        raise DataError("scenarios: no scenario given")
-    size = max(1, math.ceil(len(names) / steps))
-    parts: list[Table] = []
-    for start in range(0, len(names), size):
-        piece = {name: dict(scenario_set[name]) for name in names[start : start + size]}
-        parts.append(engine.stress(book, prices, piece, excess_liquid_capital=capital))
-        if progress is not None:
-            progress(min(start + size, len(names)), len(names))
-    columns: dict[str, Column] = {
-        "scenario": CategoryColumn(names, np.arange(len(names), dtype=np.uint32))
-    }
-    for name in parts[0].columns[1:]:
-        columns[name] = np.concatenate([part[name] for part in parts])
-    return Table(columns)
 
 
 def _stress_summary(
@@ -442,7 +399,9 @@ def _demo(args: argparse.Namespace) -> int:
         liquidation = _liquidation_summary(engine, book, prices)
     standard = scenarios.standard()
     with stages.stage(f"stress ({len(standard)} scenarios)") as progress:
-        stress = run_stress(engine, book, prices, standard, capital=DEMO_CAPITAL, progress=progress)
+        stress = engine.stress(
+            book, prices, standard, excess_liquid_capital=DEMO_CAPITAL, progress=progress
+        )
     print(_summary("vamargin demo", book, result, stages, config, args.top))
     print(_funding_summary(funding, rates))
     print(liquidation)
@@ -520,12 +479,11 @@ def _stress(args: argparse.Namespace) -> int:
     inputs = _read_book(args, stages)
     engine = RiskEngine(config)
     with stages.stage(f"stress ({len(scenario_set)} scenarios)") as progress:
-        table = run_stress(
-            engine,
+        table = engine.stress(
             inputs.book,
             inputs.prices,
             scenario_set,
-            capital=args.capital,
+            excess_liquid_capital=args.capital,
             progress=progress,
         )
     equity = None

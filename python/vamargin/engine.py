@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +26,8 @@ from vamargin.stress import stress_table
 from vamargin.tables import CategoryColumn, Column, Table
 
 STATUSES: tuple[str, ...] = tuple(_core.STATUS_NAMES)
+PROGRESS_SLICES = 20
+"""Slices a stress run with a progress callback is cut into."""
 """Account statuses, best first: normal, restricted, margin_call, liquidation."""
 
 ACCOUNT_COLUMNS: tuple[str, ...] = (
@@ -85,18 +87,32 @@ class RiskEngine:
         scenarios: Any,
         *,
         excess_liquid_capital: float | None = None,
+        progress: Callable[[int, int], None] | None = None,
     ) -> Table:
         """Revalues the book under each scenario and totals it, one row per scenario
         (SPEC §9; columns in ``vamargin.stress``). ``scenarios`` is ``{name: {asset:
         move}}``, a long table ``scenario, asset, move``, a scenario file or a shipped set
         name (``vamargin.scenarios``). Each scenario is one account sweep in Rust over the
-        book as bound: nothing is re-validated or copied."""
+        book as bound: nothing is re-validated or copied.
+
+        ``progress(done, total)``, when given, is called as scenarios complete (the set
+        runs in up to 20 slices; a scenario's row does not depend on the slicing)."""
         if excess_liquid_capital is not None and not (
             isinstance(excess_liquid_capital, int | float) and np.isfinite(excess_liquid_capital)
         ):
             raise DataError(f"excess_liquid_capital: {excess_liquid_capital!r} is not a number")
         bound, moved = self._scenarios(book, prices, scenarios)
-        raw = _core.stress(self.config.engine_params, bound.core, moved.asset_prices, moved.marks)
+        params = self.config.engine_params
+        total = len(moved.names)
+        step = total if progress is None else max(1, -(-total // PROGRESS_SLICES))
+        pieces = []
+        for start in range(0, total, step):
+            stop = min(start + step, total)
+            prices_now, marks_now = moved.asset_prices[start:stop], moved.marks[start:stop]
+            pieces.append(_core.stress(params, bound.core, prices_now, marks_now))
+            if progress is not None:
+                progress(stop, total)
+        raw = {name: np.concatenate([piece[name] for piece in pieces]) for name in pieces[0]}
         return stress_table(moved.names, raw, excess_liquid_capital)
 
     def stress_equity(

@@ -18,6 +18,8 @@ import numpy as np
 import numpy.typing as npt
 
 from vamargin._columns import TableReader
+from vamargin.calc import funding_rate
+from vamargin.config import RiskConfig
 from vamargin.errors import DataError
 from vamargin.tables import CategoryColumn, Table
 
@@ -97,3 +99,15 @@ def read_per_instrument(values: Any, name: str, column: str) -> dict[str, float]
 
 def category(names: list[str], codes: npt.NDArray[np.integer[Any]]) -> CategoryColumn:
     return CategoryColumn(names, np.ascontiguousarray(codes, dtype=np.uint32))
+
+
+def interest_rates(config: RiskConfig) -> dict[str, float]:
+    """Each perpetual's funding rate for a zero premium (its interest rate per interval,
+    clamped and capped): the rate a market at its index pays, used when no rates are
+    given."""
+    return {
+        p.symbol: funding_rate(
+            [0.0], interest_rate=p.funding.interest_rate, clamp=p.funding.clamp, cap=p.funding.cap
+        )
+        for p in config.perpetuals
+    }

@@ -37,11 +37,10 @@ import numpy.typing as npt
 
 from vamargin import scenarios as scenario_sets
 from vamargin.book import Book
-from vamargin.cli import interest_rates, run_stress
 from vamargin.config import RiskConfig
 from vamargin.engine import STATUSES, Revaluation, RiskEngine
 from vamargin.firm import FirmReport, share
-from vamargin.funding import FundingSettlement
+from vamargin.funding import FundingSettlement, interest_rates
 from vamargin.liquidation import LiquidationQueue
 from vamargin.market import Prices, read_prices
 from vamargin.tables import Table
@@ -140,8 +139,12 @@ def _curve(
     else:
         config = engine.config
         assets = [a for a in config.policy.va_assets if a in config.asset_ids]
-        source = run_stress(
-            engine, book, prices, scenario_sets.grid(assets), capital=capital, progress=progress
+        source = engine.stress(
+            book,
+            prices,
+            scenario_sets.grid(assets),
+            excess_liquid_capital=capital,
+            progress=progress,
         )
         picked = np.arange(len(source), dtype=np.int64)
     shock = np.asarray([shocks[str(source["scenario"][i])] for i in picked], dtype=np.float64)
@@ -175,12 +178,11 @@ def gather(
     with step("revalue"):
         result = engine.revalue(book, parsed)
     with step(f"stress ({len(scenario_set)} scenarios)") as progress:
-        stress = run_stress(
-            engine,
+        stress = engine.stress(
             book,
             parsed,
             scenario_set,
-            capital=capital,
+            excess_liquid_capital=capital,
             progress=progress if callable(progress) else None,
         )
         curve = _curve(
