@@ -20,17 +20,12 @@ import numpy as np
 import pytest
 
 import vamargin as vm
-from vamargin import _core
 from vamargin import scenarios as shipped_sets
-from vamargin.config import AssetSpec, MarginTier, PerpetualSpec
 from vamargin.dask import (
     MANIFEST,
     ROW_COLUMN,
     BookDataset,
     DaskRiskEngine,
-    _decimal_units,
-    _house,
-    _qty_units,
     open_dataset,
     write_dataset,
 )
@@ -391,102 +386,3 @@ def test_errors_name_the_partition(engine: DaskRiskEngine, case: Case) -> None:
         engine.revalue(case.dataset, prices)
     with pytest.raises(vm.DataError, match="order"):
         engine.revalue(case.dataset, PRICES, order="sorted")  # type: ignore[arg-type]
-
-
-def _reading_config() -> vm.RiskConfig:
-    """Contracts whose payment is exactly minus the kernel's reading of a quantity (one
-    interval at rate 1, mark 1) or of an index value (qty 1, index basis)."""
-    flat = (MarginTier(0, 0.005, 100),)
-    return vm.RiskConfig(
-        assets=(
-            AssetSpec("U9", "stablecoin", 1e-9),
-            AssetSpec("U12", "stablecoin", 1e-12),
-            AssetSpec("U18", "stablecoin", 1e-18),
-        ),
-        perpetuals=(
-            PerpetualSpec("Q", "linear", "U9", "U9", 1.0, flat),
-            PerpetualSpec("L", "linear", "U12", "U12", 1.0, flat),
-            PerpetualSpec("I", "inverse", "U18", "U18", 1.0, flat),
-        ),
-        reporting_currency="U9",
-    )
-
-
-def test_decimal_reading_matches_the_kernel() -> None:
-    config = _reading_config()
-    params = config.engine_params
-    decimals = [a.minor_decimals for a in config.assets]
-
-    def settled(instrument: int, qty: float, position_index: float | None = None) -> int:
-        """The payment of one position: −reading (one at a time: sums must fit int64)."""
-        ids, quantities = np.array([instrument], np.uint32), np.array([qty])
-        if position_index is None:
-            raw = _core.settle_funding(
-                params, ids, quantities, decimals, rates=np.array([1.0, 0, 0]), marks=np.ones(3)
-            )
-        else:
-            raw = _core.settle_funding(
-                params, ids, quantities, decimals,
-                index_now=np.zeros(3), position_index=np.array([position_index]),
-            )  # fmt: skip
-        return -int(raw["payments"][0])
-
-    rng = np.random.default_rng(3)
-    qty = np.concatenate([
-        rng.uniform(-1e3, 1e3, 300), rng.uniform(-9.2e9, 9.2e9, 300),
-        np.round(rng.uniform(-9e6, 9e6, 200), 9), np.round(rng.uniform(9e6, 2e7, 200), 10),
-        [0.5e-9, -0.5e-9, 1.5e-9, 2.5e-9, 9e6 - 1e-9, 9e6, 9_000_000.0000000005, 1e-10],
-    ])  # fmt: skip
-    assert _qty_units(qty).tolist() == [settled(0, q) for q in qty]
-    for instrument, places, scale in ((1, 12, 9e6), (2, 18, 9.0)):
-        values = np.concatenate([
-            rng.uniform(-scale, scale, 300), np.round(rng.uniform(-scale, scale, 200), places - 2),
-            [0.5 * 10.0**-places, 2.5 * 10.0**-places, -(1.5 * 10.0**-places), 1e-20],
-        ])  # fmt: skip
-        expected = [settled(instrument, 1.0, -v) for v in values]
-        assert [_decimal_units(v, places) for v in values] == expected
-
-
-def test_house_of_an_exact_total_is_the_kernels_house() -> None:
-    """``_house`` settles pieces that add up to a total; the kernel's own house of rows
-    with that total must come out, up to totals past 10^27 index units."""
-    params = CONFIG.engine_params
-    decimals = [a.minor_decimals for a in CONFIG.assets]
-    index_places = [12, 12, 18, 18]  # the HK profile: two linear, then two inverse
-    now = np.array([1_234.5, -77.25, 3.3e-7, -1e-6])
-    marks = np.array([96_450.5, 3_381.25, 96_430.0, 3_379.0])
-    rng = np.random.default_rng(8)
-    checked = 0
-    for trial in range(300):
-        ids = rng.integers(0, 4, 6).astype(np.uint32)
-        qty = np.round(rng.uniform(-1e7, 1e7, 6), 3) * 10.0 ** rng.integers(-3, 3, 6)
-        if trial % 2:
-            rates = rng.uniform(-0.03, 0.03, 4)
-            raw = _core.settle_funding(params, ids, qty, decimals, rates=rates, marks=marks)
-            totals = {int(i): sum(_qty_units(qty[ids == i]).tolist()) for i in set(ids)}
-            house = _house(CONFIG, totals, rates=rates, marks=marks)
-        else:
-            then = np.round(rng.uniform(-1e3, 1e3, 6), 6) * np.where(ids >= 2, 1e-9, 1.0)
-            raw = _core.settle_funding(
-                params, ids, qty, decimals, index_now=now, position_index=then
-            )
-            totals = {}
-            for i in set(ids.tolist()):
-                places, mine = index_places[i], ids == i
-                moves = [_decimal_units(now[i], places) - _decimal_units(v, places)
-                         for v in then[mine]]  # fmt: skip
-                units = _qty_units(qty[mine]).tolist()
-                totals[i] = sum(u * m for u, m in zip(units, moves, strict=True))
-            house = _house(CONFIG, totals)
-        assert house == {i: int(raw["house"][i]) for i in totals}
-        checked += max(abs(t) for t in totals.values()) > 10**27
-    assert checked > 50
-    # Past 10^36 (rows of 10^9 units moved by 10^27): payments near the int64 limit.
-    ids, qty, then = np.zeros(2, np.uint32), np.array([1e9, 2.5e8]), np.array([-4e6, 1e6])
-    raw = _core.settle_funding(params, ids, qty, decimals, index_now=now, position_index=then)
-    total = sum(
-        u * (_decimal_units(now[0], 12) - _decimal_units(v, 12))
-        for u, v in zip(_qty_units(qty).tolist(), then, strict=True)
-    )
-    assert total > 10**36
-    assert _house(CONFIG, {0: total}) == {0: int(raw["house"][0])}

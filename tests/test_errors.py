@@ -1428,3 +1428,16 @@ def test_tiered_value_rejects_bad_bands(bands: list[Any], key: str, reason: str)
 def test_calc_rejects_non_positive_contract_size(function: Any) -> None:
     with pytest.raises(vm.ConfigError, match=_key("contract_size")):
         function()
+
+
+@pytest.mark.parametrize(
+    "error", [vm.MarginError, vm.ConfigError, vm.DataError, vm.EligibilityError]
+)
+def test_errors_pickle_as_their_own_class(error: type[vm.MarginError]) -> None:
+    """Errors cross process boundaries (Dask workers, multiprocessing) as themselves."""
+    import pickle
+
+    copy = pickle.loads(pickle.dumps(error("positions.qty row 3: nan")))
+    assert type(copy) is error
+    assert str(copy) == "positions.qty row 3: nan"
+    assert error.__module__ == "vamargin._core"

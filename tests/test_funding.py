@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 
 import vamargin as vm
 from vamargin.config import AssetSpec, MarginTier, PerpetualSpec
+from vamargin.funding import house_postings
 
 FLAT = (MarginTier(0, 0.005, 100),)
 
@@ -707,3 +708,66 @@ def test_index_payments_are_the_floor_of_the_exact_index_move(
         )  # fmt: skip
         assert payment == math.floor(exact), (instrument, qty, move, payment)
     _assert_balanced(settlement)
+
+
+@settings(max_examples=150, deadline=None)
+@given(funding_books(), st.data())
+def test_house_of_summed_parts_is_the_whole_books_house(
+    case: dict[str, Any], data: st.DataObject
+) -> None:
+    """A book cut into parts (as a partitioned book is): each part's exact open interest,
+    summed, gives the whole book's, and ``house_postings`` of the sum is the house of one
+    settlement of the whole book, for one interval and for the index basis."""
+    rows, rates, marks = case["rows"], case["rates"], case["marks"]
+    whole_rows = [(a, i, float(q)) for a, i, q in rows]
+    parts = data.draw(st.lists(st.integers(0, 2), min_size=len(rows), max_size=len(rows)))
+    rate_of = {i: float(r) for i, r in rates.items()}
+    mark_of = {i: float(m) for i, m in marks.items()}
+    index_of = data.draw(
+        st.lists(st.integers(-(10**12), 10**12), min_size=len(rows), max_size=len(rows))
+    )
+    kind = {p.symbol: p.kind for p in CONFIG.perpetuals}
+    index_now = {s: 1.25 if k == "linear" else 3e-7 for s, k in kind.items()}
+    for basis in ("interval", "index"):
+
+        def settle(chosen: list[int], basis: str = basis) -> Any:
+            book_rows = [whole_rows[k] for k in chosen]
+            if basis == "interval":
+                return ENGINE.funding(_book(book_rows), rate_of, mark_of)
+            scale = {"linear": 1e-6, "inverse": 1e-15}
+            book = _book(
+                book_rows,
+                funding_index=[index_of[k] * scale[kind[whole_rows[k][1]]] for k in chosen],
+            )
+            return ENGINE.funding(book, index=index_now)
+
+        whole = settle(list(range(len(rows))))
+        summed: dict[str, int] = {}
+        for part in range(3):
+            chosen = [k for k, p in enumerate(parts) if p == part]
+            if not chosen:
+                continue
+            for symbol, total in settle(chosen).open_interest.items():
+                summed[symbol] = summed.get(symbol, 0) + total
+        live = {s: t for s, t in summed.items() if s in whole.house}
+        assert live == whole.open_interest
+        if basis == "interval":
+            house = house_postings(CONFIG, live, rates=rate_of, marks=mark_of)
+        else:
+            house = house_postings(CONFIG, live)
+        assert house == whole.house
+
+
+def test_house_postings_checks_its_arguments() -> None:
+    with pytest.raises(vm.DataError, match="unknown instruments"):
+        house_postings(CONFIG, {"NOPE": 1})
+    with pytest.raises(vm.DataError, match="give rates and marks, or neither"):
+        house_postings(CONFIG, {"BTCUSDT": 1}, rates={"BTCUSDT": 0.0001})
+    with pytest.raises(vm.DataError, match="marks: missing 'BTCUSDT'"):
+        house_postings(CONFIG, {"BTCUSDT": 10**9}, rates={"BTCUSDT": 0.0001}, marks={})
+    # Net one contract long (1 BTC, BTCUSDT1) at 100 000 and 0.01%: the house holds the
+    # short and receives 10 USDT; the same net in 0.001 BTC contracts (BTCUSDT) 0.01 USDT.
+    rates, marks = {"BTCUSDT1": 0.0001, "BTCUSDT": 0.0001}, {"BTCUSDT1": 1e5, "BTCUSDT": 1e5}
+    assert house_postings(
+        CONFIG, {"BTCUSDT1": 10**9, "BTCUSDT": 10**9}, rates=rates, marks=marks
+    ) == {"BTCUSDT1": 10_000_000, "BTCUSDT": 10_000}

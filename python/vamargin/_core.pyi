@@ -22,6 +22,7 @@ __all__ = [
     "close_size",
     "collateral_figures",
     "first_duplicate_position",
+    "funding_house",
     "funding_rate",
     "interest",
     "liquidate",
@@ -188,7 +189,16 @@ def settle_funding(
     marks: _F64 | None = None,
     index_now: _F64 | None = None,
     position_index: _F64 | None = None,
-) -> dict[str, npt.NDArray[np.int64]]: ...
+) -> dict[str, Any]: ...
+def funding_house(
+    params: EngineParams,
+    open_interest: list[int],
+    settle_decimals: list[int],
+    *,
+    rates: _F64 | None = None,
+    marks: _F64 | None = None,
+    index: bool = False,
+) -> list[int]: ...
 def sum_by_account(
     groups: Grouping, keys: _U32, amounts: npt.NDArray[np.int64], n_keys: int
 ) -> npt.NDArray[np.int64]: ...

@@ -45,8 +45,9 @@ kernel's comparator and the driver merges the pieces (a stable sort of the runs 
 same total-order keys) and re-ranks (ADL: rank and quintile bucket per instrument and
 side). Funding ``received`` / ``paid`` are sums of integers; ``house`` depends on the
 *global* net open interest, so each worker returns its exact open interest per instrument
-(a Python integer in 1e-9 contracts, or Σ contracts × index move for the cumulative
-index) and the driver has the kernel settle that total (see ``_house``); ``dust`` is then
+(``FundingSettlement.open_interest``: a Python integer in 1e-9 contracts, or Σ units ×
+index move for the cumulative index) and the driver has the kernel settle the summed
+total (``vamargin.funding.house_postings``); ``dust`` is then
 ``−(received + paid + house)`` as in the kernel. Stress counts are summed exactly; stress
 amounts are float sums over partitions instead of one sweep, so they may differ from the
 local engine's in the last bits (relative 1e-12 is far more than enough).
@@ -63,7 +64,6 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from decimal import ROUND_HALF_EVEN, Context, Decimal
 from typing import Any, Literal, TypeVar
 
 import numpy as np
@@ -78,7 +78,7 @@ from vamargin.book import Book
 from vamargin.config import RiskConfig
 from vamargin.engine import Revaluation, RiskEngine
 from vamargin.errors import ConfigError, DataError, EligibilityError, MarginError
-from vamargin.funding import FundingSettlement, category, read_per_instrument
+from vamargin.funding import FundingSettlement, category, house_postings, read_per_instrument
 from vamargin.liquidation import LiquidationQueue
 from vamargin.market import Prices, read_prices
 from vamargin.scenarios import ScenarioSet, read_scenarios
@@ -410,16 +410,6 @@ def _engine(shipment: _Shipment) -> RiskEngine:
         return engine
 
 
-class _PartitionFailure(Exception):  # noqa: N818 (a carrier, re-raised as its error)
-    """A ``MarginError`` raised in a task, in a form that pickles (the kernel's exception
-    classes do not), re-raised on the driver as its own class by ``_run``."""
-
-    def __init__(self, kind: str, message: str) -> None:
-        super().__init__(kind, message)
-        self.kind = kind
-        self.message = message
-
-
 _ERRORS: dict[str, type[MarginError]] = {
     error.__name__: error for error in (MarginError, ConfigError, DataError, EligibilityError)
 }
@@ -430,159 +420,12 @@ def _in_partition(index: int, work: Callable[[], T]) -> T:
     try:
         return work()
     except MarginError as error:
-        kind = type(error).__name__ if type(error).__name__ in _ERRORS else "MarginError"
-        raise _PartitionFailure(kind, f"partition {index}: {error}") from None
+        # The vamargin error classes pickle, so the driver re-raises the worker's own.
+        kind = _ERRORS.get(type(error).__name__, MarginError)
+        raise kind(f"partition {index}: {error}") from None
 
 
 # -- exact funding totals ------------------------------------------------------------------
-
-_QTY_DECIMALS = 9  # funding.rs QTY_DECIMALS: quantities move money at 1e-9 contract
-_INDEX_DECIMALS = {"linear": 12, "inverse": 18}  # funding.rs index_decimals
-_WIDE = Context(prec=1_000, Emax=999_999, Emin=-999_999)
-_I128_MAX = 2**127 - 1
-_I128_MIN = -(2**127)
-
-
-def _decimal_units(value: float, decimals: int) -> int:
-    """funding.rs ``index_units``: the shortest decimal that reads back as ``value``
-    (Python's ``repr``, like Rust's ``{:e}``), as an integer count of ``10^-decimals``,
-    rounded half-even when it has more places."""
-    exact = Decimal(repr(float(value))).scaleb(decimals, _WIDE)
-    return int(exact.quantize(Decimal(1), rounding=ROUND_HALF_EVEN, context=_WIDE))
-
-
-def _qty_units(qty: F64) -> I64:
-    """funding.rs ``qty_units`` for every row: below 9e6 contracts ``round(q·1e9)``
-    (half away from zero, in f64), beyond that the decimal reading."""
-    scaled = qty * 1e9
-    magnitude = np.abs(scaled)
-    whole = np.floor(magnitude)
-    rounded = (whole + (magnitude - whole >= 0.5)) * np.sign(scaled)
-    units: I64 = rounded.astype(np.int64)
-    large = np.flatnonzero(np.abs(qty) >= 9.0e6)
-    if len(large):
-        units[large] = [_decimal_units(float(q), _QTY_DECIMALS) for q in qty[large]]
-    return units
-
-
-def _exact_sum(values: I64) -> int:
-    """Σ of int64 values as a Python integer (no wrap-around)."""
-    high = values >> np.int64(32)
-    low = values & np.int64(0xFFFF_FFFF)
-    return int(high.sum(dtype=np.int64)) * 2**32 + int(low.sum(dtype=np.int64))
-
-
-def _open_interest(
-    config: RiskConfig,
-    book: Book,
-    instrument: npt.NDArray[np.uint32],
-    index_now: Mapping[str, float] | None,
-) -> dict[int, int]:
-    """Per instrument with a non-zero position, the kernel's exact open-interest total:
-    Σ quantity units (one interval), or Σ units × index move in index units (index)."""
-    live = np.flatnonzero(book.qty != 0)
-    units = _qty_units(book.qty[live])
-    ids = instrument[live]
-    totals: dict[int, int] = {}
-    for i in np.unique(ids).tolist():
-        mine = ids == i
-        if index_now is None:
-            totals[i] = _exact_sum(units[mine])
-            continue
-        assert book.funding_index is not None
-        perp = config.perpetuals[i]
-        decimals = _INDEX_DECIMALS[str(perp.kind)]
-        now = _decimal_units(index_now[perp.symbol], decimals)
-        values, group = np.unique(book.funding_index[live][mine], return_inverse=True)
-        row_units = units[mine]
-        total = 0
-        for g, value in enumerate(values.tolist()):
-            move = now - _decimal_units(value, decimals)
-            members = row_units[group == g]
-            if int(np.abs(members).max()) * abs(move) <= _I128_MAX:
-                total += _exact_sum(members) * move
-            else:  # the kernel's per-row term saturates at the i128 bounds
-                total += sum(min(max(int(u) * move, _I128_MIN), _I128_MAX) for u in members)
-        totals[i] = total
-    return totals
-
-
-def _house(
-    config: RiskConfig,
-    totals: Mapping[int, int],
-    *,
-    rates: F64 | None = None,
-    marks: F64 | None = None,
-) -> dict[int, int]:
-    """Each instrument's house posting for an exact open-interest total, computed by the
-    kernel: it settles a few positions whose quantities (and index moves) are read
-    exactly and add up to the total, and its house depends on nothing but that sum.
-
-    One interval (``rates`` and ``marks``): positions of at most 9e9 contracts, then
-    whole contracts, then the fraction. Index: the total's base-1e9 digits ``g_k`` as
-    positions of ``g_k`` units whose index moved by exactly ``10^(9k)`` index units
-    (``k`` < 3; what is left above 10^27 in positions of 10^9 units moved by 10^27).
-    """
-    n_instruments = len(config.perpetuals)
-    ids: list[int] = []
-    qty: list[float] = []
-    moved: list[float] = []
-    for i, total in totals.items():
-        sign = -1.0 if total < 0 else 1.0
-        left = abs(total)
-        if rates is not None:
-            chunk = 9 * 10**18
-            whole, left = divmod(left, chunk)
-            if whole > 1_000_000:
-                raise DataError(
-                    f"funding: open interest of {config.perpetuals[i].symbol} is too large"
-                )
-            pieces = [sign * 9e9] * whole
-            contracts, fraction = divmod(left, 10**_QTY_DECIMALS)
-            pieces += [sign * float(contracts), sign * fraction / 1e9]
-            for piece in pieces:
-                if piece != 0:
-                    ids.append(i)
-                    qty.append(piece)
-            continue
-        decimals = _INDEX_DECIMALS[str(config.perpetuals[i].kind)]
-        # Digits below 10^27 one row each; the rest in rows of 10^9 units moved by 10^27,
-        # so that no row's units × move passes the kernel's i128 (where it saturates).
-        digits = []
-        for k in range(3):
-            left, digit = divmod(left, 10**9)
-            digits.append((digit, k))
-        whole, rest = divmod(left, 10**9)
-        if whole > 1_000_000:
-            raise DataError(
-                f"funding: index open interest of {config.perpetuals[i].symbol} is too large"
-            )
-        digits += [(10**9, 3)] * whole + [(rest, 3)]
-        for digit, k in digits:
-            if digit:
-                ids.append(i)
-                qty.append(sign * digit / 1e9)
-                moved.append(-float(f"1e{9 * k - decimals}"))
-    if not ids:
-        return {i: 0 for i in totals}
-    settle_decimals = [asset.minor_decimals for asset in config.assets]
-    instrument = np.asarray(ids, dtype=np.uint32)
-    quantities = np.asarray(qty, dtype=np.float64)
-    if rates is not None:
-        raw = _core.settle_funding(
-            config.engine_params, instrument, quantities, settle_decimals, rates=rates, marks=marks
-        )
-    else:
-        raw = _core.settle_funding(
-            config.engine_params,
-            instrument,
-            quantities,
-            settle_decimals,
-            index_now=np.zeros(n_instruments),
-            position_index=np.asarray(moved, dtype=np.float64),
-        )
-    return {i: int(raw["house"][i]) for i in totals}
-
 
 # -- per-partition tasks -------------------------------------------------------------------
 
@@ -596,7 +439,7 @@ class _FundingPiece:
     instruments: list[int]
     received: list[int]
     paid: list[int]
-    open_interest: dict[int, int]
+    open_interest: dict[str, int]
 
 
 @dataclass(frozen=True)
@@ -627,28 +470,11 @@ def _funding_task(
 ) -> _FundingPiece:
     def work() -> _FundingPiece:
         engine = _engine(shipment)
-        config = engine.config
         part = dataset._load(index, order)
         book = part.book
         settlement = engine.funding(book, rates, prices, index=index_now)
-        bound = book.bind(config)
-        open_interest = _open_interest(config, book, bound.position_instrument, index_now)
         by_instrument = settlement.by_instrument
         instruments = by_instrument.codes("instrument").codes.astype(np.int64).tolist()
-        # The driver trusts these totals: check that they give this partition's house
-        # (coarse — the floor hides a few units — but it catches a reading gone wrong).
-        if index_now is None:
-            rates_by_id, marks = _per_instrument_arrays(config, rates, prices)
-            check = _house(config, open_interest, rates=rates_by_id, marks=marks)
-        else:
-            check = _house(config, open_interest)
-        house = dict(zip(instruments, by_instrument["house"].tolist(), strict=True))
-        if set(check) != set(instruments) or any(check[i] != house[i] for i in check):
-            raise RuntimeError(
-                f"partition {index}: open interest read as {open_interest} gives house "
-                f"{check}, the kernel's is {house} (the decimal reading no longer matches "
-                "funding.rs)"
-            )
         ids = settlement.by_account["account_id"]
         sorter = np.argsort(book.account_id, kind="stable")
         local = sorter[np.searchsorted(book.account_id[sorter], ids)]
@@ -660,7 +486,7 @@ def _funding_task(
             instruments=instruments,
             received=by_instrument["received"].tolist(),
             paid=by_instrument["paid"].tolist(),
-            open_interest=open_interest,
+            open_interest=settlement.open_interest,
         )
 
     return _in_partition(index, work)
@@ -795,15 +621,6 @@ def _ascending(keys: Sequence[npt.NDArray[Any]]) -> bool:
     return bool(decided.all())
 
 
-def _per_instrument_arrays(config: RiskConfig, rates: Any, prices: Any) -> tuple[F64, F64]:
-    """Rates and marks by instrument id (0 and 1.0 where not given: never read then)."""
-    parsed_rates = read_per_instrument(rates, "rates", "rate")
-    parsed_prices = read_prices(prices)
-    rate_by_id = np.array([parsed_rates.get(p.symbol, 0.0) for p in config.perpetuals])
-    marks = np.array([parsed_prices.get(p.symbol, 1.0) for p in config.perpetuals])
-    return rate_by_id, marks
-
-
 # -- the engine ----------------------------------------------------------------------------
 
 
@@ -828,10 +645,7 @@ class DaskRiskEngine:
             for index in range(dataset.n_partitions)
         ]
         scheduler = self.client if self.client is not None else None
-        try:
-            results: tuple[T, ...] = compute(*tasks, scheduler=scheduler)
-        except _PartitionFailure as failure:
-            raise _ERRORS[failure.kind](failure.message) from None
+        results: tuple[T, ...] = compute(*tasks, scheduler=scheduler)
         return list(results)
 
     def revalue(
@@ -878,23 +692,25 @@ class DaskRiskEngine:
         n_instruments = len(config.perpetuals)
         received = [0] * n_instruments
         paid = [0] * n_instruments
-        open_interest = [0] * n_instruments
+        symbols = [p.symbol for p in config.perpetuals]
+        open_interest: dict[str, int] = {}
         used = np.zeros(n_instruments, dtype=np.bool_)
         for piece in pieces:
             for i, r, p in zip(piece.instruments, piece.received, piece.paid, strict=True):
                 used[i] = True
                 received[i] += r
                 paid[i] += p
-            for i, total in piece.open_interest.items():
-                open_interest[i] += total
+            for symbol, total in piece.open_interest.items():
+                open_interest[symbol] = open_interest.get(symbol, 0) + total
         ids = np.flatnonzero(used)
-        totals = {int(i): open_interest[i] for i in ids}
-        if parsed_index is None:
-            rate_by_id, marks = _per_instrument_arrays(config, parsed_rates, parsed_prices)
-            house = _house(config, totals, rates=rate_by_id, marks=marks)
-        else:
-            house = _house(config, totals)
-        symbols = [p.symbol for p in config.perpetuals]
+        totals = {int(i): open_interest[symbols[i]] for i in ids}
+        by_symbol = house_postings(
+            config,
+            {symbols[i]: total for i, total in totals.items()},
+            rates=parsed_rates,
+            marks=parsed_prices,
+        )
+        house = {i: by_symbol[symbols[i]] for i in totals}
         dust: dict[int, int] = {}
         for i in totals:
             for what, value in (("received", received[i]), ("paid", paid[i])):
@@ -934,6 +750,7 @@ class DaskRiskEngine:
             by_instrument=by_instrument,
             dust={symbols[i]: dust[i] for i in totals},
             house={symbols[i]: house[i] for i in totals},
+            open_interest={symbols[i]: totals[i] for i in totals},
         )
 
     def liquidation_queue(

@@ -253,6 +253,7 @@ class RiskEngine:
             by_instrument=by_instrument,
             dust={s: int(d) for s, d in zip(symbols, raw["dust"][used], strict=True)},
             house={s: int(h) for s, h in zip(symbols, raw["house"][used], strict=True)},
+            open_interest={s: raw["open_interest"][i] for s, i in zip(symbols, used, strict=True)},
         )
 
     def liquidation_queue(self, book: Book, prices: Prices) -> LiquidationQueue:

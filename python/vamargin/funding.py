@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from vamargin import _core
 from vamargin._columns import TableReader
 from vamargin.calc import funding_rate
 from vamargin.config import RiskConfig
@@ -38,6 +39,10 @@ class FundingSettlement:
     - ``by_instrument``: per instrument with positions: settle asset, minor unit,
       received, paid, house, dust;
     - ``dust`` / ``house``: per instrument symbol;
+    - ``open_interest``: per instrument symbol, the exact net open interest the house is
+      computed from (Σ quantities in 1e-9 contracts for one interval; Σ quantity units ×
+      index move in index units for the index basis). Totals of parts of a book add up
+      to the whole book's, and ``house_postings`` turns them into the house's posting;
     - ``ledger()``: every posting (accounts, house, dust) as a table that sums to 0 per
       instrument and per asset.
     """
@@ -47,6 +52,7 @@ class FundingSettlement:
     by_instrument: Table
     dust: dict[str, int]
     house: dict[str, int]
+    open_interest: dict[str, int]
     dust_account: str = DUST_ACCOUNT
     house_account: str = HOUSE_ACCOUNT
 
@@ -111,3 +117,39 @@ def interest_rates(config: RiskConfig) -> dict[str, float]:
         )
         for p in config.perpetuals
     }
+
+
+def house_postings(
+    config: RiskConfig,
+    open_interest: Mapping[str, int],
+    *,
+    rates: Mapping[str, float] | None = None,
+    marks: Mapping[str, float] | None = None,
+) -> dict[str, int]:
+    """The house's posting per instrument for exact net open-interest totals (as in
+    ``FundingSettlement.open_interest``, e.g. summed over the partitions of a book):
+    ``rates`` and ``marks`` per instrument for one interval, neither for the index basis.
+    The kernel computes it exactly as in one settlement of the whole book."""
+    symbols = [p.symbol for p in config.perpetuals]
+    unknown = sorted(set(open_interest) - set(symbols))
+    if unknown:
+        raise DataError(f"open_interest: unknown instruments {unknown}")
+    totals = [int(open_interest.get(symbol, 0)) for symbol in symbols]
+    decimals = [asset.minor_decimals for asset in config.assets]
+    if rates is None and marks is None:
+        house = _core.funding_house(config.engine_params, totals, decimals, index=True)
+    elif rates is not None and marks is not None:
+        used = [s for s in symbols if s in open_interest]
+        for what, values in (("rates", rates), ("marks", marks)):
+            if missing := [s for s in used if s not in values]:
+                raise DataError(f"{what}: missing {missing[0]!r}")
+        house = _core.funding_house(
+            config.engine_params,
+            totals,
+            decimals,
+            rates=np.array([rates.get(s, 0.0) for s in symbols]),
+            marks=np.array([marks.get(s, 1.0) for s in symbols]),
+        )
+    else:
+        raise DataError("house_postings: give rates and marks, or neither (index basis)")
+    return {symbol: house[i] for i, symbol in enumerate(symbols) if symbol in open_interest}

@@ -73,6 +73,49 @@ pub struct FundingSettlement {
     /// Per instrument: Σ of positive and of negative payments.
     pub received: Vec<i64>,
     pub paid: Vec<i64>,
+    /// Per instrument: the exact net open interest the house is computed from — Σ
+    /// quantities in 1e-9 contracts (one interval), or Σ quantity units × index move in
+    /// index units (index basis). Sums over parts of a book add up to the whole book's,
+    /// so a partitioned settlement gets its house from [`house_posting`].
+    pub open_interest: Vec<ExactSum>,
+}
+
+/// The house's posting for an instrument whose accounts hold `open_interest` (as in
+/// [`FundingSettlement::open_interest`]): the exact funding of the opposite position,
+/// floored against the house.
+pub fn house_posting(
+    params: &EngineParams,
+    basis: &FundingBasis<'_>,
+    settle_decimals: &[u32],
+    instrument: usize,
+    open_interest: ExactSum,
+) -> Result<i64> {
+    let contract = params
+        .perpetuals
+        .get(instrument)
+        .ok_or(Error::IdOutOfRange {
+            column: "instrument",
+            row: 0,
+            id: instrument as u64,
+            len: params.perpetuals.len(),
+        })?;
+    let settle = contract.settle_asset as usize;
+    let settle_decimals = *settle_decimals.get(settle).ok_or(Error::LengthMismatch {
+        column: "settle_decimals",
+        expected: params.assets.len(),
+        actual: settle_decimals.len(),
+    })?;
+    let details = Instrument {
+        kind: contract.kind,
+        contract_size: contract.contract_size,
+        settle_decimals,
+    };
+    let net = ExactAmount::from_sum(open_interest).times_integer(-1);
+    let index_move = match basis {
+        FundingBasis::Mark { .. } => None,
+        FundingBasis::Index { .. } => Some(1),
+    };
+    exact_payment(&details, basis, instrument, net, index_move).floor()
 }
 
 /// A quantity as an integer count of 1e-9 contracts: its decimal as written, rounded
@@ -327,6 +370,7 @@ pub fn settle_funding(
         ..FundingSettlement::default()
     };
     for (id, total) in totals.into_iter().enumerate() {
+        settlement.open_interest.push(total.open_interest);
         if total.rows == 0 {
             // No open position: nothing moves (and the instrument need not be priced).
             for column in [
@@ -339,15 +383,9 @@ pub fn settle_funding(
             }
             continue;
         }
-        let instrument = &instruments[id];
         // The house holds the opposite of the net open interest: its exact payment is the
         // negative of the accounts' exact total, floored against the house.
-        let net = ExactAmount::from_sum(total.open_interest).times_integer(-1);
-        let house = match basis {
-            FundingBasis::Mark { .. } => exact_payment(instrument, &basis, id, net, None),
-            FundingBasis::Index { .. } => exact_payment(instrument, &basis, id, net, Some(1)),
-        }
-        .floor()?;
+        let house = house_posting(params, &basis, settle_decimals, id, total.open_interest)?;
         let sum = total.received + total.paid;
         let dust = -(sum + i128::from(house));
         // Each payment was floored from its exact value, and so was the house's: the dust
@@ -442,6 +480,34 @@ mod tests {
         assert_eq!(settlement.payments, vec![-28_936, 19_290]);
         assert_eq!(settlement.house, vec![9_645, 0]);
         assert_eq!(settlement.dust, vec![1, 0]);
+    }
+
+    #[test]
+    fn house_of_summed_parts_is_the_whole_books_house() {
+        // The book of `longs_pay_shorts_and_postings_balance` in two parts: long 3 in
+        // one, short 2 in the other. Open interest 3e9 and −2e9 units add to 1e9 (one
+        // contract long), whose opposite the house holds: it receives 9 645.
+        let params = params();
+        let basis = FundingBasis::Mark {
+            rates: &[0.0001, 0.0001],
+            marks: &[96_450.5, 96_450.5],
+        };
+        let decimals = [6, 8];
+        let part = |qty: &[f64]| {
+            let instrument = vec![0u32; qty.len()];
+            settle_funding(&params, &positions(&instrument, qty), basis, &decimals)
+                .unwrap()
+                .open_interest[0]
+        };
+        let (a, b) = (part(&[3.0]), part(&[-2.0]));
+        assert_eq!(a.to_decimal_string().unwrap(), "3000000000");
+        let total = a.merge(b);
+        assert_eq!(total.to_decimal_string().unwrap(), "1000000000");
+        assert_eq!(
+            house_posting(&params, &basis, &decimals, 0, total).unwrap(),
+            9_645
+        );
+        assert!(house_posting(&params, &basis, &decimals, 2, total).is_err());
     }
 
     #[test]

@@ -194,6 +194,53 @@ impl U256 {
         (U256(out), remainder != 0)
     }
 
+    /// Quotient and remainder.
+    fn div_rem_u64(self, divisor: u64) -> (Self, u64) {
+        let mut out = [0u64; 4];
+        let mut remainder = 0u128;
+        for i in (0..4).rev() {
+            let current = (remainder << 64) | u128::from(self.0[i]);
+            out[i] = (current / u128::from(divisor)) as u64;
+            remainder = current % u128::from(divisor);
+        }
+        (U256(out), remainder as u64)
+    }
+
+    fn is_zero(&self) -> bool {
+        self.0 == [0; 4]
+    }
+
+    /// Decimal digits, most significant first ("0" for zero).
+    fn to_decimal(self) -> String {
+        const CHUNK: u64 = 10_000_000_000_000_000_000; // 10^19
+        let mut chunks = Vec::new();
+        let mut rest = self;
+        while !rest.is_zero() {
+            let (quotient, remainder) = rest.div_rem_u64(CHUNK);
+            chunks.push(remainder);
+            rest = quotient;
+        }
+        let Some((last, lower)) = chunks.split_last() else {
+            return "0".to_owned();
+        };
+        let mut text = last.to_string();
+        for chunk in lower.iter().rev() {
+            text.push_str(&format!("{chunk:019}"));
+        }
+        text
+    }
+
+    fn from_decimal(digits: &str) -> Option<Self> {
+        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        digits.bytes().try_fold(U256::default(), |value, digit| {
+            value
+                .checked_mul_u64(10)?
+                .checked_add(U256::from_u128(u128::from(digit - b'0')))
+        })
+    }
+
     fn to_u128(self) -> Option<u128> {
         (self.0[2] == 0 && self.0[3] == 0)
             .then(|| u128::from(self.0[0]) | (u128::from(self.0[1]) << 64))
@@ -221,6 +268,38 @@ impl ExactSum {
             Some(total) => *side = total,
             None => self.overflow = true,
         }
+    }
+
+    /// The sum as a signed decimal integer, or `None` if it passed 256 bits.
+    pub fn to_decimal_string(&self) -> Option<String> {
+        if self.overflow {
+            return None;
+        }
+        Some(if self.positive.greater_or_equal(&self.negative) {
+            self.positive.checked_sub(self.negative)?.to_decimal()
+        } else {
+            format!(
+                "-{}",
+                self.negative.checked_sub(self.positive)?.to_decimal()
+            )
+        })
+    }
+
+    /// Reads a signed decimal integer (as [`ExactSum::to_decimal_string`] writes it);
+    /// `None` if it is not one or does not fit 256 bits.
+    pub fn from_decimal_str(text: &str) -> Option<ExactSum> {
+        let (negative, digits) = match text.strip_prefix('-') {
+            Some(digits) => (true, digits),
+            None => (false, text.strip_prefix('+').unwrap_or(text)),
+        };
+        let magnitude = U256::from_decimal(digits)?;
+        let mut sum = ExactSum::default();
+        if negative {
+            sum.negative = magnitude;
+        } else {
+            sum.positive = magnitude;
+        }
+        Some(sum)
     }
 
     pub fn merge(mut self, other: ExactSum) -> ExactSum {
@@ -562,6 +641,44 @@ mod tests {
         let mut other = ExactSum::default();
         other.add(2);
         assert_eq!(ExactAmount::from_sum(sum.merge(other)).floor(), Ok(-5));
+    }
+
+    #[test]
+    fn exact_sums_read_and_write_as_decimal_integers() {
+        let mut sum = ExactSum::default();
+        sum.add(i128::MAX);
+        sum.add(i128::MAX);
+        sum.add(-5);
+        // 2·(2^127 − 1) − 5 = 2^128 − 7.
+        let text = sum.to_decimal_string().unwrap();
+        assert_eq!(text, "340282366920938463463374607431768211449");
+        assert_eq!(
+            ExactSum::from_decimal_str(&text)
+                .unwrap()
+                .to_decimal_string(),
+            Some(text)
+        );
+        let mut negative = ExactSum::default();
+        negative.add(-10_000_000_000_000_000_000);
+        assert_eq!(
+            negative.to_decimal_string().unwrap(),
+            "-10000000000000000000"
+        );
+        assert_eq!(ExactSum::default().to_decimal_string().unwrap(), "0");
+        assert_eq!(
+            ExactSum::from_decimal_str("-0")
+                .unwrap()
+                .to_decimal_string()
+                .unwrap(),
+            "0"
+        );
+        for bad in ["", "-", "1e5", "12a", " 1"] {
+            assert!(ExactSum::from_decimal_str(bad).is_none(), "{bad}");
+        }
+        // 2^256 does not fit.
+        let two_256 =
+            "115792089237316195423570985008687907853269984665640564039457584007913129639936";
+        assert!(ExactSum::from_decimal_str(two_256).is_none());
     }
 
     #[test]

@@ -6,25 +6,25 @@ use pyo3::prelude::*;
 use vamargin_core::Error;
 
 create_exception!(
-    _core,
+    vamargin._core,
     MarginError,
     PyValueError,
     "Base class of every vamargin error."
 );
 create_exception!(
-    _core,
+    vamargin._core,
     ConfigError,
     MarginError,
     "The risk configuration is invalid."
 );
 create_exception!(
-    _core,
+    vamargin._core,
     DataError,
     MarginError,
     "A book, price or scenario table is invalid."
 );
 create_exception!(
-    _core,
+    vamargin._core,
     EligibilityError,
     MarginError,
     "An account does something its eligibility does not allow (e.g. a loan without credit approval)."

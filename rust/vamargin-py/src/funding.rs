@@ -2,8 +2,9 @@
 
 use numpy::{IntoPyArray, PyArray1, PyReadonlyArray1};
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
+use pyo3::types::{PyDict, PyInt};
 use vamargin_core as core;
+use vamargin_core::money::ExactSum;
 use vamargin_core::Positions;
 
 use crate::book::{optional_slice, PyGrouping};
@@ -89,7 +90,71 @@ pub fn settle_funding<'py>(
     out.set_item("house", settlement.house.into_pyarray(py))?;
     out.set_item("received", settlement.received.into_pyarray(py))?;
     out.set_item("paid", settlement.paid.into_pyarray(py))?;
+    let int = py.get_type::<PyInt>();
+    let open_interest = settlement
+        .open_interest
+        .iter()
+        .map(|total| match total.to_decimal_string() {
+            Some(text) => int.call1((text,)),
+            None => Err(fail("open interest beyond 256 bits")),
+        })
+        .collect::<PyResult<Vec<_>>>()?;
+    out.set_item("open_interest", open_interest)?;
     Ok(out)
+}
+
+/// The house's posting per instrument for exact open-interest totals (Python ints, as
+/// `settle_funding` returns them, summed over the parts of a book): `rates`+`marks` for
+/// one interval, or `index=True` for the index basis.
+#[pyfunction]
+#[pyo3(signature = (params, open_interest, settle_decimals, *, rates=None, marks=None, index=false))]
+pub fn funding_house<'py>(
+    params: &PyEngineParams,
+    open_interest: Vec<Bound<'py, PyInt>>,
+    settle_decimals: Vec<u32>,
+    rates: Option<PyReadonlyArray1<'py, f64>>,
+    marks: Option<PyReadonlyArray1<'py, f64>>,
+    index: bool,
+) -> PyResult<Vec<i64>> {
+    let n_instruments = params.inner.perpetuals.len();
+    let fail = |message: &str| crate::errors::DataError::new_err(format!("funding: {message}"));
+    if open_interest.len() != n_instruments {
+        return Err(fail("one open-interest total per instrument is required"));
+    }
+    let rates = optional_slice(&rates)?;
+    let marks = optional_slice(&marks)?;
+    let basis = match (rates, marks, index) {
+        (Some(rates), Some(marks), false)
+            if rates.len() == n_instruments && marks.len() == n_instruments =>
+        {
+            core::funding::FundingBasis::Mark { rates, marks }
+        }
+        (None, None, true) => core::funding::FundingBasis::Index {
+            index_now: &[],
+            position_index: &[],
+        },
+        _ => {
+            return Err(fail(
+                "give rates and marks (one per instrument), or index=True",
+            ))
+        }
+    };
+    let totals = open_interest
+        .iter()
+        .map(|total| {
+            let text = total.str()?;
+            ExactSum::from_decimal_str(text.to_str()?)
+                .ok_or_else(|| fail("open interest beyond 256 bits"))
+        })
+        .collect::<PyResult<Vec<_>>>()?;
+    let mut house = Vec::with_capacity(n_instruments);
+    for (id, total) in totals.into_iter().enumerate() {
+        let posting =
+            core::funding::house_posting(&params.inner, &basis, &settle_decimals, id, total)
+                .map_err(|e| to_py(e, "funding"))?;
+        house.push(posting);
+    }
+    Ok(house)
 }
 
 /// Per account (row) and key (column): sums of integer amounts over each account's rows.
