@@ -21,7 +21,8 @@ binding, the operation), ``vamargin-built`` (the operation on a Book already bui
 bound, as intraday re-runs do) and ``numpy`` (the peer, end to end from the same Arrow
 tables), each in its own test; and ``paired``, which runs the three in turn every round
 (the peer and ``vamargin`` in pedantic's untimed setup, then the timed ``vamargin-built``)
-so that load from other processes hits all three alike. Books come from
+so that load from other processes hits all three alike; the paired test asserts the
+operation's ``e2e`` and ``built`` floors (``conftest.FLOORS``, numpy ÷ vamargin). Books come from
 ``vamargin.synthetic.synthetic_book``, one size in memory at a time.
 
 Correctness: before any peer is timed (``operations_checked``), and again as a plain test
@@ -59,7 +60,7 @@ import pytest
 from pytest_benchmark.fixture import BenchmarkFixture
 
 import vamargin as vm
-from conftest import FULL, SEED, SIZES
+from conftest import FULL, SEED, SIZES, check_floor
 from operations_peers import (
     numpy_firm_report,
     numpy_funding,
@@ -574,6 +575,11 @@ def _paired(benchmark: BenchmarkFixture, op: str, size: str, n_accounts: int, ro
     for impl, median in medians.items():
         PAIRED[(op, size, impl)] = median
     benchmark.extra_info.update({f"median_{impl}": m for impl, m in medians.items()})
+    if op != "revalue":  # revalue is gated in bench_revalue.py (against both peers)
+        peer = medians["numpy"]
+        check_floor(f"{op} e2e", size, peer / medians["vamargin"], peer, medians["vamargin"])
+        built = medians["vamargin-built"]
+        check_floor(f"{op} built", size, peer / built, peer, built)
 
 
 def _case(
