@@ -217,6 +217,7 @@ def mode_time(args: argparse.Namespace) -> dict[str, Any]:
 
 def mode_memory(args: argparse.Namespace) -> dict[str, Any]:
     import vamargin as vm
+    from vamargin import _core
 
     config = vm.RiskConfig.hk_default()
     engine = vm.RiskEngine(config)
@@ -242,6 +243,7 @@ def mode_memory(args: argparse.Namespace) -> dict[str, Any]:
         "mode": "memory",
         "size": args.size,
         "shuffled": args.shuffled,
+        "threads": _core.thread_count(),
         "positions": tables[2].num_rows,
         "wall_s": wall,
         "interpreter_gib": baseline_kib / 2**20,
@@ -432,8 +434,15 @@ def mode_plot(args: argparse.Namespace) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [json.loads(line) for line in Path(args.json).read_text().splitlines() if line]
-    rows = [r for r in rows if r.get("mode") == "time" and "median_s" in r]
+    everything = [json.loads(line) for line in Path(args.json).read_text().splitlines() if line]
+    rows = [r for r in everything if r.get("mode") == "time" and "median_s" in r]
+    timed_e2e = {r["size"] for r in rows if "vamargin e2e" in r["median_s"]}
+    # Sizes timed only once end to end (the memory measurement's run): hollow markers.
+    single = [
+        r
+        for r in everything
+        if r.get("mode") == "memory" and not r["shuffled"] and r["size"] not in timed_e2e
+    ]
     fig, ax = plt.subplots(figsize=(7.5, 5.0), dpi=120)
     styles = {
         ("vamargin e2e", 1): ("tab:blue", "o", "--"),
@@ -455,6 +464,16 @@ def mode_plot(args: argparse.Namespace) -> None:
             "numpy peer" if case == "numpy" else f"{case}, {threads} thread{'s' * (threads > 1)}"
         )
         ax.plot(x, y, color=color, marker=marker, linestyle=line, label=label)
+    for r in single:
+        ax.plot(
+            [r["positions"]],
+            [r["wall_s"]],
+            marker="o",
+            markerfacecolor="none",
+            color="tab:blue",
+            linestyle="none",
+            label=f"vamargin e2e, {r['threads']} threads, one run ({r['size']}, memory run)",
+        )
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("positions (sorted book; accounts = positions / 4.72)")
