@@ -326,7 +326,8 @@ pub struct Book<'a> {
     pub position_groups: &'a Grouping,
 }
 
-fn check_len(column: &'static str, expected: usize, actual: usize) -> Result<()> {
+/// A column of `actual` rows where `expected` were due is a length mismatch.
+pub(crate) fn check_len(column: &'static str, expected: usize, actual: usize) -> Result<()> {
     if expected == actual {
         Ok(())
     } else {

@@ -22,7 +22,7 @@
 
 use rayon::prelude::*;
 
-use crate::book::Book;
+use crate::book::{check_len, Book};
 use crate::error::{Error, Result};
 use crate::params::EngineParams;
 use crate::perp;
@@ -82,22 +82,16 @@ pub struct StressResult {
 impl Scenarios<'_> {
     /// Checks both price matrices hold `count` whole rows of the parameters' width.
     pub fn check(&self, params: &EngineParams) -> Result<()> {
-        let expected_assets = self.count * params.assets.len();
-        if self.asset_prices.len() != expected_assets {
-            return Err(Error::LengthMismatch {
-                column: "scenario asset prices",
-                expected: expected_assets,
-                actual: self.asset_prices.len(),
-            });
-        }
-        let expected_marks = self.count * params.perpetuals.len();
-        if self.marks.len() != expected_marks {
-            return Err(Error::LengthMismatch {
-                column: "scenario marks",
-                expected: expected_marks,
-                actual: self.marks.len(),
-            });
-        }
+        check_len(
+            "scenario asset prices",
+            self.count * params.assets.len(),
+            self.asset_prices.len(),
+        )?;
+        check_len(
+            "scenario marks",
+            self.count * params.perpetuals.len(),
+            self.marks.len(),
+        )?;
         Ok(())
     }
 

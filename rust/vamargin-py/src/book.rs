@@ -190,6 +190,24 @@ impl PyCoreBook {
     }
 }
 
+/// Borrows `book`, checks it against `params` and runs `work(book, account_ids)` with the
+/// GIL released, inside the vamargin pool; a core error becomes a Python error naming
+/// `what`.
+pub fn on_book<T: Send>(
+    py: Python<'_>,
+    params: &PyEngineParams,
+    book: &PyCoreBook,
+    what: &str,
+    work: impl FnOnce(&Book<'_>, &[i64]) -> core::Result<T> + Send,
+) -> PyResult<T> {
+    let borrowed = book.borrow(py);
+    let core_book = borrowed.book(params)?;
+    let account_ids = borrowed.account_id.as_slice()?;
+    let pool = pool::current()?;
+    py.detach(|| pool::install(&pool, || work(&core_book, account_ids)))
+        .map_err(|e| to_py(e, what))
+}
+
 pub fn optional_slice<'a>(
     array: &'a Option<PyReadonlyArray1<'_, f64>>,
 ) -> PyResult<Option<&'a [f64]>> {

@@ -7,7 +7,7 @@ use vamargin_core::financing::{
     accrue_interest as core_accrue, margin_calls as core_calls, DayCount,
 };
 
-use crate::book::PyCoreBook;
+use crate::book::{on_book, PyCoreBook};
 use crate::columns::column;
 use crate::errors::{to_py, ConfigError, DataError};
 use crate::params::PyEngineParams;
@@ -144,8 +144,6 @@ pub fn collateral_figures<'py>(
     asset_prices: PyReadonlyArray1<'py, f64>,
     weights: PyReadonlyArray1<'py, f64>,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let borrowed = book.borrow(py);
-    let core_book = borrowed.book(params)?;
     let prices = asset_prices.as_slice()?;
     let weights = weights.as_slice()?;
     if prices.len() != params.inner.assets.len() || weights.len() != prices.len() {
@@ -153,12 +151,14 @@ pub fn collateral_figures<'py>(
             "collateral_figures: one price and one weight per asset",
         ));
     }
-    let pool = pool::current()?;
-    let figures = py.detach(|| {
-        pool::install(&pool, || {
-            vamargin_core::financing::collateral_figures(&params.inner, &core_book, prices, weights)
-        })
-    });
+    let figures = on_book(py, params, book, "collateral", |core_book, _| {
+        Ok(vamargin_core::financing::collateral_figures(
+            &params.inner,
+            core_book,
+            prices,
+            weights,
+        ))
+    })?;
     let out = PyDict::new(py);
     out.set_item("by_asset", figures.by_asset.into_pyarray(py))?;
     out.set_item("recognised", figures.recognised.into_pyarray(py))?;

@@ -6,10 +6,8 @@ use pyo3::types::PyDict;
 use vamargin_core as core;
 use vamargin_core::{Book, Market, Revaluation};
 
-use crate::book::PyCoreBook;
-use crate::errors::to_py;
+use crate::book::{on_book, PyCoreBook};
 use crate::params::PyEngineParams;
-use crate::pool;
 
 /// What a kernel that runs after a revaluation sees (and may keep the revaluation).
 pub struct Revalued<'a> {
@@ -29,26 +27,19 @@ pub fn after_revaluation<T: Send>(
     marks: &PyReadonlyArray1<'_, f64>,
     work: impl FnOnce(Revalued<'_>) -> T + Send,
 ) -> PyResult<T> {
-    let borrowed = book.borrow(py);
-    let core_book = borrowed.book(params)?;
     let market = Market {
         asset_prices: asset_prices.as_slice()?,
         marks: marks.as_slice()?,
     };
-    let account_ids = borrowed.account_id.as_slice()?;
-    let pool = pool::current()?;
-    py.detach(|| {
-        pool::install(&pool, || {
-            let revaluation = core::revalue(&params.inner, &core_book, &market)?;
-            Ok(work(Revalued {
-                book: &core_book,
-                market: &market,
-                revaluation,
-                account_ids,
-            }))
-        })
+    on_book(py, params, book, "revalue", |core_book, account_ids| {
+        let revaluation = core::revalue(&params.inner, core_book, &market)?;
+        Ok(work(Revalued {
+            book: core_book,
+            market: &market,
+            revaluation,
+            account_ids,
+        }))
     })
-    .map_err(|e| to_py(e, "revalue"))
 }
 
 /// Revalues a validated book; returns `{"accounts": {...}, "positions": {...}}` of numpy

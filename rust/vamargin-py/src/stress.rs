@@ -8,11 +8,9 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use vamargin_core::{stress as core_stress, stressed_equity as core_equity, Scenarios};
 
-use crate::book::PyCoreBook;
+use crate::book::{on_book, PyCoreBook};
 use crate::columns::column;
-use crate::errors::to_py;
 use crate::params::PyEngineParams;
-use crate::pool;
 
 /// Scenario prices as the core wants them: two C-contiguous matrices, one row per
 /// scenario (asset prices in the reporting currency, perpetual marks).
@@ -39,17 +37,10 @@ pub fn stress<'py>(
     marks: PyReadonlyArray2<'py, f64>,
     keep_min_equity: bool,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let borrowed = book.borrow(py);
-    let core_book = borrowed.book(params)?;
     let scenarios = scenarios(&asset_prices, &marks)?;
-    let pool = pool::current()?;
-    let result = py
-        .detach(|| {
-            pool::install(&pool, || {
-                core_stress(&params.inner, &core_book, &scenarios, keep_min_equity)
-            })
-        })
-        .map_err(|e| to_py(e, "stress"))?;
+    let result = on_book(py, params, book, "stress", |core_book, _| {
+        core_stress(&params.inner, core_book, &scenarios, keep_min_equity)
+    })?;
     let totals = &result.totals;
     let out = PyDict::new(py);
     let by_status: Vec<u64> = totals.iter().flat_map(|t| t.accounts_by_status).collect();
@@ -79,18 +70,11 @@ pub fn stressed_equity<'py>(
     marks: PyReadonlyArray2<'py, f64>,
     accounts: PyReadonlyArray1<'py, u32>,
 ) -> PyResult<Bound<'py, numpy::PyArray2<f64>>> {
-    let borrowed = book.borrow(py);
-    let core_book = borrowed.book(params)?;
     let scenarios = scenarios(&asset_prices, &marks)?;
     let rows = accounts.as_slice()?;
-    let pool = pool::current()?;
-    let equity = py
-        .detach(|| {
-            pool::install(&pool, || {
-                core_equity(&params.inner, &core_book, &scenarios, rows)
-            })
-        })
-        .map_err(|e| to_py(e, "stress"))?;
+    let equity = on_book(py, params, book, "stress", |core_book, _| {
+        core_equity(&params.inner, core_book, &scenarios, rows)
+    })?;
     equity
         .into_pyarray(py)
         .reshape([scenarios.count, rows.len()])
