@@ -184,8 +184,16 @@ class TableReader:
             chunk_names = chunk.dictionary.to_pylist()
             remap = np.array([names.setdefault(n, len(names)) for n in chunk_names], dtype=np.int32)
             indices = chunk.indices.to_numpy(zero_copy_only=False)
-            pieces.append(remap[indices] if len(remap) else np.zeros(0, dtype=np.int32))
-        codes = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.int32)
+            if np.array_equal(remap, np.arange(len(remap))):
+                # The first chunk of a dictionary without repeats: its indices are the
+                # codes already (no copy for int32 indices).
+                pieces.append(indices.astype(np.int32, copy=False))
+            else:
+                pieces.append(remap[indices] if len(remap) else np.zeros(0, dtype=np.int32))
+        if len(pieces) == 1:
+            codes = pieces[0]
+        else:
+            codes = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.int32)
         return Codes(names=list(names), codes=np.ascontiguousarray(codes, dtype=np.int32))
 
 

@@ -19,9 +19,12 @@ __all__ = [
     "adl_queue",
     "adl_score",
     "bankruptcy_price",
+    "bind_holdings",
+    "bind_positions",
     "close_size",
     "collateral_figures",
     "first_duplicate_position",
+    "first_repeated_key",
     "funding_house",
     "funding_rate",
     "interest",
@@ -55,6 +58,8 @@ class EligibilityError(MarginError): ...
 _F64 = npt.NDArray[np.float64]
 _U32 = npt.NDArray[np.uint32]
 _I64 = npt.NDArray[np.int64]
+_I32 = npt.NDArray[np.int32]
+_Bools = npt.NDArray[np.bool_]
 _Tier = tuple[float, float, float]
 
 @final
@@ -179,6 +184,18 @@ def first_duplicate_position(
     position_groups: Grouping,
     n_instruments: int,
 ) -> int | None: ...
+def first_repeated_key(keys: _U32, groups: Grouping) -> int | None: ...
+def bind_positions(
+    codes: _I32, lut: _U32, qty: _F64, isolated_margin: _F64 | None, n_instruments: int
+) -> tuple[_U32, _U32, _Bools, int | None]: ...
+def bind_holdings(
+    codes: _I32,
+    lut: _U32,
+    amount: _F64,
+    account: _U32,
+    borrowable: _Bools,
+    may_borrow: _Bools,
+) -> tuple[_U32, _Bools, int | None, int | None, int | None]: ...
 def settle_funding(
     params: EngineParams,
     position_instrument: _U32,

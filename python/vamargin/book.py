@@ -168,28 +168,48 @@ class Book:
         cached for the last config used."""
         if self._bound is not None and self._bound.config is config:
             return self._bound
-        holding_asset = _resolve(self.holding_asset, config.asset_ids, "holdings", "asset", "asset")
-        position_instrument = _resolve(
-            self.position_instrument, config.perpetual_ids, "positions", "instrument", "instrument"
+        # One pass per table in Rust resolves the names and finds the first row each
+        # check rejects; the errors are raised here, in a fixed order.
+        borrowable = np.array([a.borrowable for a in config.assets], dtype=np.bool_)
+        holding_asset, assets_used, unknown_asset, unborrowable, unapproved = _core.bind_holdings(
+            self.holding_asset.codes,
+            _lookup_table(self.holding_asset, config.asset_ids),
+            self.holding_amount,
+            self.holding_account,
+            borrowable,
+            self.margin_client & self.credit_approved,
         )
-        self._check_loans(config, holding_asset)
-        self._check_unique_holdings(config, holding_asset)
+        position_instrument, position_key, instruments_used, unknown_instrument = (
+            _core.bind_positions(
+                self.position_instrument.codes,
+                _lookup_table(self.position_instrument, config.perpetual_ids),
+                self.qty,
+                self.isolated_margin,
+                len(config.perpetuals),
+            )
+        )
+        if unknown_asset is not None:
+            raise _unknown(self.holding_asset, unknown_asset, config.asset_ids, "holdings.asset")
+        if unknown_instrument is not None:
+            raise _unknown(
+                self.position_instrument,
+                unknown_instrument,
+                config.perpetual_ids,
+                "positions.instrument",
+            )
+        self._check_loans(config, holding_asset, unborrowable, unapproved)
         # Each account's rows in key order (asset; instrument and margin mode), so its sums
         # do not depend on how the input rows were ordered.
         holding_groups = _core.Grouping(
             self.holding_account, self.n_accounts, "holdings.account_id", holding_asset
         )
-        position_key = position_instrument * np.uint32(2)
-        if self.isolated_margin is not None:
-            position_key += ~np.isnan(self.isolated_margin)
+        self._check_unique_holdings(config, holding_asset, holding_groups)
         position_groups = _core.Grouping(
             self.position_account, self.n_accounts, "positions.account_id", position_key
         )
         self._check_unique_positions(config, position_instrument, position_groups)
-        # Empty positions are ignored, so they need no prices.
-        live = position_instrument[self.qty != 0]
-        instruments_used = np.bincount(live, minlength=len(config.perpetuals)) > 0
-        assets_used = np.bincount(holding_asset, minlength=len(config.assets)) > 0
+        # Empty positions are ignored, so they need no prices; a held perpetual needs its
+        # settle asset's price.
         for perp_id in np.flatnonzero(instruments_used):
             assets_used[config.asset_ids[config.perpetuals[perp_id].settle]] = True
         core = _core.CoreBook(
@@ -219,17 +239,20 @@ class Book:
         )
         return self._bound
 
-    def _check_loans(self, config: RiskConfig, holding_asset: U32) -> None:
-        borrowable = np.array([a.borrowable for a in config.assets], dtype=np.bool_)
-        negative = self.holding_amount < 0
-        if (row := first_true(negative & ~borrowable[holding_asset])) is not None:
+    def _check_loans(
+        self,
+        config: RiskConfig,
+        holding_asset: U32,
+        unborrowable: int | None,
+        unapproved: int | None,
+    ) -> None:
+        if (row := unborrowable) is not None:
             symbol = config.assets[holding_asset[row]].symbol
             raise DataError(
                 f"holdings.amount row {row}: {self.holding_amount[row]} {symbol} is negative, "
                 f"but {symbol} is not borrowable"
             )
-        approved = self.margin_client & self.credit_approved
-        if (row := first_true(negative & ~approved[self.holding_account])) is not None:
+        if (row := unapproved) is not None:
             account = self.holding_account_id[row]
             symbol = config.assets[holding_asset[row]].symbol
             raise EligibilityError(
@@ -241,6 +264,10 @@ class Book:
     def _check_unique_positions(
         self, config: RiskConfig, position_instrument: U32, groups: _core.Grouping
     ) -> None:
+        if groups.is_sorted:
+            # Rows already in (account, key) order with keys strictly increasing within
+            # each account (what "sorted" means for a grouping): nothing repeats.
+            return
         row = _core.first_duplicate_position(
             position_instrument, self.qty, self.isolated_margin, groups, len(config.perpetuals)
         )
@@ -271,14 +298,12 @@ class Book:
         live = settles[bound.position_instrument] & (self.qty != 0)
         return f"positions.instrument row {first_true(live)} (settle asset)"
 
-    def _check_unique_holdings(self, config: RiskConfig, holding_asset: U32) -> None:
-        if self.n_holdings < 2:
-            return
-        keys = self.holding_account.astype(np.int64) * len(config.assets) + holding_asset
-        order = np.argsort(keys, kind="stable")
-        repeated = keys[order][1:] == keys[order][:-1]
-        if repeated.any():
-            row = int(order[1:][repeated].min())
+    def _check_unique_holdings(
+        self, config: RiskConfig, holding_asset: U32, groups: _core.Grouping
+    ) -> None:
+        if groups.is_sorted:
+            return  # keys strictly increase within each account (see above)
+        if (row := _core.first_repeated_key(holding_asset, groups)) is not None:
             raise DataError(
                 f"holdings row {row}: account {self.holding_account_id[row]} already has a "
                 f"{config.assets[holding_asset[row]].symbol} holding (one row per account "
@@ -298,11 +323,16 @@ def _first_unknown(lut: npt.NDArray[np.integer[Any]], codes: Codes) -> int | Non
     return first_true(lut[codes.codes] < 0)
 
 
-def _resolve(codes: Codes, ids: dict[str, int], table: str, column: str, what: str) -> U32:
-    lut = np.array([ids.get(name, -1) for name in codes.names] or [0], dtype=np.int64)
-    if (row := _first_unknown(lut, codes)) is not None:
-        name = codes.names[codes.codes[row]]
-        raise DataError(
-            f"{table}.{column} row {row}: unknown {what} {name!r} (configured: {sorted(ids)})"
-        )
-    return np.ascontiguousarray(np.maximum(lut, 0)[codes.codes], dtype=np.uint32)
+_UNKNOWN = np.uint32(0xFFFF_FFFF)
+"""What `_lookup_table` maps a name that is not configured to."""
+
+
+def _lookup_table(codes: Codes, ids: dict[str, int]) -> U32:
+    """Code → config id (``_UNKNOWN`` for names not configured)."""
+    return np.array([ids.get(name, _UNKNOWN) for name in codes.names], dtype=np.uint32)
+
+
+def _unknown(codes: Codes, row: int, ids: dict[str, int], where: str) -> DataError:
+    name = codes.names[codes.codes[row]]
+    what = where.split(".")[1]
+    return DataError(f"{where} row {row}: unknown {what} {name!r} (configured: {sorted(ids)})")

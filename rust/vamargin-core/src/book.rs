@@ -4,6 +4,8 @@
 //! a [`Grouping`] lists each account's rows, in row order, so an account's sums are one
 //! fixed-order loop whatever the thread count.
 
+use std::sync::OnceLock;
+
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
@@ -68,8 +70,19 @@ impl Grouping {
             counts[a + 1] += counts[a];
         }
         let offsets = counts;
+        let small_keys = key_of_row.and_then(|keys| {
+            let n_keys = keys.iter().max().map_or(0, |&k| k as usize + 1);
+            (n_keys <= MAX_COUNTED_KEYS).then_some((keys, n_keys))
+        });
         let order = if sorted {
             None
+        } else if let Some((keys, n_keys)) = small_keys {
+            Some(order_by_key_then_account(
+                account_of_row,
+                keys,
+                n_keys,
+                &offsets,
+            ))
         } else {
             let mut next = offsets[..n_accounts].to_vec();
             let mut order = vec![0u32; account_of_row.len()];
@@ -95,6 +108,14 @@ impl Grouping {
         self.offsets.len() - 1
     }
 
+    /// The row of each (account, position in account) slot: for tests and checks.
+    #[cfg(test)]
+    fn rows(&self) -> Vec<usize> {
+        let mut rows = Vec::with_capacity(self.n_rows());
+        (0..self.n_accounts()).for_each(|a| self.for_each_row(a, |r| rows.push(r)));
+        rows
+    }
+
     pub fn n_rows(&self) -> usize {
         self.offsets[self.offsets.len() - 1]
     }
@@ -115,28 +136,76 @@ impl Grouping {
     }
 }
 
-/// Maps external `account_id`s to dense indexes `0..n` (their row in the accounts table).
-///
-/// Contiguous ascending ids are mapped by subtraction; anything else by an open-addressing
-/// table with a multiplicative hash (read-only after build, so lookups run in parallel).
-#[derive(Debug, Clone)]
-pub struct AccountIndex {
-    len: usize,
-    lookup: Lookup,
-    /// The ids themselves when they are strictly ascending: sorted lookups then merge.
-    ascending: Option<Vec<i64>>,
+/// Keys below this are grouped by two counting sorts instead of one sort per account.
+const MAX_COUNTED_KEYS: usize = 1 << 16;
+
+/// Rows stably counting-sorted by key, then stably by account (`offsets` are the
+/// accounts' starts): each account's rows end in key order, equal keys in row order, as
+/// the per-account sort would leave them, in two sequential passes with one scattered
+/// write each instead of millions of small sorts.
+fn order_by_key_then_account(
+    account_of_row: &[u32],
+    keys: &[u32],
+    n_keys: usize,
+    offsets: &[usize],
+) -> Vec<u32> {
+    let mut next_of_key = vec![0usize; n_keys + 1];
+    for &key in keys {
+        next_of_key[key as usize + 1] += 1;
+    }
+    for k in 0..n_keys {
+        next_of_key[k + 1] += next_of_key[k];
+    }
+    let mut by_key = vec![0u32; keys.len()];
+    for (row, &key) in keys.iter().enumerate() {
+        let slot = &mut next_of_key[key as usize];
+        // Row counts fit in u32 (checked by the caller).
+        by_key[*slot] = row as u32;
+        *slot += 1;
+    }
+    let mut next_of_account = offsets[..offsets.len() - 1].to_vec();
+    let mut order = vec![0u32; keys.len()];
+    for &row in &by_key {
+        let slot = &mut next_of_account[account_of_row[row as usize] as usize];
+        order[*slot] = row;
+        *slot += 1;
+    }
+    order
 }
 
-#[derive(Debug, Clone)]
-enum Lookup {
+/// Maps external `account_id`s to dense indexes `0..n` (their row in the accounts table).
+///
+/// - Contiguous ascending ids are mapped by subtraction.
+/// - Other strictly ascending ids (the usual dump of an accounts table) keep a copy of the
+///   ids: non-decreasing lookups (tables dumped in account order) merge against it in
+///   parallel blocks, single ids are found by binary search, and the hash table for
+///   unordered lookups is built the first time one is needed.
+/// - Anything else is hashed at once, which is also how duplicates are found: an open
+///   addressing table with a multiplicative hash, read-only after build, so lookups run in
+///   parallel.
+#[derive(Debug)]
+pub struct AccountIndex {
+    len: usize,
+    layout: Layout,
+}
+
+#[derive(Debug)]
+enum Layout {
     Dense {
         first: i64,
     },
-    Hashed {
-        keys: Vec<i64>,
-        rows: Vec<u32>,
-        shift: u32,
+    Ascending {
+        ids: Vec<i64>,
+        table: OnceLock<HashTable>,
     },
+    Hashed(HashTable),
+}
+
+#[derive(Debug)]
+struct HashTable {
+    keys: Vec<i64>,
+    rows: Vec<u32>,
+    shift: u32,
 }
 
 const EMPTY: u32 = u32::MAX;
@@ -147,31 +216,9 @@ fn slot_of(key: i64, shift: u32) -> usize {
     ((key as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> shift) as usize
 }
 
-impl AccountIndex {
-    pub fn build(ids: &[i64]) -> Result<Self> {
-        if ids.len() >= EMPTY as usize {
-            return Err(Error::LengthMismatch {
-                column: "account_id",
-                expected: EMPTY as usize - 1,
-                actual: ids.len(),
-            });
-        }
-        let dense = ids.first().is_some_and(|&first| {
-            ids.iter()
-                .enumerate()
-                .all(|(i, &id)| first.checked_add(i as i64) == Some(id))
-        });
-        if dense {
-            return Ok(AccountIndex {
-                len: ids.len(),
-                lookup: Lookup::Dense { first: ids[0] },
-                ascending: None,
-            });
-        }
-        let ascending = ids
-            .windows(2)
-            .all(|pair| pair[0] < pair[1])
-            .then(|| ids.to_vec());
+impl HashTable {
+    /// The table of `ids`; a repeated id is an error naming the row of its repeat.
+    fn build(ids: &[i64]) -> Result<Self> {
         let capacity = (ids.len() * 2).next_power_of_two().max(16);
         let shift = 64 - capacity.trailing_zeros();
         let mut keys = vec![0i64; capacity];
@@ -191,54 +238,27 @@ impl AccountIndex {
                 slot = (slot + 1) & mask;
             }
         }
-        Ok(AccountIndex {
-            len: ids.len(),
-            lookup: Lookup::Hashed { keys, rows, shift },
-            ascending,
-        })
-    }
-
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
+        Ok(HashTable { keys, rows, shift })
     }
 
     #[inline]
-    pub fn get(&self, id: i64) -> Option<u32> {
-        match &self.lookup {
-            Lookup::Dense { first } => {
-                let offset = id.checked_sub(*first)?;
-                (0..self.len as i64)
-                    .contains(&offset)
-                    .then_some(offset as u32)
+    fn get(&self, id: i64) -> Option<u32> {
+        let mask = self.keys.len() - 1;
+        let mut slot = slot_of(id, self.shift);
+        loop {
+            let row = self.rows[slot];
+            if row == EMPTY {
+                return None;
             }
-            Lookup::Hashed { keys, rows, shift } => {
-                let mask = keys.len() - 1;
-                let mut slot = slot_of(id, *shift);
-                loop {
-                    let row = rows[slot];
-                    if row == EMPTY {
-                        return None;
-                    }
-                    if keys[slot] == id {
-                        return Some(row);
-                    }
-                    slot = (slot + 1) & mask;
-                }
+            if self.keys[slot] == id {
+                return Some(row);
             }
+            slot = (slot + 1) & mask;
         }
     }
 
-    /// Dense indexes of `ids`; the first unknown id is an error naming its row.
-    pub fn lookup_all(&self, ids: &[i64]) -> Result<Vec<u32>> {
-        if let Some(sorted) = &self.ascending {
-            if ids.windows(2).all(|pair| pair[0] <= pair[1]) {
-                return merge_lookup(sorted, ids);
-            }
-        }
+    /// Rows of `ids`, the first unknown one an error naming its row.
+    fn lookup_all(&self, ids: &[i64]) -> Result<Vec<u32>> {
         let found: Vec<u32> = ids
             .par_iter()
             .with_min_len(4096)
@@ -260,22 +280,148 @@ impl AccountIndex {
     }
 }
 
-/// Rows of non-decreasing `ids` in strictly ascending `sorted`: one sequential merge
-/// instead of a hash probe per row (tables dumped in account order).
-fn merge_lookup(sorted: &[i64], ids: &[i64]) -> Result<Vec<u32>> {
-    let mut rows = Vec::with_capacity(ids.len());
-    let mut at = 0usize;
-    for (row, &id) in ids.iter().enumerate() {
-        while at < sorted.len() && sorted[at] < id {
-            at += 1;
+impl AccountIndex {
+    pub fn build(ids: &[i64]) -> Result<Self> {
+        if ids.len() >= EMPTY as usize {
+            return Err(Error::LengthMismatch {
+                column: "account_id",
+                expected: EMPTY as usize - 1,
+                actual: ids.len(),
+            });
         }
-        if at == sorted.len() || sorted[at] != id {
-            return Err(Error::UnknownKey { row, key: id });
-        }
-        // The index holds fewer than u32::MAX ids (checked when built).
-        rows.push(at as u32);
+        let len = ids.len();
+        let dense = ids.first().is_some_and(|&first| {
+            ids.iter()
+                .enumerate()
+                .all(|(i, &id)| first.checked_add(i as i64) == Some(id))
+        });
+        let layout = if dense {
+            Layout::Dense { first: ids[0] }
+        } else if ids.windows(2).all(|pair| pair[0] < pair[1]) {
+            Layout::Ascending {
+                ids: ids.to_vec(),
+                table: OnceLock::new(),
+            }
+        } else {
+            Layout::Hashed(HashTable::build(ids)?)
+        };
+        Ok(AccountIndex { len, layout })
     }
-    Ok(rows)
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    #[inline]
+    pub fn get(&self, id: i64) -> Option<u32> {
+        match &self.layout {
+            Layout::Dense { first } => {
+                let offset = id.checked_sub(*first)?;
+                (0..self.len as i64)
+                    .contains(&offset)
+                    .then_some(offset as u32)
+            }
+            // Fewer than u32::MAX ids (checked when built).
+            Layout::Ascending { ids, .. } => ids.binary_search(&id).ok().map(|row| row as u32),
+            Layout::Hashed(table) => table.get(id),
+        }
+    }
+
+    /// Dense indexes of `ids`; the first unknown id is an error naming its row.
+    pub fn lookup_all(&self, ids: &[i64]) -> Result<Vec<u32>> {
+        match &self.layout {
+            Layout::Dense { .. } => dense_lookup(ids, |id| self.get(id)),
+            Layout::Ascending { ids: sorted, table } => match merge_lookup(sorted, ids)? {
+                Some(rows) => Ok(rows),
+                None => table
+                    .get_or_init(|| {
+                        HashTable::build(sorted).expect("ascending ids have no duplicates")
+                    })
+                    .lookup_all(ids),
+            },
+            Layout::Hashed(table) => table.lookup_all(ids),
+        }
+    }
+}
+
+/// `ids` looked up one by one with `get`, in parallel blocks.
+fn dense_lookup(ids: &[i64], get: impl Fn(i64) -> Option<u32> + Sync) -> Result<Vec<u32>> {
+    let mut rows = vec![0u32; ids.len()];
+    let first_unknown = rows
+        .par_chunks_mut(SCAN_BLOCK)
+        .zip(ids.par_chunks(SCAN_BLOCK))
+        .enumerate()
+        .filter_map(|(block, (out, ids))| {
+            for (i, (slot, &id)) in out.iter_mut().zip(ids).enumerate() {
+                match get(id) {
+                    Some(row) => *slot = row,
+                    None => return Some(block * SCAN_BLOCK + i),
+                }
+            }
+            None
+        })
+        .min();
+    match first_unknown {
+        Some(row) => Err(Error::UnknownKey { row, key: ids[row] }),
+        None => Ok(rows),
+    }
+}
+
+/// What one block of a merge lookup found.
+enum Merged {
+    Done,
+    Unknown(usize),
+    Unordered,
+}
+
+/// Rows of `ids` in strictly ascending `sorted` when `ids` is non-decreasing (tables dumped
+/// in account order): each parallel block binary-searches its first id, then merges.
+/// `Ok(None)` when `ids` is not in order (the caller then hashes).
+fn merge_lookup(sorted: &[i64], ids: &[i64]) -> Result<Option<Vec<u32>>> {
+    let mut rows = vec![0u32; ids.len()];
+    let outcomes: Vec<Merged> = rows
+        .par_chunks_mut(SCAN_BLOCK)
+        .zip(ids.par_chunks(SCAN_BLOCK))
+        .enumerate()
+        .map(|(block, (out, block_ids))| {
+            let start = block * SCAN_BLOCK;
+            // Order across blocks: this block's first id against the previous block's last.
+            if start > 0 && ids[start - 1] > block_ids[0] {
+                return Merged::Unordered;
+            }
+            let mut at = sorted.partition_point(|&id| id < block_ids[0]);
+            let mut previous = block_ids[0];
+            for (i, (slot, &id)) in out.iter_mut().zip(block_ids).enumerate() {
+                if id < previous {
+                    return Merged::Unordered;
+                }
+                previous = id;
+                while at < sorted.len() && sorted[at] < id {
+                    at += 1;
+                }
+                if at == sorted.len() || sorted[at] != id {
+                    return Merged::Unknown(start + i);
+                }
+                // The index holds fewer than u32::MAX ids (checked when built).
+                *slot = at as u32;
+            }
+            Merged::Done
+        })
+        .collect();
+    if outcomes.iter().any(|o| matches!(o, Merged::Unordered)) {
+        return Ok(None);
+    }
+    match outcomes.iter().find_map(|o| match o {
+        Merged::Unknown(row) => Some(*row),
+        _ => None,
+    }) {
+        Some(row) => Err(Error::UnknownKey { row, key: ids[row] }),
+        None => Ok(Some(rows)),
+    }
 }
 
 /// Account-level inputs (one row per account, dense index = row).
@@ -539,6 +685,28 @@ pub fn first_duplicate_position(
         .min()
 }
 
+/// The first row (in table order) that repeats the key of an earlier row of its account,
+/// for a grouping built with these `keys` (an account's rows in key order, equal keys in
+/// row order, so a repeat is adjacent to what it repeats). Accounts run in parallel.
+pub fn first_repeated_key(keys: &[u32], groups: &Grouping) -> Option<usize> {
+    (0..groups.n_accounts())
+        .into_par_iter()
+        .with_min_len(1024)
+        .filter_map(|account| {
+            let mut previous: Option<u32> = None;
+            let mut first_repeat: Option<usize> = None;
+            groups.for_each_row(account, |row| {
+                let key = keys[row];
+                if previous == Some(key) && first_repeat.is_none() {
+                    first_repeat = Some(row);
+                }
+                previous = Some(key);
+            });
+            first_repeat
+        })
+        .min()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -571,6 +739,26 @@ mod tests {
         assert!(!Grouping::build(&[0, 1, 1], Some(&[5, 2, 1]), 2, "account")
             .unwrap()
             .is_sorted());
+    }
+
+    #[test]
+    fn counting_and_per_account_sorts_group_alike() {
+        // A scrambled table with repeated keys: small keys take the counting sorts, the
+        // same keys shifted past the limit take the per-account sorts.
+        let n = 5_000;
+        let account: Vec<u32> = (0..n).map(|r| (r * 7919 % 613) as u32).collect();
+        let small: Vec<u32> = (0..n).map(|r| (r * 104_729 % 11) as u32).collect();
+        let large: Vec<u32> = small.iter().map(|&k| k + MAX_COUNTED_KEYS as u32).collect();
+        let counted = Grouping::build(&account, Some(&small), 613, "account").unwrap();
+        let sorted = Grouping::build(&account, Some(&large), 613, "account").unwrap();
+        assert!(!counted.is_sorted());
+        assert_eq!(counted, sorted);
+        let rows = counted.rows();
+        for pair in rows.windows(2) {
+            let (a, b) = (pair[0], pair[1]);
+            let (ka, kb) = ((account[a], small[a], a), (account[b], small[b], b));
+            assert!(ka < kb, "{ka:?} then {kb:?}");
+        }
     }
 
     #[test]
@@ -624,6 +812,18 @@ mod tests {
     }
 
     #[test]
+    fn repeated_keys_are_found_in_table_order() {
+        // Account 1 holds key 4 at rows 1 and 3; account 0 holds key 2 at rows 2 and 4.
+        let account = [1, 1, 0, 1, 0];
+        let keys = [7, 4, 2, 4, 2];
+        let groups = Grouping::build(&account, Some(&keys), 2, "account").unwrap();
+        assert_eq!(first_repeated_key(&keys, &groups), Some(3));
+        let unique = [7, 4, 2, 5, 3];
+        let groups = Grouping::build(&account, Some(&unique), 2, "account").unwrap();
+        assert_eq!(first_repeated_key(&unique, &groups), None);
+    }
+
+    #[test]
     fn dense_and_hashed_indexes_agree() {
         let dense = AccountIndex::build(&[10, 11, 12]).unwrap();
         let hashed = AccountIndex::build(&[12, 10, 11]).unwrap();
@@ -646,6 +846,43 @@ mod tests {
             index.lookup_all(&[40]).unwrap_err(),
             Error::UnknownKey { row: 0, key: 40 }
         );
+    }
+
+    #[test]
+    fn block_merges_find_the_first_unknown_and_fall_back_when_unordered() {
+        // Strictly ascending, not contiguous: the merge layout.
+        let accounts: Vec<i64> = (0..1000).map(|i| i * 7 + 3).collect();
+        let index = AccountIndex::build(&accounts).unwrap();
+        // Three blocks of lookups, non-decreasing, with repeats.
+        let ids: Vec<i64> = (0..3 * SCAN_BLOCK)
+            .map(|i| accounts[i * 1000 / (3 * SCAN_BLOCK)])
+            .collect();
+        let rows = index.lookup_all(&ids).unwrap();
+        assert!(rows
+            .iter()
+            .zip(&ids)
+            .all(|(&r, &id)| accounts[r as usize] == id));
+        // Unknown ids in the second and third blocks: the earlier row is named.
+        let mut bad = ids.clone();
+        bad[2 * SCAN_BLOCK + 5] = 5;
+        bad[SCAN_BLOCK + 9] += 1;
+        assert_eq!(
+            index.lookup_all(&bad).unwrap_err(),
+            Error::UnknownKey {
+                row: SCAN_BLOCK + 9,
+                key: ids[SCAN_BLOCK + 9] + 1
+            }
+        );
+        // Out of order across a block boundary: hashed, same rows.
+        let mut unordered = ids.clone();
+        unordered.swap(SCAN_BLOCK - 1, 2 * SCAN_BLOCK);
+        let hashed = index.lookup_all(&unordered).unwrap();
+        assert!(hashed
+            .iter()
+            .zip(&unordered)
+            .all(|(&r, &id)| accounts[r as usize] == id));
+        assert_eq!(index.get(10), Some(1));
+        assert_eq!(index.get(11), None);
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! currency; per-position perpetual figures are in the contract's settle currency.
 #![forbid(unsafe_code)]
 
+pub mod binding;
 pub mod book;
 pub mod error;
 pub mod financing;
@@ -21,11 +22,15 @@ pub mod tiers;
 pub mod valuation;
 
 pub use book::{
-    first_duplicate_position, AccountIndex, Accounts, Book, Grouping, Holdings, Positions,
+    first_duplicate_position, first_repeated_key, AccountIndex, Accounts, Book, Grouping, Holdings,
+    Positions,
 };
 pub use error::{Error, Result};
 pub use params::{AssetParams, CallTarget, EngineParams, Haircuts, PerpetualParams};
 pub use perp::ContractKind;
 pub use stress::{stress, stressed_equity, ScenarioTotals, Scenarios, StressResult};
 pub use tiers::{MarginTier, SizeTiers, TierSpec, TierTable};
-pub use valuation::{revalue, AccountFigures, Market, PositionFigures, Revaluation, Status};
+pub use valuation::{
+    revalue, revalue_into, AccountFigures, Columns, Market, PositionFigures, Revaluation, Status,
+    Zeroed,
+};

@@ -288,8 +288,39 @@ pub(crate) fn value_account(
     }
 }
 
+/// Where a kernel's fresh output columns come from. Every element is written before it
+/// is read, so the memory may be lazily zeroed: [`Zeroed`] asks the allocator for zeroed
+/// vectors (fresh pages the kernel faults in on first write); the Python bindings hand
+/// out the same vectors advised for transparent huge pages, which cuts those faults
+/// 512-fold on a large book.
+pub trait Columns: Sync {
+    fn f64s(&self, n: usize) -> Vec<f64> {
+        vec![0.0; n]
+    }
+
+    fn u8s(&self, n: usize) -> Vec<u8> {
+        vec![0; n]
+    }
+}
+
+/// Plain zeroed vectors.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Zeroed;
+
+impl Columns for Zeroed {}
+
 /// Revalues every account and position of `book` at `market`.
 pub fn revalue(params: &EngineParams, book: &Book<'_>, market: &Market<'_>) -> Result<Revaluation> {
+    revalue_into(params, book, market, &Zeroed)
+}
+
+/// [`revalue`] with output columns from `columns`.
+pub fn revalue_into(
+    params: &EngineParams,
+    book: &Book<'_>,
+    market: &Market<'_>,
+    columns: &impl Columns,
+) -> Result<Revaluation> {
     if market.asset_prices.len() != params.assets.len() {
         return Err(Error::LengthMismatch {
             column: "asset prices",
@@ -308,32 +339,32 @@ pub fn revalue(params: &EngineParams, book: &Book<'_>, market: &Market<'_>) -> R
     let n_accounts = book.n_accounts();
 
     let mut positions = PositionFigures {
-        notional: vec![0.0; n_positions],
-        upnl: vec![0.0; n_positions],
-        initial_margin: vec![0.0; n_positions],
-        maintenance_margin: vec![0.0; n_positions],
-        tier: vec![0; n_positions],
-        liquidation_price: vec![0.0; n_positions],
-        bankruptcy_price: vec![0.0; n_positions],
-        adl_score: vec![0.0; n_positions],
+        notional: columns.f64s(n_positions),
+        upnl: columns.f64s(n_positions),
+        initial_margin: columns.f64s(n_positions),
+        maintenance_margin: columns.f64s(n_positions),
+        tier: columns.u8s(n_positions),
+        liquidation_price: columns.f64s(n_positions),
+        bankruptcy_price: columns.f64s(n_positions),
+        adl_score: columns.f64s(n_positions),
     };
     position_margins(params, book, market, &mut positions);
 
     let mut accounts = AccountFigures {
-        equity: vec![0.0; n_accounts],
-        collateral_value: vec![0.0; n_accounts],
-        debit: vec![0.0; n_accounts],
-        upnl: vec![0.0; n_accounts],
-        initial_requirement: vec![0.0; n_accounts],
-        maintenance_requirement: vec![0.0; n_accounts],
-        liquidation_requirement: vec![0.0; n_accounts],
-        excess: vec![0.0; n_accounts],
-        margin_ratio: vec![0.0; n_accounts],
-        ltv: vec![0.0; n_accounts],
-        call_amount: vec![0.0; n_accounts],
-        status: vec![0; n_accounts],
+        equity: columns.f64s(n_accounts),
+        collateral_value: columns.f64s(n_accounts),
+        debit: columns.f64s(n_accounts),
+        upnl: columns.f64s(n_accounts),
+        initial_requirement: columns.f64s(n_accounts),
+        maintenance_requirement: columns.f64s(n_accounts),
+        liquidation_requirement: columns.f64s(n_accounts),
+        excess: columns.f64s(n_accounts),
+        margin_ratio: columns.f64s(n_accounts),
+        ltv: columns.f64s(n_accounts),
+        call_amount: columns.f64s(n_accounts),
+        status: columns.u8s(n_accounts),
     };
-    let cross = account_pass(params, book, market, &positions, &mut accounts);
+    let cross = account_pass(params, book, market, &positions, &mut accounts, columns);
     position_prices(params, book, market, &accounts, &cross, &mut positions);
     Ok(Revaluation {
         accounts,
@@ -392,12 +423,13 @@ fn account_pass(
     market: &Market<'_>,
     positions: &PositionFigures,
     out: &mut AccountFigures,
+    columns: &impl Columns,
 ) -> CrossTotals {
     let n_accounts = book.n_accounts();
     let mut cross = CrossTotals {
-        wallet: vec![0.0; n_accounts],
-        holdings_value: vec![0.0; n_accounts],
-        maintenance: vec![0.0; n_accounts],
+        wallet: columns.f64s(n_accounts),
+        holdings_value: columns.f64s(n_accounts),
+        maintenance: columns.f64s(n_accounts),
     };
     let columns = AccountRows {
         equity: &mut out.equity,

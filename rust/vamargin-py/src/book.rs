@@ -304,3 +304,103 @@ pub fn first_duplicate_position(
         })
     }))
 }
+
+fn same_lengths(table: &str, lengths: &[usize]) -> PyResult<()> {
+    if lengths.windows(2).all(|pair| pair[0] == pair[1]) {
+        Ok(())
+    } else {
+        Err(DataError::new_err(format!(
+            "{table}: columns have different lengths {lengths:?}"
+        )))
+    }
+}
+
+/// Position instruments resolved: `(instrument, key, used, first_unknown_row)`; see
+/// `vamargin_core::binding::bind_positions`.
+#[pyfunction]
+#[pyo3(signature = (codes, lut, qty, isolated_margin, n_instruments))]
+#[allow(clippy::type_complexity)]
+pub fn bind_positions<'py>(
+    py: Python<'py>,
+    codes: PyReadonlyArray1<'py, i32>,
+    lut: PyReadonlyArray1<'py, u32>,
+    qty: PyReadonlyArray1<'py, f64>,
+    isolated_margin: Option<PyReadonlyArray1<'py, f64>>,
+    n_instruments: usize,
+) -> PyResult<(
+    Bound<'py, PyArray1<u32>>,
+    Bound<'py, PyArray1<u32>>,
+    Bound<'py, PyArray1<bool>>,
+    Option<usize>,
+)> {
+    let (codes, lut, qty) = (codes.as_slice()?, lut.as_slice()?, qty.as_slice()?);
+    let isolated = optional_slice(&isolated_margin)?;
+    let mut lengths = vec![codes.len(), qty.len()];
+    lengths.extend(isolated.map(<[f64]>::len));
+    same_lengths("positions", &lengths)?;
+    let pool = pool::current()?;
+    let bound = py.detach(|| {
+        pool::install(&pool, || {
+            core::binding::bind_positions(codes, lut, qty, isolated, n_instruments)
+        })
+    });
+    Ok((
+        bound.instrument.into_pyarray(py),
+        bound.key.into_pyarray(py),
+        bound.used.into_pyarray(py),
+        bound.first_unknown,
+    ))
+}
+
+/// Holding assets resolved and loans checked: `(asset, used, first_unknown_row,
+/// first_unborrowable_loan_row, first_unapproved_loan_row)`; see
+/// `vamargin_core::binding::bind_holdings`.
+#[pyfunction]
+#[allow(clippy::type_complexity)]
+pub fn bind_holdings<'py>(
+    py: Python<'py>,
+    codes: PyReadonlyArray1<'py, i32>,
+    lut: PyReadonlyArray1<'py, u32>,
+    amount: PyReadonlyArray1<'py, f64>,
+    account: PyReadonlyArray1<'py, u32>,
+    borrowable: PyReadonlyArray1<'py, bool>,
+    may_borrow: PyReadonlyArray1<'py, bool>,
+) -> PyResult<(
+    Bound<'py, PyArray1<u32>>,
+    Bound<'py, PyArray1<bool>>,
+    Option<usize>,
+    Option<usize>,
+    Option<usize>,
+)> {
+    let (codes, lut, amount) = (codes.as_slice()?, lut.as_slice()?, amount.as_slice()?);
+    let (account, borrowable) = (account.as_slice()?, borrowable.as_slice()?);
+    let may_borrow = may_borrow.as_slice()?;
+    same_lengths("holdings", &[codes.len(), amount.len(), account.len()])?;
+    let pool = pool::current()?;
+    let bound = py.detach(|| {
+        pool::install(&pool, || {
+            core::binding::bind_holdings(codes, lut, amount, account, borrowable, may_borrow)
+        })
+    });
+    Ok((
+        bound.asset.into_pyarray(py),
+        bound.used.into_pyarray(py),
+        bound.first_unknown,
+        bound.first_unborrowable_loan,
+        bound.first_unapproved_loan,
+    ))
+}
+
+/// First row repeating the key of an earlier row of its account, for a grouping built
+/// with these `keys`, or `None`.
+#[pyfunction]
+pub fn first_repeated_key(
+    py: Python<'_>,
+    keys: PyReadonlyArray1<'_, u32>,
+    groups: &PyGrouping,
+) -> PyResult<Option<usize>> {
+    let keys = keys.as_slice()?;
+    same_lengths("grouping keys", &[keys.len(), groups.inner.n_rows()])?;
+    let pool = pool::current()?;
+    Ok(py.detach(|| pool::install(&pool, || core::first_repeated_key(keys, &groups.inner))))
+}

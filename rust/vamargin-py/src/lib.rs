@@ -12,6 +12,7 @@ mod columns;
 mod errors;
 mod financing;
 mod funding;
+mod huge_pages;
 mod liquidation;
 mod params;
 mod pool;
@@ -28,6 +29,9 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<book::PyGrouping>()?;
     m.add_class::<book::PyCoreBook>()?;
     m.add_function(wrap_pyfunction!(book::first_duplicate_position, m)?)?;
+    m.add_function(wrap_pyfunction!(book::first_repeated_key, m)?)?;
+    m.add_function(wrap_pyfunction!(book::bind_positions, m)?)?;
+    m.add_function(wrap_pyfunction!(book::bind_holdings, m)?)?;
     m.add_function(wrap_pyfunction!(revaluation::revalue, m)?)?;
     m.add_function(wrap_pyfunction!(stress::stress, m)?)?;
     m.add_function(wrap_pyfunction!(stress::stressed_equity, m)?)?;

@@ -7,6 +7,7 @@ use vamargin_core as core;
 use vamargin_core::{Book, Market, Revaluation};
 
 use crate::book::{on_book, PyCoreBook};
+use crate::huge_pages::HugePages;
 use crate::params::PyEngineParams;
 
 /// What a kernel that runs after a revaluation sees (and may keep the revaluation).
@@ -32,7 +33,7 @@ pub fn after_revaluation<T: Send>(
         marks: marks.as_slice()?,
     };
     on_book(py, params, book, "revalue", |core_book, account_ids| {
-        let revaluation = core::revalue(&params.inner, core_book, &market)?;
+        let revaluation = core::revalue_into(&params.inner, core_book, &market, &HugePages)?;
         Ok(work(Revalued {
             book: core_book,
             market: &market,
