@@ -120,20 +120,25 @@ column_bundle!(
         ltv: f64,
         call_amount: f64,
         status: u8,
-        holdings_value: f64,
-        cross_wallet: f64,
-        cross_maintenance: f64,
+        backing: CrossBacking,
     }
 );
 
-/// What backs a cross position in the reporting currency, per account.
-struct CrossTotals {
-    /// Σ holdings value − holdings' liquidation requirement (Binance's wallet balance for a
-    /// cash-only account).
-    wallet: Vec<f64>,
-    holdings_value: Vec<f64>,
-    maintenance: Vec<f64>,
-}
+/// What backs an account's cross positions, in the reporting currency: everything sweep
+/// 3 reads of the account, packed in one row so that a position reaches it in one cache
+/// line (a shuffled book's positions reach their accounts at random). Indexed by the
+/// constants below.
+type CrossBacking = [f64; 5];
+
+/// Σ holdings value − holdings' liquidation requirement (Binance's wallet balance for a
+/// cash-only account).
+const WALLET: usize = 0;
+const HOLDINGS_VALUE: usize = 1;
+/// Σ maintenance margin of the cross positions.
+const CROSS_MAINTENANCE: usize = 2;
+/// Σ uPnL of the cross positions.
+const CROSS_UPNL: usize = 3;
+const EQUITY: usize = 4;
 
 /// An account's holdings, valued (reporting currency).
 #[derive(Debug, Clone, Copy, Default)]
@@ -364,8 +369,8 @@ pub fn revalue_into(
         call_amount: columns.f64s(n_accounts),
         status: columns.u8s(n_accounts),
     };
-    let cross = account_pass(params, book, market, &positions, &mut accounts, columns);
-    position_prices(params, book, market, &accounts, &cross, &mut positions);
+    let backing = account_pass(params, book, market, &positions, &mut accounts);
+    position_prices(params, book, market, &backing, &mut positions);
     Ok(Revaluation {
         accounts,
         positions,
@@ -423,14 +428,10 @@ fn account_pass(
     market: &Market<'_>,
     positions: &PositionFigures,
     out: &mut AccountFigures,
-    columns: &impl Columns,
-) -> CrossTotals {
+) -> Vec<CrossBacking> {
     let n_accounts = book.n_accounts();
-    let mut cross = CrossTotals {
-        wallet: columns.f64s(n_accounts),
-        holdings_value: columns.f64s(n_accounts),
-        maintenance: columns.f64s(n_accounts),
-    };
+    // All-zero rows: allocated zeroed, like the columns.
+    let mut backing: Vec<CrossBacking> = vec![[0.0; 5]; n_accounts];
     let columns = AccountRows {
         equity: &mut out.equity,
         collateral_value: &mut out.collateral_value,
@@ -444,9 +445,7 @@ fn account_pass(
         ltv: &mut out.ltv,
         call_amount: &mut out.call_amount,
         status: &mut out.status,
-        holdings_value: &mut cross.holdings_value,
-        cross_wallet: &mut cross.wallet,
-        cross_maintenance: &mut cross.maintenance,
+        backing: &mut backing,
     };
     let prices = market.asset_prices;
     for_each_chunk(columns, ACCOUNT_CHUNK, &|first, chunk: AccountRows<'_>| {
@@ -483,20 +482,22 @@ fn account_pass(
             chunk.ltv[i] = loan_to_value(debit, held.collateral);
             chunk.call_amount[i] = v.call_amount;
             chunk.status[i] = v.status as u8;
-            chunk.holdings_value[i] = held.value;
-            chunk.cross_wallet[i] = held.value - held.liquidation;
-            chunk.cross_maintenance[i] = cross.maintenance_margin;
+            let backing = &mut chunk.backing[i];
+            backing[WALLET] = held.value - held.liquidation;
+            backing[HOLDINGS_VALUE] = held.value;
+            backing[CROSS_MAINTENANCE] = cross.maintenance_margin;
+            backing[CROSS_UPNL] = cross.upnl;
+            backing[EQUITY] = equity;
         }
     });
-    cross
+    backing
 }
 
 fn position_prices(
     params: &EngineParams,
     book: &Book<'_>,
     market: &Market<'_>,
-    accounts: &AccountFigures,
-    cross: &CrossTotals,
+    backing: &[CrossBacking],
     out: &mut PositionFigures,
 ) {
     let columns = PositionPrices {
@@ -523,25 +524,24 @@ fn position_prices(
                 }
                 let contract = &params.perpetuals[positions.instrument[row] as usize];
                 let entry = positions.entry_price[row];
-                let (liquidation_balance, bankruptcy_balance, margin_balance) = match positions
-                    .isolated_margin(row)
-                {
-                    Some(margin) => (margin, margin, margin + upnl[row]),
-                    None => {
-                        // Other cross positions stay at their current marks and are converted
-                        // to this position's settle currency at today's price.
-                        let account = positions.account[row] as usize;
-                        let settle_price = market.asset_prices[contract.settle_asset as usize];
-                        let other_upnl = accounts.upnl[account] - upnl[row] * settle_price;
-                        let other_maintenance =
-                            cross.maintenance[account] - maintenance[row] * settle_price;
-                        (
-                            (cross.wallet[account] - other_maintenance + other_upnl) / settle_price,
-                            (cross.holdings_value[account] + other_upnl) / settle_price,
-                            accounts.equity[account] / settle_price,
-                        )
-                    }
-                };
+                let (liquidation_balance, bankruptcy_balance, margin_balance) =
+                    match positions.isolated_margin(row) {
+                        Some(margin) => (margin, margin, margin + upnl[row]),
+                        None => {
+                            // Other cross positions stay at their current marks and are converted
+                            // to this position's settle currency at today's price.
+                            let settle_price = market.asset_prices[contract.settle_asset as usize];
+                            let account = &backing[positions.account[row] as usize];
+                            let other_upnl = account[CROSS_UPNL] - upnl[row] * settle_price;
+                            let other_maintenance =
+                                account[CROSS_MAINTENANCE] - maintenance[row] * settle_price;
+                            (
+                                (account[WALLET] - other_maintenance + other_upnl) / settle_price,
+                                (account[HOLDINGS_VALUE] + other_upnl) / settle_price,
+                                account[EQUITY] / settle_price,
+                            )
+                        }
+                    };
                 let kind = contract.kind;
                 let size = contract.contract_size;
                 chunk.liquidation_price[i] = perp::liquidation_price(
