@@ -23,7 +23,6 @@ __all__ = [
     "bind_positions",
     "close_size",
     "collateral_figures",
-    "first_duplicate_position",
     "first_repeated_key",
     "funding_house",
     "funding_rate",
@@ -177,14 +176,7 @@ def interest(
     principal: float, annual_rate: float, days: int, day_count: str, decimals: int
 ) -> int: ...
 def close_size(shortage: float, price: float, margin_rate: float, fee: float) -> float: ...
-def first_duplicate_position(
-    position_instrument: _U32,
-    qty: _F64,
-    isolated_margin: _F64 | None,
-    position_groups: Grouping,
-    n_instruments: int,
-) -> int | None: ...
-def first_repeated_key(keys: _U32, groups: Grouping) -> int | None: ...
+def first_repeated_key(keys: _U32, groups: Grouping, qty: _F64 | None = None) -> int | None: ...
 def bind_positions(
     codes: _I32, lut: _U32, qty: _F64, isolated_margin: _F64 | None, n_instruments: int
 ) -> tuple[_U32, _U32, _Bools, int | None]: ...

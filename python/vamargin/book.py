@@ -207,7 +207,7 @@ class Book:
         position_groups = _core.Grouping(
             self.position_account, self.n_accounts, "positions.account_id", position_key
         )
-        self._check_unique_positions(config, position_instrument, position_groups)
+        self._check_unique_positions(config, position_instrument, position_key, position_groups)
         # Empty positions are ignored, so they need no prices; a held perpetual needs its
         # settle asset's price.
         for perp_id in np.flatnonzero(instruments_used):
@@ -262,15 +262,17 @@ class Book:
             )
 
     def _check_unique_positions(
-        self, config: RiskConfig, position_instrument: U32, groups: _core.Grouping
+        self,
+        config: RiskConfig,
+        position_instrument: U32,
+        position_key: U32,
+        groups: _core.Grouping,
     ) -> None:
         if groups.is_sorted:
             # Rows already in (account, key) order with keys strictly increasing within
             # each account (what "sorted" means for a grouping): nothing repeats.
             return
-        row = _core.first_duplicate_position(
-            position_instrument, self.qty, self.isolated_margin, groups, len(config.perpetuals)
-        )
+        row = _core.first_repeated_key(position_key, groups, self.qty)
         if row is not None:
             mode = (
                 "cross"

@@ -7,6 +7,8 @@
 
 use rayon::prelude::*;
 
+use crate::columns::Columns;
+
 /// Rows per parallel block.
 const BLOCK: usize = 64 * 1024;
 
@@ -63,17 +65,19 @@ fn merge_used(mut a: Vec<bool>, b: Vec<bool>) -> Vec<bool> {
 
 /// Resolves position instrument `codes` through `lut` (code → config id, [`UNKNOWN`] for
 /// names not configured) into ids, grouping keys and the instruments in use.
-/// `n_instruments` sizes `used`. Slices must be of one length (the caller checks).
+/// `n_instruments` sizes `used`; the two columns come from `columns`. Slices must be of
+/// one length (the caller checks).
 pub fn bind_positions(
     codes: &[i32],
     lut: &[u32],
     qty: &[f64],
     isolated_margin: Option<&[f64]>,
     n_instruments: usize,
+    columns: &impl Columns,
 ) -> BoundPositions {
     let n = codes.len();
-    let mut instrument = vec![0u32; n];
-    let mut key = vec![0u32; n];
+    let mut instrument = columns.u32s(n);
+    let mut key = columns.u32s(n);
     let (used, first_unknown) = instrument
         .par_chunks_mut(BLOCK)
         .zip(key.par_chunks_mut(BLOCK))
@@ -112,7 +116,8 @@ pub fn bind_positions(
 
 /// Resolves holding asset `codes` through `lut` and checks loans: a negative `amount`
 /// must be of a `borrowable` asset (per config asset) and held by an account that may
-/// borrow (`may_borrow`, per account row; `account` gives each holding's row).
+/// borrow (`may_borrow`, per account row; `account` gives each holding's row). The
+/// asset column comes from `columns`.
 pub fn bind_holdings(
     codes: &[i32],
     lut: &[u32],
@@ -120,9 +125,10 @@ pub fn bind_holdings(
     account: &[u32],
     borrowable: &[bool],
     may_borrow: &[bool],
+    columns: &impl Columns,
 ) -> BoundHoldings {
     let n_assets = borrowable.len();
-    let mut asset = vec![0u32; codes.len()];
+    let mut asset = columns.u32s(codes.len());
     type Firsts = (Option<usize>, Option<usize>, Option<usize>);
     let (used, (first_unknown, first_unborrowable_loan, first_unapproved_loan)) = asset
         .par_chunks_mut(BLOCK)
@@ -180,6 +186,7 @@ pub fn bind_holdings(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::columns::Zeroed;
 
     #[test]
     fn positions_resolve_key_and_mark_live_instruments() {
@@ -187,13 +194,13 @@ mod tests {
         let lut = [2, 0, UNKNOWN];
         let qty = [1.0, 0.0, -2.0];
         let isolated = [f64::NAN, 5.0, 3.0];
-        let bound = bind_positions(&[0, 1, 1], &lut, &qty, Some(&isolated), 3);
+        let bound = bind_positions(&[0, 1, 1], &lut, &qty, Some(&isolated), 3, &Zeroed);
         assert_eq!(bound.instrument, vec![2, 0, 0]);
         assert_eq!(bound.key, vec![4, 1, 1]);
         // Perp 0's first row is empty, its second live; perp 1 is unheld.
         assert_eq!(bound.used, vec![true, false, true]);
         assert_eq!(bound.first_unknown, None);
-        let bound = bind_positions(&[0, 2, 2, -1], &lut, &[1.0; 4], None, 3);
+        let bound = bind_positions(&[0, 2, 2, -1], &lut, &[1.0; 4], None, 3, &Zeroed);
         assert_eq!(bound.first_unknown, Some(1));
         assert_eq!(bound.key[0], 4);
     }
@@ -204,7 +211,7 @@ mod tests {
         let mut codes = vec![0i32; n];
         codes[2 * BLOCK + 3] = 9;
         codes[BLOCK + 1] = 9;
-        let bound = bind_positions(&codes, &[0], &vec![1.0; n], None, 1);
+        let bound = bind_positions(&codes, &[0], &vec![1.0; n], None, 1, &Zeroed);
         assert_eq!(bound.first_unknown, Some(BLOCK + 1));
     }
 
@@ -222,6 +229,7 @@ mod tests {
             &account,
             &[true, false],
             &[true, false],
+            &Zeroed,
         );
         assert_eq!(bound.asset, vec![0, 1, 1, 0, 0]);
         assert_eq!(bound.used, vec![true, true]);

@@ -48,28 +48,38 @@ impl Grouping {
             }
         }
         let key = |row: usize| key_of_row.map_or(0, |keys| keys[row]);
-        let mut counts = vec![0usize; n_accounts + 1];
-        let mut sorted = true;
-        for (row, &account) in account_of_row.iter().enumerate() {
-            if account as usize >= n_accounts {
-                return Err(Error::IdOutOfRange {
-                    column,
-                    row,
-                    id: u64::from(account),
-                    len: n_accounts,
-                });
-            }
-            counts[account as usize + 1] += 1;
-            if row > 0 {
-                let previous = account_of_row[row - 1];
-                sorted &= account > previous
-                    || (account == previous && (key_of_row.is_none() || key(row) > key(row - 1)));
-            }
+        if let Some(row) = first_out_of_range(account_of_row, n_accounts) {
+            return Err(Error::IdOutOfRange {
+                column,
+                row,
+                id: u64::from(account_of_row[row]),
+                len: n_accounts,
+            });
         }
-        for a in 0..n_accounts {
-            counts[a + 1] += counts[a];
-        }
-        let offsets = counts;
+        // Rows in (account, key) order, keys strictly increasing within an account.
+        let in_order = |row: usize| {
+            let (account, previous) = (account_of_row[row], account_of_row[row - 1]);
+            account > previous
+                || (account == previous && (key_of_row.is_none() || key(row) > key(row - 1)))
+        };
+        let n_blocks = account_of_row.len().div_ceil(SCAN_BLOCK);
+        let sorted = (0..n_blocks).into_par_iter().all(|block| {
+            let end = ((block + 1) * SCAN_BLOCK).min(account_of_row.len());
+            let mut rows = (block * SCAN_BLOCK).max(1)..end;
+            rows.all(in_order)
+        });
+        let offsets = if sorted {
+            sorted_offsets(account_of_row, n_accounts)
+        } else {
+            let mut counts = vec![0usize; n_accounts + 1];
+            for &account in account_of_row {
+                counts[account as usize + 1] += 1;
+            }
+            for a in 0..n_accounts {
+                counts[a + 1] += counts[a];
+            }
+            counts
+        };
         let small_keys = key_of_row.and_then(|keys| {
             let n_keys = keys.iter().max().map_or(0, |&k| k as usize + 1);
             (n_keys <= MAX_COUNTED_KEYS).then_some((keys, n_keys))
@@ -134,6 +144,46 @@ impl Grouping {
             Some(order) => order[range].iter().for_each(|&row| f(row as usize)),
         }
     }
+}
+
+/// First row whose id is not below `len`: each block is one vectorised maximum, and only
+/// a block that fails is searched for its first bad row.
+fn first_out_of_range(ids: &[u32], len: usize) -> Option<usize> {
+    let out_of_range = |block: &[u32]| {
+        block
+            .iter()
+            .copied()
+            .max()
+            .is_some_and(|m| m as usize >= len)
+    };
+    let block = ids.par_chunks(SCAN_BLOCK).position_first(out_of_range)?;
+    let first = block * SCAN_BLOCK;
+    ids[first..]
+        .iter()
+        .position(|&id| id as usize >= len)
+        .map(|i| first + i)
+}
+
+/// Where each account's rows start in rows sorted by account (plus the row count at the
+/// end): blocks of accounts in parallel, each finding its first row by binary search and
+/// then walking forward.
+fn sorted_offsets(account_of_row: &[u32], n_accounts: usize) -> Vec<usize> {
+    let mut offsets = vec![0usize; n_accounts + 1];
+    offsets
+        .par_chunks_mut(SCAN_BLOCK)
+        .enumerate()
+        .for_each(|(block, out)| {
+            let first_account = block * SCAN_BLOCK;
+            let mut row = account_of_row.partition_point(|&a| (a as usize) < first_account);
+            for (i, offset) in out.iter_mut().enumerate() {
+                let account = first_account + i;
+                while row < account_of_row.len() && (account_of_row[row] as usize) < account {
+                    row += 1;
+                }
+                *offset = row;
+            }
+        });
+    offsets
 }
 
 /// Keys below this are grouped by two counting sorts instead of one sort per account.
@@ -201,11 +251,19 @@ enum Layout {
     Hashed(HashTable),
 }
 
+/// Open addressing with linear probing; a key and its row share a slot, so a probe that
+/// hits reads one cache line.
 #[derive(Debug)]
 struct HashTable {
-    keys: Vec<i64>,
-    rows: Vec<u32>,
+    slots: Vec<Slot>,
     shift: u32,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    key: i64,
+    /// `EMPTY` for a free slot.
+    row: u32,
 }
 
 const EMPTY: u32 = u32::MAX;
@@ -219,41 +277,45 @@ fn slot_of(key: i64, shift: u32) -> usize {
 impl HashTable {
     /// The table of `ids`; a repeated id is an error naming the row of its repeat.
     fn build(ids: &[i64]) -> Result<Self> {
-        let capacity = (ids.len() * 2).next_power_of_two().max(16);
+        // A load factor between 1/3 and 2/3.
+        let capacity = (ids.len() + ids.len() / 2).next_power_of_two().max(16);
         let shift = 64 - capacity.trailing_zeros();
-        let mut keys = vec![0i64; capacity];
-        let mut rows = vec![EMPTY; capacity];
+        let mut slots = vec![Slot { key: 0, row: EMPTY }; capacity];
         let mask = capacity - 1;
         for (row, &id) in ids.iter().enumerate() {
-            let mut slot = slot_of(id, shift);
+            let mut at = slot_of(id, shift);
             loop {
-                if rows[slot] == EMPTY {
-                    keys[slot] = id;
-                    rows[slot] = row as u32;
+                let slot = &mut slots[at];
+                if slot.row == EMPTY {
+                    // Fewer than u32::MAX ids (checked by the caller).
+                    *slot = Slot {
+                        key: id,
+                        row: row as u32,
+                    };
                     break;
                 }
-                if keys[slot] == id {
+                if slot.key == id {
                     return Err(Error::DuplicateKey { row, key: id });
                 }
-                slot = (slot + 1) & mask;
+                at = (at + 1) & mask;
             }
         }
-        Ok(HashTable { keys, rows, shift })
+        Ok(HashTable { slots, shift })
     }
 
     #[inline]
     fn get(&self, id: i64) -> Option<u32> {
-        let mask = self.keys.len() - 1;
-        let mut slot = slot_of(id, self.shift);
+        let mask = self.slots.len() - 1;
+        let mut at = slot_of(id, self.shift);
         loop {
-            let row = self.rows[slot];
-            if row == EMPTY {
+            let slot = self.slots[at];
+            if slot.row == EMPTY {
                 return None;
             }
-            if self.keys[slot] == id {
-                return Some(row);
+            if slot.key == id {
+                return Some(slot.row);
             }
-            slot = (slot + 1) & mask;
+            at = (at + 1) & mask;
         }
     }
 
@@ -490,28 +552,15 @@ pub(crate) fn check_len(column: &'static str, expected: usize, actual: usize) ->
 const SCAN_BLOCK: usize = 64 * 1024;
 
 fn check_ids(column: &'static str, ids: &[u32], len: usize) -> Result<()> {
-    let out_of_range = |block: &[u32]| {
-        block
-            .iter()
-            .copied()
-            .max()
-            .is_some_and(|m| m as usize >= len)
-    };
-    let Some(block) = ids.par_chunks(SCAN_BLOCK).position_first(out_of_range) else {
-        return Ok(());
-    };
-    let first = block * SCAN_BLOCK;
-    let row = first
-        + ids[first..]
-            .iter()
-            .position(|&id| id as usize >= len)
-            .unwrap_or_default();
-    Err(Error::IdOutOfRange {
-        column,
-        row,
-        id: u64::from(ids[row]),
-        len,
-    })
+    match first_out_of_range(ids, len) {
+        None => Ok(()),
+        Some(row) => Err(Error::IdOutOfRange {
+            column,
+            row,
+            id: u64::from(ids[row]),
+            len,
+        }),
+    }
 }
 
 impl<'a> Book<'a> {
@@ -642,53 +691,14 @@ impl<'a> Book<'a> {
     }
 }
 
-/// The first row (in table order) that repeats an (account, instrument, margin mode) key
-/// of an earlier row; empty rows (`qty == 0`) are ignored. Runs over the account grouping
-/// so each account is checked on its own, in parallel.
-pub fn first_duplicate_position(
-    positions: &Positions<'_>,
-    groups: &Grouping,
-    n_instruments: usize,
-) -> Option<usize> {
-    let wide = 2 * n_instruments > 128;
-    (0..groups.n_accounts())
-        .into_par_iter()
-        .with_min_len(1024)
-        .filter_map(|account| {
-            // Keys of this account so far: a bitmask when they fit in 128 bits.
-            let mut mask = 0u128;
-            let mut keys: Vec<usize> = Vec::new();
-            let mut first_repeat: Option<usize> = None;
-            groups.for_each_row(account, |row| {
-                if positions.qty[row] == 0.0 {
-                    return;
-                }
-                let mode = usize::from(positions.isolated_margin(row).is_some());
-                let key = positions.instrument[row] as usize * 2 + mode;
-                let repeated = if wide {
-                    let seen = keys.contains(&key);
-                    keys.push(key);
-                    seen
-                } else {
-                    let bit = 1u128 << key;
-                    let seen = mask & bit != 0;
-                    mask |= bit;
-                    seen
-                };
-                if repeated && first_repeat.is_none() {
-                    // Rows are visited in row order, so the first repeat is the smallest.
-                    first_repeat = Some(row);
-                }
-            });
-            first_repeat
-        })
-        .min()
-}
-
 /// The first row (in table order) that repeats the key of an earlier row of its account,
 /// for a grouping built with these `keys` (an account's rows in key order, equal keys in
-/// row order, so a repeat is adjacent to what it repeats). Accounts run in parallel.
-pub fn first_repeated_key(keys: &[u32], groups: &Grouping) -> Option<usize> {
+/// row order, so a repeat follows what it repeats). Rows whose `qty` is 0 (empty
+/// positions) are skipped when `qty` is given. Accounts run in parallel.
+///
+/// For positions the key is `2·instrument + isolated` (one row per account, instrument
+/// and margin mode); for holdings it is the asset.
+pub fn first_repeated_key(keys: &[u32], groups: &Grouping, qty: Option<&[f64]>) -> Option<usize> {
     (0..groups.n_accounts())
         .into_par_iter()
         .with_min_len(1024)
@@ -696,6 +706,9 @@ pub fn first_repeated_key(keys: &[u32], groups: &Grouping) -> Option<usize> {
             let mut previous: Option<u32> = None;
             let mut first_repeat: Option<usize> = None;
             groups.for_each_row(account, |row| {
+                if qty.is_some_and(|q| q[row] == 0.0) {
+                    return;
+                }
                 let key = keys[row];
                 if previous == Some(key) && first_repeat.is_none() {
                     first_repeat = Some(row);
@@ -762,6 +775,27 @@ mod tests {
     }
 
     #[test]
+    fn sorted_offsets_span_blocks_and_empty_accounts() {
+        // Accounts 0, 3, 3, 4, …: every third account has no rows; more accounts than a
+        // block, and the last accounts have none.
+        let n_accounts = 2 * SCAN_BLOCK + 5;
+        let account: Vec<u32> = (0..n_accounts as u32 - 10)
+            .filter(|a| a % 3 != 1)
+            .flat_map(|a| std::iter::repeat_n(a, (a % 3 + 1) as usize))
+            .collect();
+        let groups = Grouping::build(&account, None, n_accounts, "account").unwrap();
+        assert!(groups.is_sorted());
+        let mut expected = vec![0usize; n_accounts + 1];
+        for &a in &account {
+            expected[a as usize + 1] += 1;
+        }
+        for a in 0..n_accounts {
+            expected[a + 1] += expected[a];
+        }
+        assert_eq!(groups.offsets, expected);
+    }
+
+    #[test]
     fn sorted_rows_need_no_order() {
         let groups = Grouping::build(&[0, 0, 1, 3], None, 4, "account").unwrap();
         assert!(groups.is_sorted());
@@ -787,28 +821,18 @@ mod tests {
     #[test]
     fn duplicate_positions_are_found_per_account_and_mode() {
         let account = [0, 1, 0, 0, 1];
-        let instrument = [0, 0, 0, 1, 0];
         let qty = [1.0, 2.0, -1.0, 1.0, 0.0];
-        let entry = [1.0; 5];
-        let isolated = [f64::NAN, f64::NAN, 5.0, f64::NAN, f64::NAN];
-        let positions = Positions {
-            account: &account,
-            instrument: &instrument,
-            qty: &qty,
-            entry_price: &entry,
-            isolated_margin: Some(&isolated),
-            leverage: None,
-        };
-        let groups = Grouping::build(&account, None, 2, "account").unwrap();
+        // 2·instrument + isolated: row 2 is isolated on instrument 0, row 3 cross on 1.
+        let keys = [0, 0, 1, 2, 0];
+        let groups = Grouping::build(&account, Some(&keys), 2, "account").unwrap();
         // Cross and isolated on one instrument may coexist; an empty row is ignored.
-        assert_eq!(first_duplicate_position(&positions, &groups, 2), None);
-        let instrument = [0, 0, 1, 1, 0];
-        let positions = Positions {
-            instrument: &instrument,
-            isolated_margin: None,
-            ..positions
-        };
-        assert_eq!(first_duplicate_position(&positions, &groups, 2), Some(3));
+        assert_eq!(first_repeated_key(&keys, &groups, Some(&qty)), None);
+        // Counting the empty row, account 1 repeats instrument 0 (cross) at row 4.
+        assert_eq!(first_repeated_key(&keys, &groups, None), Some(4));
+        // Account 0: rows 2 and 3 both cross on instrument 1; row 3 is the repeat.
+        let keys = [0, 0, 2, 2, 0];
+        let groups = Grouping::build(&account, Some(&keys), 2, "account").unwrap();
+        assert_eq!(first_repeated_key(&keys, &groups, Some(&qty)), Some(3));
     }
 
     #[test]
@@ -817,10 +841,10 @@ mod tests {
         let account = [1, 1, 0, 1, 0];
         let keys = [7, 4, 2, 4, 2];
         let groups = Grouping::build(&account, Some(&keys), 2, "account").unwrap();
-        assert_eq!(first_repeated_key(&keys, &groups), Some(3));
+        assert_eq!(first_repeated_key(&keys, &groups, None), Some(3));
         let unique = [7, 4, 2, 5, 3];
         let groups = Grouping::build(&account, Some(&unique), 2, "account").unwrap();
-        assert_eq!(first_repeated_key(&unique, &groups), None);
+        assert_eq!(first_repeated_key(&unique, &groups, None), None);
     }
 
     #[test]

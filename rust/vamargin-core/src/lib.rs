@@ -7,6 +7,7 @@
 
 pub mod binding;
 pub mod book;
+pub mod columns;
 pub mod error;
 pub mod financing;
 pub mod funding;
@@ -21,16 +22,13 @@ pub mod stress;
 pub mod tiers;
 pub mod valuation;
 
-pub use book::{
-    first_duplicate_position, first_repeated_key, AccountIndex, Accounts, Book, Grouping, Holdings,
-    Positions,
-};
+pub use book::{first_repeated_key, AccountIndex, Accounts, Book, Grouping, Holdings, Positions};
+pub use columns::{Columns, Zeroed};
 pub use error::{Error, Result};
 pub use params::{AssetParams, CallTarget, EngineParams, Haircuts, PerpetualParams};
 pub use perp::ContractKind;
 pub use stress::{stress, stressed_equity, ScenarioTotals, Scenarios, StressResult};
 pub use tiers::{MarginTier, SizeTiers, TierSpec, TierTable};
 pub use valuation::{
-    revalue, revalue_into, AccountFigures, Columns, Market, PositionFigures, Revaluation, Status,
-    Zeroed,
+    revalue, revalue_into, AccountFigures, Market, PositionFigures, Revaluation, Status,
 };

@@ -8,7 +8,7 @@
 //! piecewise-linear equation for both kinds.
 
 use crate::params::PerpetualParams;
-use crate::tiers::TierTable;
+use crate::tiers::{MarginTier, TierTable};
 
 /// How a perpetual settles.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -155,28 +155,36 @@ pub fn liquidation_price(
     if (rising && gap_at_zero >= 0.0) || (!rising && gap_at_zero <= 0.0) {
         return None;
     }
+    // The root lies in the first bracket at whose upper floor the gap has reached zero.
+    // At a notional N = a·x the gap is b0 + (b1/a)·N − MM(N), and b1/a is exactly ±1, so
+    // a floor is tested without dividing by a.
     let brackets = tiers.tiers();
-    for (k, tier) in brackets.iter().enumerate() {
-        let x_lo = tier.floor / a;
-        let x_hi = brackets
-            .get(k + 1)
-            .map_or(f64::INFINITY, |next| next.floor / a);
-        let reached = x_hi.is_infinite() || {
-            let gap_hi = b0 + b1 * x_hi - (a * x_hi * tier.mmr - tier.maintenance_amount);
-            if rising {
-                gap_hi >= 0.0
-            } else {
-                gap_hi <= 0.0
-            }
-        };
-        if reached {
-            let x = (b0 + tier.maintenance_amount) / (a * tier.mmr - b1);
-            // The clamp only absorbs rounding at a floor, where both brackets agree.
-            let x = x.clamp(x_lo, x_hi);
-            return (x > 0.0 && x.is_finite()).then(|| price_of_x(kind, x));
+    let slope = b1 / a;
+    let reached = |tier: &MarginTier, next_floor: f64| {
+        let gap = b0 + slope * next_floor - (next_floor * tier.mmr - tier.maintenance_amount);
+        if rising {
+            gap >= 0.0
+        } else {
+            gap <= 0.0
         }
-    }
-    None
+    };
+    let k = brackets
+        .windows(2)
+        .position(|pair| reached(&pair[0], pair[1].floor))
+        .unwrap_or(brackets.len() - 1);
+    let tier = &brackets[k];
+    let x = (b0 + tier.maintenance_amount) / (a * tier.mmr - b1);
+    // The clamp only absorbs rounding at a floor, where both brackets agree.
+    let x_lo = if tier.floor == 0.0 {
+        0.0
+    } else {
+        tier.floor / a
+    };
+    let x_hi = brackets
+        .get(k + 1)
+        .map_or(f64::INFINITY, |next| next.floor / a);
+    let x = x.clamp(x_lo, x_hi);
+    (x > 0.0 && x.is_finite()).then(|| price_of_x(kind, x))
 }
 
 /// The mark price at which the position's margin balance reaches zero, or `None` when no

@@ -10,6 +10,7 @@
 //! Money here is `f64` in the reporting currency (risk measures, not cash movements).
 
 use crate::book::Book;
+use crate::columns::{Columns, Zeroed};
 use crate::error::{Error, Result};
 use crate::parallel::{column_bundle, for_each_chunk};
 use crate::params::{CallTarget, EngineParams};
@@ -293,27 +294,6 @@ pub(crate) fn value_account(
     }
 }
 
-/// Where a kernel's fresh output columns come from. Every element is written before it
-/// is read, so the memory may be lazily zeroed: [`Zeroed`] asks the allocator for zeroed
-/// vectors (fresh pages the kernel faults in on first write); the Python bindings hand
-/// out the same vectors advised for transparent huge pages, which cuts those faults
-/// 512-fold on a large book.
-pub trait Columns: Sync {
-    fn f64s(&self, n: usize) -> Vec<f64> {
-        vec![0.0; n]
-    }
-
-    fn u8s(&self, n: usize) -> Vec<u8> {
-        vec![0; n]
-    }
-}
-
-/// Plain zeroed vectors.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Zeroed;
-
-impl Columns for Zeroed {}
-
 /// Revalues every account and position of `book` at `market`.
 pub fn revalue(params: &EngineParams, book: &Book<'_>, market: &Market<'_>) -> Result<Revaluation> {
     revalue_into(params, book, market, &Zeroed)
@@ -369,8 +349,19 @@ pub fn revalue_into(
         call_amount: columns.f64s(n_accounts),
         status: columns.u8s(n_accounts),
     };
-    let backing = account_pass(params, book, market, &positions, &mut accounts);
-    position_prices(params, book, market, &backing, &mut positions);
+    // Five figures per account, in one flat column (so `columns` allocates it like the
+    // others) seen as rows.
+    let mut backing = columns.f64s(5 * n_accounts);
+    let (backing_rows, _) = backing.as_chunks_mut::<5>();
+    account_pass(
+        params,
+        book,
+        market,
+        &positions,
+        &mut accounts,
+        backing_rows,
+    );
+    position_prices(params, book, market, backing_rows, &mut positions);
     Ok(Revaluation {
         accounts,
         positions,
@@ -428,10 +419,8 @@ fn account_pass(
     market: &Market<'_>,
     positions: &PositionFigures,
     out: &mut AccountFigures,
-) -> Vec<CrossBacking> {
-    let n_accounts = book.n_accounts();
-    // All-zero rows: allocated zeroed, like the columns.
-    let mut backing: Vec<CrossBacking> = vec![[0.0; 5]; n_accounts];
+    backing: &mut [CrossBacking],
+) {
     let columns = AccountRows {
         equity: &mut out.equity,
         collateral_value: &mut out.collateral_value,
@@ -445,7 +434,7 @@ fn account_pass(
         ltv: &mut out.ltv,
         call_amount: &mut out.call_amount,
         status: &mut out.status,
-        backing: &mut backing,
+        backing,
     };
     let prices = market.asset_prices;
     for_each_chunk(columns, ACCOUNT_CHUNK, &|first, chunk: AccountRows<'_>| {
@@ -490,7 +479,6 @@ fn account_pass(
             backing[EQUITY] = equity;
         }
     });
-    backing
 }
 
 fn position_prices(

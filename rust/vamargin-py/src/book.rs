@@ -7,6 +7,7 @@ use vamargin_core as core;
 use vamargin_core::{AccountIndex, Accounts, Book, Grouping, Holdings, Positions};
 
 use crate::errors::{to_py, DataError};
+use crate::huge_pages::HugePages;
 use crate::params::PyEngineParams;
 use crate::pool;
 
@@ -271,40 +272,6 @@ impl BorrowedBook<'_> {
     }
 }
 
-/// First position row repeating an earlier (account, instrument, margin mode), or `None`.
-#[pyfunction]
-pub fn first_duplicate_position(
-    py: Python<'_>,
-    position_instrument: PyReadonlyArray1<'_, u32>,
-    qty: PyReadonlyArray1<'_, f64>,
-    isolated_margin: Option<PyReadonlyArray1<'_, f64>>,
-    position_groups: &PyGrouping,
-    n_instruments: usize,
-) -> PyResult<Option<usize>> {
-    let instrument = position_instrument.as_slice()?;
-    let qty = qty.as_slice()?;
-    if instrument.len() != qty.len() || position_groups.inner.n_rows() != qty.len() {
-        return Err(DataError::new_err(
-            "positions: instrument, qty and grouping lengths differ",
-        ));
-    }
-    let positions = Positions {
-        // Only the grouping locates accounts here.
-        account: &[],
-        instrument,
-        qty,
-        entry_price: &[],
-        isolated_margin: optional_slice(&isolated_margin)?,
-        leverage: None,
-    };
-    let pool = pool::current()?;
-    Ok(py.detach(|| {
-        pool::install(&pool, || {
-            core::first_duplicate_position(&positions, &position_groups.inner, n_instruments)
-        })
-    }))
-}
-
 fn same_lengths(table: &str, lengths: &[usize]) -> PyResult<()> {
     if lengths.windows(2).all(|pair| pair[0] == pair[1]) {
         Ok(())
@@ -341,7 +308,7 @@ pub fn bind_positions<'py>(
     let pool = pool::current()?;
     let bound = py.detach(|| {
         pool::install(&pool, || {
-            core::binding::bind_positions(codes, lut, qty, isolated, n_instruments)
+            core::binding::bind_positions(codes, lut, qty, isolated, n_instruments, &HugePages)
         })
     });
     Ok((
@@ -379,7 +346,9 @@ pub fn bind_holdings<'py>(
     let pool = pool::current()?;
     let bound = py.detach(|| {
         pool::install(&pool, || {
-            core::binding::bind_holdings(codes, lut, amount, account, borrowable, may_borrow)
+            core::binding::bind_holdings(
+                codes, lut, amount, account, borrowable, may_borrow, &HugePages,
+            )
         })
     });
     Ok((
@@ -392,15 +361,20 @@ pub fn bind_holdings<'py>(
 }
 
 /// First row repeating the key of an earlier row of its account, for a grouping built
-/// with these `keys`, or `None`.
+/// with these `keys`, or `None`; rows whose `qty` is 0 are skipped when `qty` is given.
 #[pyfunction]
+#[pyo3(signature = (keys, groups, qty=None))]
 pub fn first_repeated_key(
     py: Python<'_>,
     keys: PyReadonlyArray1<'_, u32>,
     groups: &PyGrouping,
+    qty: Option<PyReadonlyArray1<'_, f64>>,
 ) -> PyResult<Option<usize>> {
     let keys = keys.as_slice()?;
-    same_lengths("grouping keys", &[keys.len(), groups.inner.n_rows()])?;
+    let qty = optional_slice(&qty)?;
+    let mut lengths = vec![keys.len(), groups.inner.n_rows()];
+    lengths.extend(qty.map(<[f64]>::len));
+    same_lengths("grouping keys", &lengths)?;
     let pool = pool::current()?;
-    Ok(py.detach(|| pool::install(&pool, || core::first_repeated_key(keys, &groups.inner))))
+    Ok(py.detach(|| pool::install(&pool, || core::first_repeated_key(keys, &groups.inner, qty))))
 }

@@ -27,6 +27,12 @@ impl Columns for HugePages {
         advise(&column);
         column
     }
+
+    fn u32s(&self, n: usize) -> Vec<u32> {
+        let column = vec![0; n];
+        advise(&column);
+        column
+    }
 }
 
 const HUGE_PAGE: usize = 2 << 20;

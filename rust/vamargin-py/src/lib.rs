@@ -28,7 +28,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<book::PyAccountIndex>()?;
     m.add_class::<book::PyGrouping>()?;
     m.add_class::<book::PyCoreBook>()?;
-    m.add_function(wrap_pyfunction!(book::first_duplicate_position, m)?)?;
     m.add_function(wrap_pyfunction!(book::first_repeated_key, m)?)?;
     m.add_function(wrap_pyfunction!(book::bind_positions, m)?)?;
     m.add_function(wrap_pyfunction!(book::bind_holdings, m)?)?;
