@@ -1,8 +1,9 @@
 //! Account revaluation: the one pass that values holdings and perpetuals together.
 //!
 //! Three sweeps, each parallel and each writing disjoint rows:
-//! 1. per position (row order): notional, uPnL, tier, initial and maintenance margin;
-//! 2. per account (its rows in row order, so sums are bitwise reproducible): equity,
+//! 1. per position (row order): notional, uPnL, tier, initial and maintenance margin,
+//!    and the row's contribution to its account's cross sums;
+//! 2. per account (its rows in key order, so sums are bitwise reproducible): equity,
 //!    requirements, ratios and status;
 //! 3. per position: liquidation and bankruptcy prices and ADL score, which need the
 //!    account's totals from sweep 2.
@@ -87,13 +88,20 @@ pub struct Revaluation {
 }
 
 column_bundle!(
-    /// Sweep-1 outputs.
+    /// Sweep-1 outputs, plus each row's contribution to its account's cross sums
+    /// (reporting currency; 0 for isolated and empty rows), which sweep 2 adds up. The
+    /// contributions live in sweep 3's output columns until sweep 3 overwrites them: the
+    /// account pass then reads 3 columns per row instead of 6 (on a shuffled book each
+    /// read is a cache miss), and no scratch memory is added.
     PositionMargins {
         notional: f64,
         upnl: f64,
         initial_margin: f64,
         maintenance_margin: f64,
         tier: u8,
+        cross_upnl: f64,
+        cross_initial: f64,
+        cross_maintenance: f64,
     }
 );
 
@@ -380,6 +388,9 @@ fn position_margins(
         initial_margin: &mut out.initial_margin,
         maintenance_margin: &mut out.maintenance_margin,
         tier: &mut out.tier,
+        cross_upnl: &mut out.liquidation_price,
+        cross_initial: &mut out.bankruptcy_price,
+        cross_maintenance: &mut out.adl_score,
     };
     let positions = &book.positions;
     for_each_chunk(
@@ -408,6 +419,24 @@ fn position_margins(
                 chunk.maintenance_margin[i] = figures.maintenance_margin;
                 // Tables have at most 255 brackets (checked when built).
                 chunk.tier[i] = (figures.tier + 1) as u8;
+                // What cross_totals adds for this row (the same products, so the sums
+                // are bitwise the same; a +0.0 term leaves a sum that starts at +0.0
+                // unchanged).
+                let (cross_upnl, cross_initial, cross_maintenance) =
+                    if qty != 0.0 && positions.isolated_margin(row).is_none() {
+                        let contract = &params.perpetuals[positions.instrument[row] as usize];
+                        let settle_price = market.asset_prices[contract.settle_asset as usize];
+                        (
+                            figures.upnl * settle_price,
+                            figures.initial_margin * settle_price,
+                            figures.maintenance_margin * settle_price,
+                        )
+                    } else {
+                        (0.0, 0.0, 0.0)
+                    };
+                chunk.cross_upnl[i] = cross_upnl;
+                chunk.cross_initial[i] = cross_initial;
+                chunk.cross_maintenance[i] = cross_maintenance;
             }
         },
     );
@@ -441,12 +470,12 @@ fn account_pass(
         for i in 0..chunk.equity.len() {
             let account = first + i;
             let held = holding_totals(params, book, prices, account);
-            let cross = cross_totals(params, book, prices, account, |row| perp::Margins {
-                notional: positions.notional[row],
-                upnl: positions.upnl[row],
-                initial_margin: positions.initial_margin[row],
-                maintenance_margin: positions.maintenance_margin[row],
-                tier: 0,
+            // Sweep 1 left each row's cross contributions in sweep 3's columns.
+            let mut cross = CrossSums::default();
+            book.position_groups.for_each_row(account, |row| {
+                cross.upnl += positions.liquidation_price[row];
+                cross.initial_margin += positions.bankruptcy_price[row];
+                cross.maintenance_margin += positions.adl_score[row];
             });
             let credit_limit = book.accounts.credit_limit[account];
             let v = value_account(params, credit_limit, &held, &cross);
