@@ -68,49 +68,38 @@ impl Grouping {
             let mut rows = (block * SCAN_BLOCK).max(1)..end;
             rows.all(in_order)
         });
-        let offsets = if sorted {
-            sorted_offsets(account_of_row, n_accounts)
-        } else {
-            let mut counts = vec![0usize; n_accounts + 1];
-            for &account in account_of_row {
-                counts[account as usize + 1] += 1;
-            }
+        if sorted {
+            return Ok(Grouping {
+                offsets: sorted_offsets(account_of_row, n_accounts),
+                order: None,
+            });
+        }
+        if let Some(grouping) = radix_grouping(account_of_row, key_of_row, n_accounts) {
+            return Ok(grouping);
+        }
+        let mut offsets = vec![0usize; n_accounts + 1];
+        for &account in account_of_row {
+            offsets[account as usize + 1] += 1;
+        }
+        for a in 0..n_accounts {
+            offsets[a + 1] += offsets[a];
+        }
+        let mut next = offsets[..n_accounts].to_vec();
+        let mut order = vec![0u32; account_of_row.len()];
+        for (row, &account) in account_of_row.iter().enumerate() {
+            let slot = &mut next[account as usize];
+            // Row count was checked against u32::MAX above.
+            order[*slot] = row as u32;
+            *slot += 1;
+        }
+        if key_of_row.is_some() {
             for a in 0..n_accounts {
-                counts[a + 1] += counts[a];
+                // Groups are small: the counting sort left them in row order, and a
+                // stable sort by key keeps rows with equal keys in row order.
+                order[offsets[a]..offsets[a + 1]].sort_by_key(|&row| key(row as usize));
             }
-            counts
-        };
-        let small_keys = key_of_row.and_then(|keys| {
-            let n_keys = keys.iter().max().map_or(0, |&k| k as usize + 1);
-            (n_keys <= MAX_COUNTED_KEYS).then_some((keys, n_keys))
-        });
-        let order = if sorted {
-            None
-        } else if let Some((keys, n_keys)) = small_keys {
-            Some(order_by_key_then_account(
-                account_of_row,
-                keys,
-                n_keys,
-                &offsets,
-            ))
-        } else {
-            let mut next = offsets[..n_accounts].to_vec();
-            let mut order = vec![0u32; account_of_row.len()];
-            for (row, &account) in account_of_row.iter().enumerate() {
-                let slot = &mut next[account as usize];
-                // Row count was checked against u32::MAX above.
-                order[*slot] = row as u32;
-                *slot += 1;
-            }
-            if key_of_row.is_some() {
-                for a in 0..n_accounts {
-                    // Groups are small: the counting sort left them in row order, and a
-                    // stable sort by key keeps rows with equal keys in row order.
-                    order[offsets[a]..offsets[a + 1]].sort_by_key(|&row| key(row as usize));
-                }
-            }
-            Some(order)
-        };
+        }
+        let order = Some(order);
         Ok(Grouping { offsets, order })
     }
 
@@ -186,41 +175,77 @@ fn sorted_offsets(account_of_row: &[u32], n_accounts: usize) -> Vec<usize> {
     offsets
 }
 
-/// Keys below this are grouped by two counting sorts instead of one sort per account.
-const MAX_COUNTED_KEYS: usize = 1 << 16;
+/// Most bits per digit of [`radix_grouping`]: at most 2048 buckets, whose write
+/// positions stay in cache while a pass scatters.
+const RADIX_BITS: u32 = 11;
 
-/// Rows stably counting-sorted by key, then stably by account (`offsets` are the
-/// accounts' starts): each account's rows end in key order, equal keys in row order, as
-/// the per-account sort would leave them, in two sequential passes with one scattered
-/// write each instead of millions of small sorts.
-fn order_by_key_then_account(
+/// Groups unsorted rows by a least-significant-digit radix sort of the composite
+/// `account·n_keys + key` with the row as payload. Each pass reads sequentially and
+/// writes to 2048 streams, where grouping row by row would write at random across the
+/// table; the sort is stable, so equal keys keep their row order, as the per-account
+/// sort would leave them. `None` when the composite does not fit in 32 bits (the caller
+/// then sorts per account).
+fn radix_grouping(
     account_of_row: &[u32],
-    keys: &[u32],
-    n_keys: usize,
-    offsets: &[usize],
-) -> Vec<u32> {
-    let mut next_of_key = vec![0usize; n_keys + 1];
-    for &key in keys {
-        next_of_key[key as usize + 1] += 1;
+    key_of_row: Option<&[u32]>,
+    n_accounts: usize,
+) -> Option<Grouping> {
+    let n_keys = key_of_row.map_or(1, |keys| keys.iter().max().map_or(1, |&k| k as u64 + 1));
+    let span = n_accounts as u64 * n_keys;
+    if span > u64::from(u32::MAX) {
+        return None;
     }
-    for k in 0..n_keys {
-        next_of_key[k + 1] += next_of_key[k];
+    // Both factors fit in 32 bits because their product does.
+    let n_keys = n_keys as u32;
+    let mut composite: Vec<u32> = match key_of_row {
+        Some(keys) => account_of_row
+            .par_iter()
+            .zip(keys)
+            .map(|(&account, &key)| account * n_keys + key)
+            .collect(),
+        None => account_of_row.to_vec(),
+    };
+    // Row count was checked against u32::MAX by the caller.
+    let mut order: Vec<u32> = (0..account_of_row.len() as u32).into_par_iter().collect();
+    let mut composite_next = vec![0u32; composite.len()];
+    let mut order_next = vec![0u32; composite.len()];
+    let bits = u64::BITS - span.saturating_sub(1).leading_zeros();
+    // As few passes as digits of at most RADIX_BITS allow, the bits spread evenly.
+    let passes = bits.div_ceil(RADIX_BITS).max(1);
+    let digit_bits = bits.div_ceil(passes).max(1);
+    let mask = (1usize << digit_bits) - 1;
+    let mut shift = 0;
+    while shift < bits {
+        let digit = |c: u32| (c >> shift) as usize & mask;
+        let mut next = vec![0usize; mask + 2];
+        for &c in &composite {
+            next[digit(c) + 1] += 1;
+        }
+        for d in 0..=mask {
+            next[d + 1] += next[d];
+        }
+        for (&c, &row) in composite.iter().zip(&order) {
+            let slot = &mut next[digit(c)];
+            composite_next[*slot] = c;
+            order_next[*slot] = row;
+            *slot += 1;
+        }
+        std::mem::swap(&mut composite, &mut composite_next);
+        std::mem::swap(&mut order, &mut order_next);
+        shift += digit_bits;
     }
-    let mut by_key = vec![0u32; keys.len()];
-    for (row, &key) in keys.iter().enumerate() {
-        let slot = &mut next_of_key[key as usize];
-        // Row counts fit in u32 (checked by the caller).
-        by_key[*slot] = row as u32;
-        *slot += 1;
+    // Where each account starts, from the sorted composites.
+    let mut offsets = vec![0usize; n_accounts + 1];
+    for &c in &composite {
+        offsets[(c / n_keys) as usize + 1] += 1;
     }
-    let mut next_of_account = offsets[..offsets.len() - 1].to_vec();
-    let mut order = vec![0u32; keys.len()];
-    for &row in &by_key {
-        let slot = &mut next_of_account[account_of_row[row as usize] as usize];
-        order[*slot] = row;
-        *slot += 1;
+    for a in 0..n_accounts {
+        offsets[a + 1] += offsets[a];
     }
-    order
+    Some(Grouping {
+        offsets,
+        order: Some(order),
+    })
 }
 
 /// Maps external `account_id`s to dense indexes `0..n` (their row in the accounts table).
@@ -755,13 +780,13 @@ mod tests {
     }
 
     #[test]
-    fn counting_and_per_account_sorts_group_alike() {
-        // A scrambled table with repeated keys: small keys take the counting sorts, the
-        // same keys shifted past the limit take the per-account sorts.
+    fn radix_and_per_account_sorts_group_alike() {
+        // A scrambled table with repeated keys: small keys take the radix sort.
         let n = 5_000;
         let account: Vec<u32> = (0..n).map(|r| (r * 7919 % 613) as u32).collect();
         let small: Vec<u32> = (0..n).map(|r| (r * 104_729 % 11) as u32).collect();
-        let large: Vec<u32> = small.iter().map(|&k| k + MAX_COUNTED_KEYS as u32).collect();
+        // Keys so large that account·n_keys overflows 32 bits: the per-account sorts.
+        let large: Vec<u32> = small.iter().map(|&k| k + (1 << 30)).collect();
         let counted = Grouping::build(&account, Some(&small), 613, "account").unwrap();
         let sorted = Grouping::build(&account, Some(&large), 613, "account").unwrap();
         assert!(!counted.is_sorted());
