@@ -184,14 +184,8 @@ impl U256 {
 
     /// Quotient and whether the remainder was non-zero.
     fn div_u64(self, divisor: u64) -> (Self, bool) {
-        let mut out = [0u64; 4];
-        let mut remainder = 0u128;
-        for i in (0..4).rev() {
-            let current = (remainder << 64) | u128::from(self.0[i]);
-            out[i] = (current / u128::from(divisor)) as u64;
-            remainder = current % u128::from(divisor);
-        }
-        (U256(out), remainder != 0)
+        let (quotient, remainder) = self.div_rem_u64(divisor);
+        (quotient, remainder != 0)
     }
 
     /// Quotient and remainder.
