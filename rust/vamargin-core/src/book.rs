@@ -77,13 +77,7 @@ impl Grouping {
         if let Some(grouping) = radix_grouping(account_of_row, key_of_row, n_accounts) {
             return Ok(grouping);
         }
-        let mut offsets = vec![0usize; n_accounts + 1];
-        for &account in account_of_row {
-            offsets[account as usize + 1] += 1;
-        }
-        for a in 0..n_accounts {
-            offsets[a + 1] += offsets[a];
-        }
+        let offsets = counted_offsets(account_of_row.iter().map(|&a| a as usize), n_accounts);
         let mut next = offsets[..n_accounts].to_vec();
         let mut order = vec![0u32; account_of_row.len()];
         for (row, &account) in account_of_row.iter().enumerate() {
@@ -151,6 +145,19 @@ fn first_out_of_range(ids: &[u32], len: usize) -> Option<usize> {
         .iter()
         .position(|&id| id as usize >= len)
         .map(|i| first + i)
+}
+
+/// Where each account's rows start when rows are laid out by account (plus the row count
+/// at the end), from the account of every row (each `< n_accounts`, in any order).
+fn counted_offsets(accounts: impl Iterator<Item = usize>, n_accounts: usize) -> Vec<usize> {
+    let mut offsets = vec![0usize; n_accounts + 1];
+    for account in accounts {
+        offsets[account + 1] += 1;
+    }
+    for a in 0..n_accounts {
+        offsets[a + 1] += offsets[a];
+    }
+    offsets
 }
 
 /// Where each account's rows start in rows sorted by account (plus the row count at the
@@ -235,13 +242,7 @@ fn radix_grouping(
         shift += digit_bits;
     }
     // Where each account starts, from the sorted composites.
-    let mut offsets = vec![0usize; n_accounts + 1];
-    for &c in &composite {
-        offsets[(c / n_keys) as usize + 1] += 1;
-    }
-    for a in 0..n_accounts {
-        offsets[a + 1] += offsets[a];
-    }
+    let offsets = counted_offsets(composite.iter().map(|&c| (c / n_keys) as usize), n_accounts);
     Some(Grouping {
         offsets,
         order: Some(order),
@@ -343,28 +344,6 @@ impl HashTable {
             at = (at + 1) & mask;
         }
     }
-
-    /// Rows of `ids`, the first unknown one an error naming its row.
-    fn lookup_all(&self, ids: &[i64]) -> Result<Vec<u32>> {
-        let found: Vec<u32> = ids
-            .par_iter()
-            .with_min_len(4096)
-            .map(|&id| self.get(id).unwrap_or(EMPTY))
-            .collect();
-        let has_empty = |block: &[u32]| block.contains(&EMPTY);
-        match found.par_chunks(SCAN_BLOCK).position_first(has_empty) {
-            Some(block) => {
-                let first = block * SCAN_BLOCK;
-                let row = first
-                    + found[first..]
-                        .iter()
-                        .position(|&r| r == EMPTY)
-                        .unwrap_or_default();
-                Err(Error::UnknownKey { row, key: ids[row] })
-            }
-            None => Ok(found),
-        }
-    }
 }
 
 impl AccountIndex {
@@ -421,22 +400,24 @@ impl AccountIndex {
     /// Dense indexes of `ids`; the first unknown id is an error naming its row.
     pub fn lookup_all(&self, ids: &[i64]) -> Result<Vec<u32>> {
         match &self.layout {
-            Layout::Dense { .. } => dense_lookup(ids, |id| self.get(id)),
+            Layout::Dense { .. } => lookup_each(ids, |id| self.get(id)),
             Layout::Ascending { ids: sorted, table } => match merge_lookup(sorted, ids)? {
                 Some(rows) => Ok(rows),
-                None => table
-                    .get_or_init(|| {
+                None => {
+                    let table = table.get_or_init(|| {
                         HashTable::build(sorted).expect("ascending ids have no duplicates")
-                    })
-                    .lookup_all(ids),
+                    });
+                    lookup_each(ids, |id| table.get(id))
+                }
             },
-            Layout::Hashed(table) => table.lookup_all(ids),
+            Layout::Hashed(table) => lookup_each(ids, |id| table.get(id)),
         }
     }
 }
 
-/// `ids` looked up one by one with `get`, in parallel blocks.
-fn dense_lookup(ids: &[i64], get: impl Fn(i64) -> Option<u32> + Sync) -> Result<Vec<u32>> {
+/// `ids` looked up one by one with `get`, in parallel blocks; the first unknown id is an
+/// error naming its row.
+fn lookup_each(ids: &[i64], get: impl Fn(i64) -> Option<u32> + Sync) -> Result<Vec<u32>> {
     let mut rows = vec![0u32; ids.len()];
     let first_unknown = rows
         .par_chunks_mut(SCAN_BLOCK)
