@@ -10,7 +10,7 @@
 //!
 //! Money here is `f64` in the reporting currency (risk measures, not cash movements).
 
-use crate::book::Book;
+use crate::book::{Book, Positions};
 use crate::columns::{Columns, Zeroed};
 use crate::error::{Error, Result};
 use crate::parallel::{column_bundle, for_each_chunk};
@@ -209,16 +209,39 @@ pub(crate) fn cross_totals(
     let positions = &book.positions;
     let mut sums = CrossSums::default();
     book.position_groups.for_each_row(account, |row| {
-        if positions.qty[row] != 0.0 && positions.isolated_margin(row).is_none() {
-            let contract = &params.perpetuals[positions.instrument[row] as usize];
-            let settle_price = prices[contract.settle_asset as usize];
-            let m = figures(row);
-            sums.upnl += m.upnl * settle_price;
-            sums.initial_margin += m.initial_margin * settle_price;
-            sums.maintenance_margin += m.maintenance_margin * settle_price;
+        if is_cross(positions, row) {
+            let c = cross_contribution(params, positions, prices, row, &figures(row));
+            sums.upnl += c.upnl;
+            sums.initial_margin += c.initial_margin;
+            sums.maintenance_margin += c.maintenance_margin;
         }
     });
     sums
+}
+
+/// Whether a row counts towards its account's cross sums: live and not isolated.
+#[inline]
+fn is_cross(positions: &Positions<'_>, row: usize) -> bool {
+    positions.qty[row] != 0.0 && positions.isolated_margin(row).is_none()
+}
+
+/// What a cross row with figures `m` (settle currency) adds to its account's sums, in the
+/// reporting currency.
+#[inline]
+fn cross_contribution(
+    params: &EngineParams,
+    positions: &Positions<'_>,
+    prices: &[f64],
+    row: usize,
+    m: &perp::Margins,
+) -> CrossSums {
+    let contract = &params.perpetuals[positions.instrument[row] as usize];
+    let settle_price = prices[contract.settle_asset as usize];
+    CrossSums {
+        upnl: m.upnl * settle_price,
+        initial_margin: m.initial_margin * settle_price,
+        maintenance_margin: m.maintenance_margin * settle_price,
+    }
 }
 
 /// Loans over eligible collateral: 0 without loans, ∞ with loans and no collateral.
@@ -419,24 +442,16 @@ fn position_margins(
                 chunk.maintenance_margin[i] = figures.maintenance_margin;
                 // Tables have at most 255 brackets (checked when built).
                 chunk.tier[i] = (figures.tier + 1) as u8;
-                // What cross_totals adds for this row (the same products, so the sums
-                // are bitwise the same; a +0.0 term leaves a sum that starts at +0.0
-                // unchanged).
-                let (cross_upnl, cross_initial, cross_maintenance) =
-                    if qty != 0.0 && positions.isolated_margin(row).is_none() {
-                        let contract = &params.perpetuals[positions.instrument[row] as usize];
-                        let settle_price = market.asset_prices[contract.settle_asset as usize];
-                        (
-                            figures.upnl * settle_price,
-                            figures.initial_margin * settle_price,
-                            figures.maintenance_margin * settle_price,
-                        )
-                    } else {
-                        (0.0, 0.0, 0.0)
-                    };
-                chunk.cross_upnl[i] = cross_upnl;
-                chunk.cross_initial[i] = cross_initial;
-                chunk.cross_maintenance[i] = cross_maintenance;
+                // What cross_totals adds for this row, so the account pass's sums are
+                // bitwise the same (a +0.0 term leaves a sum that starts at +0.0 as it is).
+                let cross = if is_cross(positions, row) {
+                    cross_contribution(params, positions, market.asset_prices, row, &figures)
+                } else {
+                    CrossSums::default()
+                };
+                chunk.cross_upnl[i] = cross.upnl;
+                chunk.cross_initial[i] = cross.initial_margin;
+                chunk.cross_maintenance[i] = cross.maintenance_margin;
             }
         },
     );
