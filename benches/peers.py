@@ -168,6 +168,16 @@ class _AccountMap:
         return found if self.sorter is None else self.sorter[found]
 
 
+def read_accounts(accounts: pa.Table) -> tuple[np.ndarray, F64, _AccountMap]:
+    """``account_id``, ``credit_limit`` (∞ where the column is absent) and the id → row map."""
+    account_id = _column(accounts, "account_id")
+    if "credit_limit" in accounts.column_names:
+        credit_limit = _column(accounts, "credit_limit")
+    else:
+        credit_limit = np.full(len(account_id), np.inf)
+    return account_id, credit_limit, _AccountMap(account_id)
+
+
 def _credited(value: F64, floors: F64, factors: F64) -> F64:
     """Marginal size-tier credit ``T(v)`` of holdings worth ``value > 0``."""
     credited = np.zeros_like(value)
@@ -297,13 +307,8 @@ def numpy_revalue(
     params: Params | None = None,
 ) -> dict[str, dict[str, np.ndarray]]:
     p = params_of(config, prices) if params is None else params
-    account_id = _column(accounts, "account_id")
+    account_id, credit_limit, index = read_accounts(accounts)
     n = len(account_id)
-    if "credit_limit" in accounts.column_names:
-        credit_limit = _column(accounts, "credit_limit")
-    else:
-        credit_limit = np.full(n, np.inf)
-    index = _AccountMap(account_id)
 
     # -- holdings: value, debit, collateral and haircut requirements ------------------------
     h_account = index.rows(_column(holdings, "account_id"), "holdings")

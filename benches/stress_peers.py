@@ -34,7 +34,6 @@ from peers import (
     F64,
     LIQUIDATION,
     Params,
-    _AccountMap,
     _codes,
     _column,
     account_status,
@@ -42,6 +41,7 @@ from peers import (
     holding_sums,
     params_of,
     position_margins,
+    read_accounts,
     tiered_rows,
 )
 from vamargin.config import RiskConfig
@@ -127,13 +127,8 @@ def prepare(
 ) -> StressBook:
     """Reads the tables once: account rows, config ids, sorted row orders."""
     p = params_of(config, prices)
-    account_id = _column(accounts, "account_id")
+    account_id, credit_limit, index = read_accounts(accounts)
     n = len(account_id)
-    if "credit_limit" in accounts.column_names:
-        credit_limit = _column(accounts, "credit_limit")
-    else:
-        credit_limit = np.full(n, np.inf)
-    index = _AccountMap(account_id)
 
     h_asset = _codes(holdings, "asset", p.asset_symbols)
     h_order = np.argsort(h_asset, kind="stable")
