@@ -170,10 +170,22 @@ def column_bytes(table: Any, name: str) -> int:
 # -- modes -----------------------------------------------------------------------------------
 
 
+def _record(mode: str, args: argparse.Namespace, tables: tuple[pa.Table, ...]) -> dict[str, Any]:
+    """The fields every measurement's JSON line starts with."""
+    from vamargin import _core
+
+    return {
+        "mode": mode,
+        "size": args.size,
+        "shuffled": args.shuffled,
+        "threads": _core.thread_count(),
+        "positions": tables[2].num_rows,
+    }
+
+
 def mode_time(args: argparse.Namespace) -> dict[str, Any]:
     import vamargin as vm
     from peers import numpy_revalue, params_of
-    from vamargin import _core
 
     config = vm.RiskConfig.hk_default()
     engine = vm.RiskEngine(config)
@@ -200,11 +212,7 @@ def mode_time(args: argparse.Namespace) -> dict[str, Any]:
             samples[name].append(time.perf_counter() - start)
             del result
     return {
-        "mode": "time",
-        "size": args.size,
-        "shuffled": args.shuffled,
-        "threads": _core.thread_count(),
-        "positions": tables[2].num_rows,
+        **_record("time", args, tables),
         "accounts": tables[0].num_rows,
         "median_s": {k: statistics.median(v[1:]) for k, v in samples.items()},
         "min_s": {k: min(v[1:]) for k, v in samples.items()},
@@ -217,7 +225,6 @@ def mode_time(args: argparse.Namespace) -> dict[str, Any]:
 
 def mode_memory(args: argparse.Namespace) -> dict[str, Any]:
     import vamargin as vm
-    from vamargin import _core
 
     config = vm.RiskConfig.hk_default()
     engine = vm.RiskEngine(config)
@@ -246,11 +253,7 @@ def mode_memory(args: argparse.Namespace) -> dict[str, Any]:
             new_out += 0 if name in extra else size
     gib = 2**30
     return {
-        "mode": "memory",
-        "size": args.size,
-        "shuffled": args.shuffled,
-        "threads": _core.thread_count(),
-        "positions": tables[2].num_rows,
+        **_record("memory", args, tables),
         "wall_s": wall,
         "stages_s": {"book": read - start, "bind": bound - read, "revalue": end - bound},
         "interpreter_gib": baseline_kib / 2**20,
@@ -270,7 +273,6 @@ def mode_memory(args: argparse.Namespace) -> dict[str, Any]:
 
 def mode_stress(args: argparse.Namespace) -> dict[str, Any]:
     import vamargin as vm
-    from vamargin import _core
     from vamargin import scenarios as shipped
 
     config = vm.RiskConfig.hk_default()
@@ -286,11 +288,8 @@ def mode_stress(args: argparse.Namespace) -> dict[str, Any]:
     table = engine.stress(book, prices, sets)
     end = time.perf_counter()
     return {
-        "mode": "stress",
-        "size": args.size,
-        "positions": tables[2].num_rows,
+        **_record("stress", args, tables),
         "scenarios": len(table),
-        "threads": _core.thread_count(),
         "book_and_bind_s": bound - start,
         "stress_s": end - bound,
         "wall_s": end - start,
