@@ -77,12 +77,6 @@ pub fn notional(kind: ContractKind, contract_size: f64, qty: f64, price: f64) ->
     }
 }
 
-/// Value of the position at its entry price, in the settle currency.
-#[inline]
-pub fn entry_value(kind: ContractKind, contract_size: f64, qty: f64, entry_price: f64) -> f64 {
-    notional(kind, contract_size, qty, entry_price)
-}
-
 /// Unrealised PnL in the settle currency.
 #[inline]
 pub fn unrealized_pnl(
@@ -98,40 +92,140 @@ pub fn unrealized_pnl(
     }
 }
 
-/// `(b0, b1)` of `balance(x) = b0 + b1·x` for a position holding `balance` of its own
-/// margin (settle currency) before its PnL.
-#[inline]
-fn balance_line(
+/// A live position as the price formulas see it: `a = |q|·cs`, its side (±1), and its
+/// value at the entry price (settle currency). Built once per position, it serves the
+/// liquidation price, the bankruptcy price and the ADL score.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Exposure {
     kind: ContractKind,
     a: f64,
     side: f64,
-    entry_price: f64,
-    balance: f64,
-) -> (f64, f64) {
-    match kind {
-        ContractKind::Linear => (balance - side * a * entry_price, side * a),
-        ContractKind::Inverse => (balance + side * a / entry_price, -side * a),
+    entry_value: f64,
+}
+
+impl Exposure {
+    /// `None` unless `|q|·cs` is positive and finite and the entry price positive (no
+    /// price then moves the position).
+    #[inline]
+    pub fn new(kind: ContractKind, contract_size: f64, qty: f64, entry_price: f64) -> Option<Self> {
+        let a = qty.abs() * contract_size;
+        if !(a > 0.0 && a.is_finite() && entry_price > 0.0) {
+            return None;
+        }
+        let entry_value = match kind {
+            ContractKind::Linear => a * entry_price,
+            ContractKind::Inverse => a / entry_price,
+        };
+        Some(Exposure {
+            kind,
+            a,
+            side: qty.signum(),
+            entry_value,
+        })
+    }
+
+    /// Value at the entry price, in the settle currency.
+    #[inline]
+    pub fn entry_value(&self) -> f64 {
+        self.entry_value
+    }
+
+    /// `(b0, b1)` of `balance(x) = b0 + b1·x` for a position holding `balance` of its own
+    /// margin (settle currency) before its PnL. (`side·entry_value` is `side·a·EP` or
+    /// `side·a/EP` exactly: multiplying by ±1 does not round.)
+    #[inline]
+    fn balance_line(&self, balance: f64) -> (f64, f64) {
+        let Exposure {
+            kind,
+            a,
+            side,
+            entry_value,
+        } = *self;
+        match kind {
+            ContractKind::Linear => (balance - side * entry_value, side * a),
+            ContractKind::Inverse => (balance + side * entry_value, -side * a),
+        }
+    }
+
+    /// The mark price at which the margin balance equals the maintenance margin, with the
+    /// maintenance margin evaluated at that price (tier search), or `None` when no positive
+    /// price does it.
+    ///
+    /// `balance` is what backs the position in its settle currency, before its own PnL:
+    /// the isolated margin, or for cross `WB − TMM + UPNL` of the other positions.
+    ///
+    /// `balance(x) − MM(a·x)` is strictly monotone in `x` (its slope `b1 − a·mmr` keeps the
+    /// sign of `b1` because `mmr < 1`), so there is at most one root; it lies in the
+    /// bracket at whose upper floor the function has reached zero.
+    #[inline]
+    pub fn liquidation_price(&self, balance: f64, tiers: &TierTable) -> Option<f64> {
+        if !balance.is_finite() {
+            return None;
+        }
+        let a = self.a;
+        let (b0, b1) = self.balance_line(balance);
+        // The gap balance − MM moves with the sign of b1 (±a); multiplying a gap by that
+        // sign (exact) says whether it has reached zero without a branch on the direction.
+        let direction = b1.signum();
+        // At x = 0 the notional is 0 and MM is minus the first bracket's maintenance
+        // amount (0 for a real table, which starts at floor 0): the gap is b0 + that
+        // amount. A root at x > 0 needs the gap to start on the other side of zero from
+        // where the slope takes it.
+        let brackets = tiers.tiers();
+        if (b0 + brackets[0].maintenance_amount) * direction >= 0.0 {
+            return None;
+        }
+        // The root lies in the first bracket at whose upper floor the gap has reached
+        // zero. At a notional N = a·x the gap is b0 + (b1/a)·N − MM(N), and b1/a is
+        // exactly ±1, so a floor is tested without dividing by a.
+        let slope = b1 / a;
+        let reached = |tier: &MarginTier, next_floor: f64| {
+            let gap = b0 + slope * next_floor - (next_floor * tier.mmr - tier.maintenance_amount);
+            gap * direction >= 0.0
+        };
+        let k = brackets
+            .windows(2)
+            .position(|pair| reached(&pair[0], pair[1].floor))
+            .unwrap_or(brackets.len() - 1);
+        let tier = &brackets[k];
+        let x = (b0 + tier.maintenance_amount) / (a * tier.mmr - b1);
+        // Rounding can put the root a hair outside its bracket; it is then clamped to the
+        // floor, where both brackets agree. The test is on the notional, so the floors are
+        // divided by `a` only when it fires.
+        let notional = a * x;
+        let x = if notional < tier.floor {
+            tier.floor / a
+        } else {
+            match brackets.get(k + 1) {
+                Some(next) if notional > next.floor => next.floor / a,
+                _ => x,
+            }
+        };
+        (x > 0.0 && x.is_finite()).then(|| match self.kind {
+            ContractKind::Linear => x,
+            ContractKind::Inverse => 1.0 / x,
+        })
+    }
+
+    /// The mark price at which the margin balance reaches zero, or `None` when no positive
+    /// price does it.
+    #[inline]
+    pub fn bankruptcy_price(&self, balance: f64) -> Option<f64> {
+        if !balance.is_finite() {
+            return None;
+        }
+        let (b0, b1) = self.balance_line(balance);
+        // x = −b0/b1, and an inverse contract's price is 1/x = −b1/b0: one division
+        // either way.
+        let price = match self.kind {
+            ContractKind::Linear => -b0 / b1,
+            ContractKind::Inverse => -b1 / b0,
+        };
+        (price > 0.0 && price.is_finite()).then_some(price)
     }
 }
 
-#[inline]
-fn price_of_x(kind: ContractKind, x: f64) -> f64 {
-    match kind {
-        ContractKind::Linear => x,
-        ContractKind::Inverse => 1.0 / x,
-    }
-}
-
-/// The mark price at which the position's margin balance equals its maintenance margin,
-/// with the maintenance margin evaluated at that price (tier search), or `None` when no
-/// positive price does it.
-///
-/// `balance` is what backs the position in its settle currency, before its own PnL:
-/// the isolated margin, or for cross `WB − TMM + UPNL` of the other positions.
-///
-/// `balance(x) − MM(a·x)` is strictly monotone in `x` (its slope `b1 − a·mmr` keeps the
-/// sign of `b1` because `mmr < 1`), so there is at most one root; it lies in the bracket
-/// at whose upper floor the function has reached zero.
+/// [`Exposure::liquidation_price`] of `qty` contracts entered at `entry_price`.
 pub fn liquidation_price(
     kind: ContractKind,
     contract_size: f64,
@@ -140,55 +234,10 @@ pub fn liquidation_price(
     balance: f64,
     tiers: &TierTable,
 ) -> Option<f64> {
-    let a = qty.abs() * contract_size;
-    if !(a > 0.0 && a.is_finite() && entry_price > 0.0 && balance.is_finite()) {
-        return None;
-    }
-    let side = qty.signum();
-    let (b0, b1) = balance_line(kind, a, side, entry_price, balance);
-    let rising = b1 > 0.0;
-    // At x = 0 the notional is 0 and MM is minus the first bracket's maintenance amount
-    // (0 for a real table, which starts at floor 0): the gap is b0 + that amount. A root
-    // at x > 0 needs the gap to start on the other side of zero from where the slope
-    // takes it.
-    let gap_at_zero = b0 + tiers.tiers()[0].maintenance_amount;
-    if (rising && gap_at_zero >= 0.0) || (!rising && gap_at_zero <= 0.0) {
-        return None;
-    }
-    // The root lies in the first bracket at whose upper floor the gap has reached zero.
-    // At a notional N = a·x the gap is b0 + (b1/a)·N − MM(N), and b1/a is exactly ±1, so
-    // a floor is tested without dividing by a.
-    let brackets = tiers.tiers();
-    let slope = b1 / a;
-    let reached = |tier: &MarginTier, next_floor: f64| {
-        let gap = b0 + slope * next_floor - (next_floor * tier.mmr - tier.maintenance_amount);
-        if rising {
-            gap >= 0.0
-        } else {
-            gap <= 0.0
-        }
-    };
-    let k = brackets
-        .windows(2)
-        .position(|pair| reached(&pair[0], pair[1].floor))
-        .unwrap_or(brackets.len() - 1);
-    let tier = &brackets[k];
-    let x = (b0 + tier.maintenance_amount) / (a * tier.mmr - b1);
-    // The clamp only absorbs rounding at a floor, where both brackets agree.
-    let x_lo = if tier.floor == 0.0 {
-        0.0
-    } else {
-        tier.floor / a
-    };
-    let x_hi = brackets
-        .get(k + 1)
-        .map_or(f64::INFINITY, |next| next.floor / a);
-    let x = x.clamp(x_lo, x_hi);
-    (x > 0.0 && x.is_finite()).then(|| price_of_x(kind, x))
+    Exposure::new(kind, contract_size, qty, entry_price)?.liquidation_price(balance, tiers)
 }
 
-/// The mark price at which the position's margin balance reaches zero, or `None` when no
-/// positive price does it.
+/// [`Exposure::bankruptcy_price`] of `qty` contracts entered at `entry_price`.
 pub fn bankruptcy_price(
     kind: ContractKind,
     contract_size: f64,
@@ -196,13 +245,7 @@ pub fn bankruptcy_price(
     entry_price: f64,
     balance: f64,
 ) -> Option<f64> {
-    let a = qty.abs() * contract_size;
-    if !(a > 0.0 && a.is_finite() && entry_price > 0.0 && balance.is_finite()) {
-        return None;
-    }
-    let (b0, b1) = balance_line(kind, a, qty.signum(), entry_price, balance);
-    let x = -b0 / b1;
-    (x > 0.0 && x.is_finite()).then(|| price_of_x(kind, x))
+    Exposure::new(kind, contract_size, qty, entry_price)?.bankruptcy_price(balance)
 }
 
 /// Auto-deleveraging score: `pnl_pct·eff_lev` for a profitable position, `pnl_pct/eff_lev`
@@ -214,13 +257,16 @@ pub fn adl_score(upnl: f64, entry_value: f64, notional: f64, margin_balance: f64
     if !(entry_value > 0.0 && notional > 0.0 && margin_balance > 0.0) {
         return f64::NAN;
     }
-    let pnl_pct = upnl / entry_value;
-    let effective_leverage = notional / margin_balance;
-    if pnl_pct > 0.0 {
-        pnl_pct * effective_leverage
+    // pnl_pct·eff_lev = uPnL·notional / (entry value·balance) and
+    // pnl_pct/eff_lev = uPnL·balance / (entry value·notional): one division, and the
+    // profit test picks operands instead of a formula (no branch to mispredict).
+    let profitable = upnl > 0.0;
+    let (over, under) = if profitable {
+        (notional, margin_balance)
     } else {
-        pnl_pct / effective_leverage
-    }
+        (margin_balance, notional)
+    };
+    upnl * over / (entry_value * under)
 }
 
 #[cfg(test)]

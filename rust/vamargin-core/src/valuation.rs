@@ -393,6 +393,7 @@ pub fn revalue_into(
         backing_rows,
     );
     position_prices(params, book, market, backing_rows, &mut positions);
+    columns.give_back(backing);
     Ok(Revaluation {
         accounts,
         positions,
@@ -541,6 +542,16 @@ fn position_prices(
     let upnl = &out.upnl;
     let maintenance = &out.maintenance_margin;
     let notional = &out.notional;
+    // Per contract: its settle asset's price, to convert the account's figures into the
+    // settle currency, and its reciprocal, so the three conversions back multiply.
+    let settle: Vec<(f64, f64)> = params
+        .perpetuals
+        .iter()
+        .map(|contract| {
+            let price = market.asset_prices[contract.settle_asset as usize];
+            (price, 1.0 / price)
+        })
+        .collect();
     for_each_chunk(
         columns,
         POSITION_CHUNK,
@@ -554,47 +565,170 @@ fn position_prices(
                     chunk.adl_score[i] = f64::NAN;
                     continue;
                 }
-                let contract = &params.perpetuals[positions.instrument[row] as usize];
+                let instrument = positions.instrument[row] as usize;
+                let contract = &params.perpetuals[instrument];
                 let entry = positions.entry_price[row];
-                let (liquidation_balance, bankruptcy_balance, margin_balance) =
-                    match positions.isolated_margin(row) {
-                        Some(margin) => (margin, margin, margin + upnl[row]),
-                        None => {
-                            // Other cross positions stay at their current marks and are converted
-                            // to this position's settle currency at today's price.
-                            let settle_price = market.asset_prices[contract.settle_asset as usize];
-                            let account = &backing[positions.account[row] as usize];
-                            let other_upnl = account[CROSS_UPNL] - upnl[row] * settle_price;
-                            let other_maintenance =
-                                account[CROSS_MAINTENANCE] - maintenance[row] * settle_price;
-                            (
-                                (account[WALLET] - other_maintenance + other_upnl) / settle_price,
-                                (account[HOLDINGS_VALUE] + other_upnl) / settle_price,
-                                account[EQUITY] / settle_price,
-                            )
-                        }
-                    };
-                let kind = contract.kind;
-                let size = contract.contract_size;
-                chunk.liquidation_price[i] = perp::liquidation_price(
-                    kind,
-                    size,
-                    qty,
-                    entry,
-                    liquidation_balance,
-                    &contract.tiers,
-                )
-                .unwrap_or(f64::NAN);
-                chunk.bankruptcy_price[i] =
-                    perp::bankruptcy_price(kind, size, qty, entry, bankruptcy_balance)
-                        .unwrap_or(f64::NAN);
-                chunk.adl_score[i] = perp::adl_score(
-                    upnl[row],
-                    perp::entry_value(kind, size, qty, entry),
-                    notional[row],
-                    margin_balance,
-                );
+                let (liquidation_balance, bankruptcy_balance, margin_balance) = match positions
+                    .isolated_margin(row)
+                {
+                    Some(margin) => (margin, margin, margin + upnl[row]),
+                    None => {
+                        // Other cross positions stay at their current marks and are converted
+                        // to this position's settle currency at today's price.
+                        let (settle_price, per_settle_unit) = settle[instrument];
+                        let account = &backing[positions.account[row] as usize];
+                        let other_upnl = account[CROSS_UPNL] - upnl[row] * settle_price;
+                        let other_maintenance =
+                            account[CROSS_MAINTENANCE] - maintenance[row] * settle_price;
+                        (
+                            (account[WALLET] - other_maintenance + other_upnl) * per_settle_unit,
+                            (account[HOLDINGS_VALUE] + other_upnl) * per_settle_unit,
+                            account[EQUITY] * per_settle_unit,
+                        )
+                    }
+                };
+                let exposure =
+                    perp::Exposure::new(contract.kind, contract.contract_size, qty, entry);
+                let (liquidation, bankruptcy, score) = match exposure {
+                    Some(exposure) => (
+                        exposure
+                            .liquidation_price(liquidation_balance, &contract.tiers)
+                            .unwrap_or(f64::NAN),
+                        exposure
+                            .bankruptcy_price(bankruptcy_balance)
+                            .unwrap_or(f64::NAN),
+                        perp::adl_score(
+                            upnl[row],
+                            exposure.entry_value(),
+                            notional[row],
+                            margin_balance,
+                        ),
+                    ),
+                    None => (f64::NAN, f64::NAN, f64::NAN),
+                };
+                chunk.liquidation_price[i] = liquidation;
+                chunk.bankruptcy_price[i] = bankruptcy;
+                chunk.adl_score[i] = score;
             }
         },
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::book::{Accounts, Grouping, Holdings};
+    use crate::columns::Stale;
+    use crate::params::{AssetParams, Haircuts, PerpetualParams};
+    use crate::perp::ContractKind;
+    use crate::tiers::{SizeTiers, TierTable};
+
+    fn params() -> EngineParams {
+        let tiers = TierTable::new(&[(0.0, 0.004, 125.0), (50_000.0, 0.005, 100.0)]).unwrap();
+        let usd = AssetParams::new(
+            Haircuts::new(0.0, 0.0, 0.0).unwrap(),
+            true,
+            SizeTiers::default(),
+        );
+        let btc = AssetParams::new(
+            Haircuts::new(0.6, 0.5, 0.4).unwrap(),
+            true,
+            SizeTiers::new(&[(0.0, 1.0), (100_000.0, 0.5)]).unwrap(),
+        );
+        let linear = PerpetualParams::new(ContractKind::Linear, 0.001, 0, tiers.clone()).unwrap();
+        let inverse = PerpetualParams::new(ContractKind::Inverse, 100.0, 1, tiers).unwrap();
+        EngineParams::new(vec![usd, btc], vec![linear, inverse], CallTarget::Initial).unwrap()
+    }
+
+    /// Every output of a revaluation is written: columns that start out stale give the
+    /// same results, bit for bit, as zeroed ones. Rows are deliberately out of account
+    /// order and cover linear and inverse, long and short, cross and isolated, an empty
+    /// position, a loan, a size-tiered holding and an account with nothing.
+    #[test]
+    fn every_output_element_is_written() {
+        let params = params();
+        let account = [2, 0, 1, 0, 2, 1, 0];
+        let instrument = [0, 1, 0, 0, 1, 1, 1];
+        let qty = [3_000.0, -40.0, 0.0, -1_500.0, 25.0, 7.0, 10.0];
+        let entry = [
+            60_000.0, 61_000.0, 59_000.0, 58_000.0, 62_000.0, 60_500.0, 57_000.0,
+        ];
+        let isolated = [
+            f64::NAN,
+            f64::NAN,
+            f64::NAN,
+            500.0,
+            f64::NAN,
+            0.002,
+            f64::NAN,
+        ];
+        let h_account = [0, 1, 1, 2];
+        let h_asset = [0, 1, 0, 1];
+        let h_amount = [20_000.0, 3.5, -40_000.0, 0.25];
+        let credit = [f64::INFINITY, 50_000.0, 0.0, f64::INFINITY];
+        let n_accounts = credit.len();
+        let position_groups =
+            Grouping::build(&account, None, n_accounts, "positions.account_id").unwrap();
+        let holding_groups =
+            Grouping::build(&h_account, None, n_accounts, "holdings.account_id").unwrap();
+        let book = Book::new(
+            &params,
+            Accounts {
+                credit_limit: &credit,
+            },
+            Holdings {
+                account: &h_account,
+                asset: &h_asset,
+                amount: &h_amount,
+            },
+            Positions {
+                account: &account,
+                instrument: &instrument,
+                qty: &qty,
+                entry_price: &entry,
+                isolated_margin: Some(&isolated),
+                leverage: None,
+            },
+            &holding_groups,
+            &position_groups,
+        )
+        .unwrap();
+        let market = Market {
+            asset_prices: &[1.0, 61_000.0],
+            marks: &[61_000.0, 61_000.0],
+        };
+        let zeroed = revalue_into(&params, &book, &market, &Zeroed).unwrap();
+        let stale = revalue_into(&params, &book, &market, &Stale).unwrap();
+        let bits = |r: &Revaluation| -> Vec<Vec<u64>> {
+            let (a, p) = (&r.accounts, &r.positions);
+            [
+                &a.equity,
+                &a.collateral_value,
+                &a.debit,
+                &a.upnl,
+                &a.initial_requirement,
+                &a.maintenance_requirement,
+                &a.liquidation_requirement,
+                &a.excess,
+                &a.margin_ratio,
+                &a.ltv,
+                &a.call_amount,
+                &p.notional,
+                &p.upnl,
+                &p.initial_margin,
+                &p.maintenance_margin,
+                &p.liquidation_price,
+                &p.bankruptcy_price,
+                &p.adl_score,
+            ]
+            .iter()
+            .map(|column| column.iter().map(|x| x.to_bits()).collect())
+            .collect()
+        };
+        assert_eq!(bits(&stale), bits(&zeroed));
+        assert_eq!(stale.accounts.status, zeroed.accounts.status);
+        assert_eq!(stale.positions.tier, zeroed.positions.tier);
+        let stale_bits = Stale::F64.to_bits();
+        assert!(bits(&stale).iter().flatten().all(|&b| b != stale_bits));
+    }
 }

@@ -8,6 +8,7 @@ use pyo3::prelude::*;
 
 mod book;
 mod calc;
+mod column_pool;
 mod columns;
 mod errors;
 mod financing;

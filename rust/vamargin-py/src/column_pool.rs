@@ -1,0 +1,181 @@
+//! Output columns that outlive their results.
+//!
+//! A revaluation of 10M positions writes about 0.9 GB of columns. Fresh from the
+//! operating system, every page of them is faulted in and cleared before the kernel's
+//! first write: a fifth of the CPU time of a revaluation on a built book (BENCHMARKS.md,
+//! "Where the time goes"). Intraday and batch callers revalue the same book again and
+//! again, so the columns of a result that Python has freed are kept here and handed,
+//! uncleared, to the next kernel that asks for columns of the same length (kernels write
+//! every element: see [`Columns`]).
+//!
+//! - Only columns of at least [`MIN_BYTES`] are kept; smaller ones go back to the
+//!   allocator, whose free lists already serve them.
+//! - At most `VAMARGIN_COLUMN_POOL_MB` MiB (default [`DEFAULT_MIB`]; `0` turns the pool
+//!   off) are kept; a column that does not fit is freed.
+//! - A request of a length the pool does not hold empties it: the book changed shape, and
+//!   what is kept would only hold memory.
+//!
+//! Result columns reach Python as numpy arrays whose base object owns the column; when
+//! the last reference to the array (or to an Arrow or pandas view of it) goes, the base
+//! object's `Drop` hands the column to the pool.
+
+use std::sync::{Mutex, OnceLock};
+
+use numpy::ndarray::ArrayView1;
+use numpy::{IntoPyArray, PyArray1};
+use pyo3::prelude::*;
+use vamargin_core::Columns;
+
+use crate::huge_pages::HugePages;
+
+/// Columns under 8 MiB (a million `f64`) are not kept.
+pub const MIN_BYTES: usize = 8 << 20;
+/// Pool size unless `VAMARGIN_COLUMN_POOL_MB` says otherwise: the columns of one
+/// revaluation of about 20M positions.
+pub const DEFAULT_MIB: usize = 2048;
+
+/// The spare columns and their total size in bytes.
+struct Spare {
+    columns: Vec<Vec<f64>>,
+    bytes: usize,
+}
+
+static SPARE: Mutex<Spare> = Mutex::new(Spare {
+    columns: Vec::new(),
+    bytes: 0,
+});
+
+/// Pool capacity in bytes, read from the environment once.
+fn capacity() -> usize {
+    static CAPACITY: OnceLock<usize> = OnceLock::new();
+    *CAPACITY.get_or_init(|| {
+        std::env::var("VAMARGIN_COLUMN_POOL_MB")
+            .ok()
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .unwrap_or(DEFAULT_MIB)
+            .saturating_mul(1 << 20)
+    })
+}
+
+fn spare() -> std::sync::MutexGuard<'static, Spare> {
+    // A panic while the lock was held cannot leave `Spare` inconsistent in a way that
+    // matters (at worst `bytes` miscounts a column), so a poisoned lock is still used.
+    SPARE
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn bytes_of(n: usize) -> usize {
+    n.saturating_mul(std::mem::size_of::<f64>())
+}
+
+/// A kept column of exactly `n` elements, if there is one.
+fn take(n: usize) -> Option<Vec<f64>> {
+    if bytes_of(n) < MIN_BYTES {
+        return None;
+    }
+    let mut spare = spare();
+    match spare.columns.iter().position(|c| c.len() == n) {
+        Some(k) => {
+            let column = spare.columns.swap_remove(k);
+            spare.bytes -= bytes_of(n);
+            Some(column)
+        }
+        None => {
+            let dropped = std::mem::take(&mut spare.columns);
+            spare.bytes = 0;
+            drop(spare);
+            drop(dropped);
+            None
+        }
+    }
+}
+
+/// Keeps `column` for a later request, or frees it.
+fn keep(column: Vec<f64>) {
+    let bytes = bytes_of(column.len());
+    if bytes < MIN_BYTES {
+        return;
+    }
+    let mut spare = spare();
+    if spare.bytes + bytes <= capacity() {
+        spare.bytes += bytes;
+        spare.columns.push(column);
+    }
+}
+
+/// Columns from the pool where it holds one of the length asked for; otherwise fresh,
+/// advised for huge pages.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Recycled;
+
+impl Columns for Recycled {
+    fn f64s(&self, n: usize) -> Vec<f64> {
+        take(n).unwrap_or_else(|| HugePages.f64s(n))
+    }
+
+    fn u8s(&self, n: usize) -> Vec<u8> {
+        HugePages.u8s(n)
+    }
+
+    fn u32s(&self, n: usize) -> Vec<u32> {
+        HugePages.u32s(n)
+    }
+
+    fn give_back(&self, column: Vec<f64>) {
+        keep(column);
+    }
+}
+
+/// The base object of a result column's numpy array: it owns the column and hands it to
+/// the pool when Python frees it. Not exported: Python sees it only as `array.base`.
+#[pyclass(frozen, module = "vamargin._core", name = "ResultColumn")]
+struct ResultColumn {
+    column: Vec<f64>,
+}
+
+impl Drop for ResultColumn {
+    fn drop(&mut self) {
+        keep(std::mem::take(&mut self.column));
+    }
+}
+
+/// A numpy array of `column`, which goes to the pool when the array is freed.
+pub fn result_array(py: Python<'_>, column: Vec<f64>) -> PyResult<Bound<'_, PyArray1<f64>>> {
+    if bytes_of(column.len()) < MIN_BYTES || capacity() == 0 {
+        return Ok(column.into_pyarray(py));
+    }
+    let owner = Bound::new(py, ResultColumn { column })?;
+    let view = ArrayView1::from(owner.get().column.as_slice());
+    // SAFETY: the array views `owner`'s column and takes `owner` as its base object, so the
+    // column lives as long as the array. `owner` is frozen and its column private: nothing
+    // reallocates or moves the column's heap buffer until `owner` is dropped, which numpy
+    // does only after the array itself is gone.
+    Ok(unsafe { PyArray1::borrow_from_array(&view, owner.clone().into_any()) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One test owns the process-wide pool (tests run in parallel threads).
+    #[test]
+    fn the_pool_serves_kept_columns_by_length_and_empties_on_a_miss() {
+        let n = MIN_BYTES / 8;
+        let mut a = Recycled.f64s(n);
+        a[0] = 42.0;
+        let address = a.as_ptr();
+        Recycled.give_back(a);
+        Recycled.give_back(vec![1.0; 16]); // too small: freed, not kept
+        let again = Recycled.f64s(n);
+        assert_eq!(again.as_ptr(), address);
+        assert_eq!(again[0], 42.0); // handed back as it was, not cleared
+        Recycled.give_back(again);
+        assert_eq!(spare().columns.len(), 1);
+        let other = Recycled.f64s(n + 1); // another length: the pool empties
+        assert_eq!(other.len(), n + 1);
+        assert!(other.iter().all(|&x| x == 0.0));
+        assert_eq!(spare().columns.len(), 0);
+        assert_eq!(spare().bytes, 0);
+    }
+}
