@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 import vamargin as vm
 from vamargin.config import AssetSpec, Policy, RiskConfig
+from vamargin.firm import largest_positive
 
 HK = RiskConfig.hk_default()
 PRICES = {"USD": 1.0, "HKD": 0.128, "USDT": 1.0, "BTC": 100_000.0, "ETH": 4_000.0}
@@ -369,3 +370,26 @@ def book_accounts() -> dict[str, list[object]]:
         "credit_approved": [True] * 3,
         "client_group": ["Wong family", "Wong family", "Chan"],
     }
+
+
+@given(
+    st.lists(
+        st.sampled_from([0.0, -1.0, 2.5, 7.0, float("nan")]) | st.floats(-10.0, 10.0),
+        max_size=60,
+    ),
+    st.integers(0, 12),
+)
+def test_largest_positive_is_the_stable_sort_without_its_cost(
+    values: list[float], top: int
+) -> None:
+    # Ties, zeros, negatives and NaN drawn often: the cut of the partition lands on ties.
+    array = np.array(values, dtype=np.float64)
+    expected = np.argsort(-array, kind="stable")[:top]
+    expected = expected[array[expected] > 0]
+    np.testing.assert_array_equal(largest_positive(array, top), expected)
+
+
+def test_largest_positive_keeps_the_first_rows_of_a_tie_at_the_cut() -> None:
+    values = np.array([1.0, 5.0, 3.0, 5.0, 3.0, 3.0, 0.0, 3.0])
+    np.testing.assert_array_equal(largest_positive(values, 4), [1, 3, 2, 4])
+    np.testing.assert_array_equal(largest_positive(values, 10), [1, 3, 2, 4, 5, 7, 0])

@@ -38,6 +38,7 @@ from vamargin.config import RiskConfig
 from vamargin.engine import STATUSES, Revaluation, RiskEngine
 from vamargin.errors import ConfigError, DataError, MarginError
 from vamargin.files import FileError, file_format, locate, read_table, write_table
+from vamargin.firm import largest_positive
 from vamargin.funding import FundingSettlement, interest_rates, read_per_instrument
 from vamargin.market import read_prices
 from vamargin.synthetic import synthetic_book
@@ -131,8 +132,7 @@ def _summary(
         f"{int(np.isnan(positions['liquidation_price']).sum()):,} with no liquidation price",
     ]
     deficit = accounts["maintenance_requirement"] - equity
-    worst = np.argsort(-deficit, kind="stable")[:top]
-    worst = worst[deficit[worst] > 0]
+    worst = largest_positive(deficit, top)
     if len(worst):
         lines += ["", f"Biggest deficits against maintenance ({ccy})"]
         lines.append("  account_id        equity   maintenance       deficit  status")

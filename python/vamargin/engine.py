@@ -15,7 +15,7 @@ from vamargin.book import Book, BoundBook
 from vamargin.config import RiskConfig
 from vamargin.errors import DataError
 from vamargin.financing import MarginCalls, units, utc_instant
-from vamargin.firm import FirmReport, share
+from vamargin.firm import FirmReport, largest_positive, share
 from vamargin.funding import FundingSettlement, category, read_per_instrument
 from vamargin.liquidation import LiquidationQueue
 from vamargin.loss_allocation import LiquidationRun, liquidation_run
@@ -509,8 +509,7 @@ class RiskEngine:
         figures = _core.collateral_figures(config.engine_params, bound.core, prices_filled, weights)
         debit, by_asset, recognised = figures["debit"], figures["by_asset"], figures["recognised"]
         total_loans = float(debit.sum())
-        order = np.argsort(-debit, kind="stable")[:top]
-        order = order[debit[order] > 0]
+        order = largest_positive(debit, top)
         top_clients = Table(
             {
                 "account_id": book.account_id[order],
@@ -592,8 +591,7 @@ class RiskEngine:
         """Loans by related-client group (``client_group``; otherwise each account is its
         own group, named by its id), largest first."""
         if book.client_group is None:
-            order = np.argsort(-debit, kind="stable")[:top]
-            order = order[debit[order] > 0]
+            order = largest_positive(debit, top)
             names = np.asarray([str(a) for a in book.account_id[order]], dtype=np.str_)
             return Table(
                 {
@@ -607,8 +605,7 @@ class RiskEngine:
         n_groups = len(groups.names)
         loans = np.bincount(groups.codes, weights=debit, minlength=n_groups)
         members = np.bincount(groups.codes, minlength=n_groups)
-        order = np.argsort(-loans, kind="stable")[:top]
-        order = order[loans[order] > 0]
+        order = largest_positive(loans, top)
         return Table(
             {
                 "group": np.asarray(groups.names, dtype=np.str_)[order],

@@ -45,3 +45,17 @@ class FirmReport:
 def share(part: np.ndarray, whole: float) -> np.ndarray:
     """``part / whole``, 0 where the whole is 0."""
     return part / whole if whole > 0 else np.zeros_like(part, dtype=np.float64)
+
+
+def largest_positive(values: np.ndarray, top: int) -> np.ndarray:
+    """Rows of the ``top`` largest positive values, largest first, ties by row: what
+    ``np.argsort(-values, kind="stable")[:top]`` then dropping values ≤ 0 (and NaN) gives,
+    in linear time (a partition finds the cut; only the rows at or above it are sorted)."""
+    rows = np.flatnonzero(values > 0)
+    if top <= 0:
+        return rows[:0]
+    if len(rows) > top:
+        candidates = values[rows]
+        cut = np.partition(candidates, len(rows) - top)[len(rows) - top]
+        rows = rows[candidates >= cut]
+    return rows[np.argsort(-values[rows], kind="stable")][:top]

@@ -4,11 +4,14 @@
 //! (T piecewise linear in the holding's value), so applying any one of them brings the
 //! account back to its call target.
 
+use std::sync::{Mutex, PoisonError};
+
 use rayon::prelude::*;
 
 use crate::book::Book;
 use crate::error::{Error, Result};
 use crate::money::ExactAmount;
+use crate::parallel::{column_bundle, for_each_chunk};
 use crate::params::{CallTarget, EngineParams, Haircuts};
 use crate::tiers::SizeTiers;
 use crate::valuation::{Market, Revaluation, Status};
@@ -139,8 +142,22 @@ pub struct CollateralFigures {
     pub ltv: Vec<f64>,
 }
 
+column_bundle!(
+    /// Per-account outputs of [`collateral_figures`].
+    CollateralRows {
+        recognised: f64,
+        debit: f64,
+        collateral: f64,
+        ltv: f64,
+    }
+);
+
+/// Accounts per parallel chunk of [`collateral_figures`].
+const COLLATERAL_CHUNK: usize = 4096;
+
 /// Collateral figures of every account. Each account's sums run over its rows in key
-/// order and the per-asset totals add accounts in account order, so the figures do not
+/// order. The per-asset totals are summed per chunk of accounts and the chunks added in
+/// account order; chunks are cut by the number of accounts alone, so the figures do not
 /// depend on the thread count.
 pub fn collateral_figures(
     params: &EngineParams,
@@ -148,54 +165,61 @@ pub fn collateral_figures(
     prices: &[f64],
     weights: &[f64],
 ) -> CollateralFigures {
+    let n_accounts = book.n_accounts();
     let n_assets = weights.len();
-    let per_account: Vec<AccountCollateral> = (0..book.n_accounts())
-        .into_par_iter()
-        .with_min_len(4096)
-        .map(|a| {
-            let mut recognised = 0.0;
-            let mut values = Vec::new();
-            book.holding_groups.for_each_row(a, |row| {
-                let asset = book.holdings.asset[row] as usize;
-                let value = book.holdings.amount[row] * prices[asset];
-                if value > 0.0 {
-                    recognised += value * weights[asset];
-                    values.push((asset, value));
-                }
-            });
-            let totals = crate::valuation::holding_totals(params, book, prices, a);
-            AccountCollateral {
-                recognised,
-                debit: totals.debit,
-                collateral: totals.collateral,
-                values,
-            }
-        })
-        .collect();
     let mut figures = CollateralFigures {
         by_asset: vec![0.0; n_assets],
-        ..CollateralFigures::default()
+        recognised: vec![0.0; n_accounts],
+        debit: vec![0.0; n_accounts],
+        collateral: vec![0.0; n_accounts],
+        ltv: vec![0.0; n_accounts],
     };
-    for account in per_account {
-        figures.recognised.push(account.recognised);
-        figures.debit.push(account.debit);
-        figures.collateral.push(account.collateral);
-        figures.ltv.push(crate::valuation::loan_to_value(
-            account.debit,
-            account.collateral,
-        ));
-        for (asset, value) in account.values {
-            figures.by_asset[asset] += value;
+    let columns = CollateralRows {
+        recognised: &mut figures.recognised,
+        debit: &mut figures.debit,
+        collateral: &mut figures.collateral,
+        ltv: &mut figures.ltv,
+    };
+    // (first account, per-asset sums) of every chunk.
+    let chunk_sums = Mutex::new(Vec::new());
+    for_each_chunk(
+        columns,
+        COLLATERAL_CHUNK,
+        &|first, chunk: CollateralRows<'_>| {
+            let mut by_asset = vec![0.0; n_assets];
+            for i in 0..chunk.recognised.len() {
+                let account = first + i;
+                let mut recognised = 0.0;
+                book.holding_groups.for_each_row(account, |row| {
+                    let asset = book.holdings.asset[row] as usize;
+                    let value = book.holdings.amount[row] * prices[asset];
+                    if value > 0.0 {
+                        recognised += value * weights[asset];
+                        by_asset[asset] += value;
+                    }
+                });
+                let totals = crate::valuation::holding_totals(params, book, prices, account);
+                chunk.recognised[i] = recognised;
+                chunk.debit[i] = totals.debit;
+                chunk.collateral[i] = totals.collateral;
+                chunk.ltv[i] = crate::valuation::loan_to_value(totals.debit, totals.collateral);
+            }
+            chunk_sums
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push((first, by_asset));
+        },
+    );
+    let mut chunk_sums = chunk_sums
+        .into_inner()
+        .unwrap_or_else(PoisonError::into_inner);
+    chunk_sums.sort_unstable_by_key(|&(first, _)| first);
+    for (_, sums) in chunk_sums {
+        for (total, sum) in figures.by_asset.iter_mut().zip(sums) {
+            *total += sum;
         }
     }
     figures
-}
-
-struct AccountCollateral {
-    recognised: f64,
-    debit: f64,
-    collateral: f64,
-    values: Vec<(usize, f64)>,
 }
 
 /// Bands of the credited value `T`: `(from, to, factor)` covering `[0, ∞)`.
