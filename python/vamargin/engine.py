@@ -225,13 +225,16 @@ class RiskEngine:
             np.ascontiguousarray(row_settle, dtype=np.uint32),
             payments,
             len(asset_names),
-        ).reshape(book.n_accounts, len(asset_names))
-        account_rows, asset_ids = np.nonzero(sums)
+        )
+        # `sums` is row-major, one row per account and one column per asset: the flat
+        # index of a cell is account·n_assets + asset (a 1-d scan, faster than a 2-d one).
+        cells = np.flatnonzero(sums)
+        account_rows, asset_ids = np.divmod(cells, len(asset_names))
         by_account = Table(
             {
                 "account_id": book.account_id[account_rows],
                 "asset": category(asset_names, asset_ids),
-                "amount": sums[account_rows, asset_ids],
+                "amount": sums[cells],
             }
         )
         used = np.flatnonzero(bound.instruments_used)

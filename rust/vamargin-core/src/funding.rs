@@ -10,8 +10,6 @@
 //!   funding of a position opposite to the net open interest, rounded against the house;
 //! - `dust` is what rounding left over: `−(Σ payments + house)`, never negative.
 
-use rayon::prelude::*;
-
 use crate::book::Positions;
 use crate::error::{Error, Result};
 use crate::money::{Coefficient, ExactAmount, ExactSum};
@@ -125,9 +123,19 @@ fn qty_units(qty: f64) -> Option<i64> {
     // Below 2^53 / 1e9 contracts, q·1e9 is within half a unit of the decimal's value, so
     // rounding it is exact; beyond, read the decimal itself.
     if qty.abs() < 9.0e6 {
-        return Some((qty * 1e9).round() as i64);
+        return Some(round_half_away(qty * 1e9));
     }
     index_units(qty, QTY_DECIMALS).and_then(|units| i64::try_from(units).ok())
+}
+
+/// `x.round()` (half away from zero) for `|x| < 2^53`, without a call to libm: the
+/// conversion truncates, and the fraction it drops is exact (from 2^52 on every `f64` is
+/// an integer and the fraction is 0).
+#[inline]
+fn round_half_away(x: f64) -> i64 {
+    let truncated = x as i64;
+    let fraction = x - truncated as f64;
+    truncated + i64::from(fraction >= 0.5) - i64::from(fraction <= -0.5)
 }
 
 /// An index value as an integer at the instrument's index scale: its shortest decimal,
@@ -261,14 +269,26 @@ pub fn settle_funding(
             }
         })
         .collect();
+    // Per-instrument exact totals: Σ payments, and the open interest (or Σ q·index move),
+    // summed per chunk of rows as the payments are made. Every total is an exact integer
+    // sum, so the order the chunks are merged in does not matter.
+    #[derive(Clone, Default)]
+    struct Totals {
+        rows: usize,
+        received: i128,
+        paid: i128,
+        open_interest: ExactSum,
+    }
     let mut payments = vec![0i64; positions.qty.len()];
     let first_error: std::sync::Mutex<Option<(usize, Error)>> = std::sync::Mutex::new(None);
+    let chunk_totals: std::sync::Mutex<Vec<Vec<Totals>>> = std::sync::Mutex::new(Vec::new());
     for_each_chunk(
         Payments {
             payment: &mut payments,
         },
         CHUNK,
         &|first, chunk: Payments<'_>| {
+            let mut totals = vec![Totals::default(); n_instruments];
             for (i, slot) in chunk.payment.iter_mut().enumerate() {
                 let row = first + i;
                 let qty = positions.qty[row];
@@ -277,7 +297,7 @@ pub fn settle_funding(
                 }
                 let id = positions.instrument[row] as usize;
                 let instrument = &instruments[id];
-                let outcome = (|| -> Result<i64> {
+                let outcome = (|| -> Result<(i64, i64, i128)> {
                     let units = qty_units(qty).ok_or(Error::Overflow { what: "quantity" })?;
                     let index_move = index_move(row, id)?;
                     let fast = coefficients[id].and_then(|k| match basis {
@@ -286,8 +306,8 @@ pub fn settle_funding(
                             .checked_mul(index_move)
                             .and_then(|n| k.floor_times(n)),
                     });
-                    match fast {
-                        Some(amount) => Ok(amount),
+                    let amount = match fast {
+                        Some(amount) => amount,
                         None => exact_payment(
                             instrument,
                             &basis,
@@ -295,11 +315,28 @@ pub fn settle_funding(
                             ExactAmount::one().times_integer(units),
                             Some(index_move),
                         )
-                        .floor(),
-                    }
+                        .floor()?,
+                    };
+                    Ok((amount, units, index_move))
                 })();
                 match outcome {
-                    Ok(amount) => *slot = amount,
+                    Ok((amount, units, index_move)) => {
+                        *slot = amount;
+                        let entry = &mut totals[id];
+                        entry.rows += 1;
+                        if amount >= 0 {
+                            entry.received += i128::from(amount);
+                        } else {
+                            entry.paid += i128::from(amount);
+                        }
+                        let weight = match basis {
+                            FundingBasis::Mark { .. } => 1,
+                            FundingBasis::Index { .. } => index_move,
+                        };
+                        entry
+                            .open_interest
+                            .add(i128::from(units).saturating_mul(weight));
+                    }
                     Err(error) => {
                         let mut guard = first_error.lock().unwrap_or_else(|p| p.into_inner());
                         if guard.as_ref().is_none_or(|(r, _)| row < *r) {
@@ -309,60 +346,28 @@ pub fn settle_funding(
                     }
                 }
             }
+            chunk_totals
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(totals);
         },
     );
     if let Some((_, error)) = first_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
         return Err(error);
     }
-
-    // Per-instrument exact totals: Σ payments, and the open interest (or Σ q·index move).
-    #[derive(Clone, Default)]
-    struct Totals {
-        rows: usize,
-        received: i128,
-        paid: i128,
-        open_interest: ExactSum,
-    }
-    let totals = (0..positions.qty.len())
-        .into_par_iter()
-        .with_min_len(CHUNK)
-        .fold(
-            || vec![Totals::default(); n_instruments],
-            |mut acc, row| {
-                let qty = positions.qty[row];
-                if qty != 0.0 {
-                    let id = positions.instrument[row] as usize;
-                    let entry = &mut acc[id];
-                    entry.rows += 1;
-                    let payment = i128::from(payments[row]);
-                    if payment >= 0 {
-                        entry.received += payment;
-                    } else {
-                        entry.paid += payment;
-                    }
-                    // Readability was checked while paying.
-                    let units = i128::from(qty_units(qty).unwrap_or(0));
-                    let weight = match basis {
-                        FundingBasis::Mark { .. } => 1,
-                        FundingBasis::Index { .. } => index_move(row, id).unwrap_or(0),
-                    };
-                    entry.open_interest.add(units.saturating_mul(weight));
-                }
-                acc
-            },
-        )
-        .reduce(
-            || vec![Totals::default(); n_instruments],
-            |mut left, right| {
-                for (l, r) in left.iter_mut().zip(right) {
-                    l.rows += r.rows;
-                    l.received += r.received;
-                    l.paid += r.paid;
-                    l.open_interest = l.open_interest.merge(r.open_interest);
-                }
-                left
-            },
-        );
+    let totals = chunk_totals
+        .into_inner()
+        .unwrap_or_else(|p| p.into_inner())
+        .into_iter()
+        .fold(vec![Totals::default(); n_instruments], |mut sum, chunk| {
+            for (s, c) in sum.iter_mut().zip(chunk) {
+                s.rows += c.rows;
+                s.received += c.received;
+                s.paid += c.paid;
+                s.open_interest = s.open_interest.merge(c.open_interest);
+            }
+            sum
+        });
 
     let overflow = |what| Error::Overflow { what };
     let mut settlement = FundingSettlement {
@@ -439,6 +444,35 @@ mod tests {
             entry_price: &[],
             isolated_margin: None,
             leverage: None,
+        }
+    }
+
+    #[test]
+    fn rounding_without_libm_matches_f64_round() {
+        let edges = [
+            0.0,
+            -0.0,
+            0.5,
+            -0.5,
+            1.5,
+            -1.5,
+            2.5,
+            0.49999999999999994,
+            -0.49999999999999994,
+            4_503_599_627_370_495.5,
+            -4_503_599_627_370_495.5,
+            8_999_999_999_999_999.0,
+            123_456_789.000_000_1,
+            -987_654_321.499_999,
+        ];
+        for x in edges {
+            assert_eq!(round_half_away(x), x.round() as i64, "{x}");
+        }
+        let mut x = -3.0e6_f64;
+        while x < 3.0e6 {
+            let scaled = x * 1e9;
+            assert_eq!(round_half_away(scaled), scaled.round() as i64, "{scaled}");
+            x += 1_234.567_890_123;
         }
     }
 

@@ -52,15 +52,17 @@ pub fn minor_unit_decimals(minor_unit: f64) -> Option<u32> {
     })
 }
 
-/// `±numerator · 10^exponent / denominator`: a product of decimal inputs (and at most one
-/// decimal divisor) small enough that multiplying it by an integer and flooring is exact
-/// `i128` work — the fast path for a coefficient shared by many rows.
+/// `multiplier / divisor`: a product of decimal inputs (and at most one decimal divisor)
+/// small enough that multiplying it by an integer and flooring is exact `i128` work — the
+/// fast path for a coefficient shared by many rows. Both integers are worked out once,
+/// so a row costs one multiplication and one division (a 64-bit one when the product
+/// fits, as it does for every realistic payment).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Coefficient {
-    negative: bool,
-    numerator: u64,
-    exponent: i32,
-    denominator: u64,
+    /// `±numerator · 10^max(exponent, 0)`.
+    multiplier: i128,
+    /// `denominator · 10^max(−exponent, 0)`; `None` when that exceeds any `i128`.
+    divisor: Option<i128>,
 }
 
 /// `x` as a decimal with its trailing zeros removed from the mantissa.
@@ -79,50 +81,60 @@ fn stripped_decimal(x: f64) -> Option<(bool, u64, i32)> {
 impl Coefficient {
     /// `sign · Π factors · 10^shift / divisor`, or `None` when the digits do not fit.
     pub fn new(negative: bool, factors: &[f64], divisor: Option<f64>, shift: i32) -> Option<Self> {
-        let mut coefficient = Coefficient {
-            negative,
-            numerator: 1,
-            exponent: shift,
-            denominator: 1,
-        };
+        let mut negative = negative;
+        let mut numerator = 1u64;
+        let mut exponent = shift;
+        let mut denominator = 1u64;
         for &factor in factors {
-            let (sign, mantissa, exponent) = stripped_decimal(factor)?;
-            coefficient.negative ^= sign;
-            coefficient.numerator = coefficient.numerator.checked_mul(mantissa)?;
-            coefficient.exponent += exponent;
+            let (sign, mantissa, places) = stripped_decimal(factor)?;
+            negative ^= sign;
+            numerator = numerator.checked_mul(mantissa)?;
+            exponent += places;
         }
         if let Some(divisor) = divisor {
-            let (sign, mantissa, exponent) = stripped_decimal(divisor)?;
+            let (sign, mantissa, places) = stripped_decimal(divisor)?;
             if sign || mantissa == 0 {
                 return None;
             }
-            coefficient.denominator = mantissa;
-            coefficient.exponent -= exponent;
+            denominator = mantissa;
+            exponent -= places;
         }
-        Some(coefficient)
+        let power = |k: i32| 10i128.checked_pow(k.unsigned_abs());
+        let mut multiplier = i128::from(numerator);
+        if exponent > 0 {
+            multiplier = multiplier.checked_mul(power(exponent)?)?;
+        }
+        if negative {
+            multiplier = -multiplier;
+        }
+        let divisor = if exponent < 0 {
+            power(exponent).and_then(|p| p.checked_mul(i128::from(denominator)))
+        } else {
+            Some(i128::from(denominator))
+        };
+        Some(Coefficient {
+            multiplier,
+            divisor,
+        })
     }
 
     /// `floor(n · self)` exactly, or `None` when it does not fit the `i128` fast path.
     #[inline]
     pub fn floor_times(&self, n: i128) -> Option<i64> {
-        let mut value = n.checked_mul(i128::from(self.numerator))?;
-        if self.negative {
-            value = value.checked_neg()?;
+        let value = match (i64::try_from(n), i64::try_from(self.multiplier)) {
+            // Two 64-bit factors: one widening multiplication that cannot overflow.
+            (Ok(n), Ok(multiplier)) => i128::from(n) * i128::from(multiplier),
+            _ => n.checked_mul(self.multiplier)?,
+        };
+        match self.divisor {
+            // The divisor exceeds any i128 value: the quotient is 0 or −1.
+            None => Some(if value < 0 { -1 } else { 0 }),
+            Some(1) => i64::try_from(value).ok(),
+            Some(divisor) => match (i64::try_from(value), i64::try_from(divisor)) {
+                (Ok(value), Ok(divisor)) => Some(value.div_euclid(divisor)),
+                _ => i64::try_from(value.div_euclid(divisor)).ok(),
+            },
         }
-        let mut divisor = i128::from(self.denominator);
-        if self.exponent >= 0 {
-            value = value.checked_mul(10i128.checked_pow(self.exponent as u32)?)?;
-        } else {
-            match 10i128
-                .checked_pow((-self.exponent) as u32)
-                .and_then(|p| p.checked_mul(divisor))
-            {
-                Some(d) => divisor = d,
-                // The divisor exceeds any i128 value: the quotient is 0 or −1.
-                None => return Some(if value < 0 { -1 } else { 0 }),
-            }
-        }
-        i64::try_from(value.div_euclid(divisor)).ok()
     }
 }
 
@@ -704,6 +716,25 @@ mod tests {
         );
         let err = sum_by_account(&groups, &[0, 0, 0], &[i64::MAX, 0, 1], 1);
         assert!(matches!(err, Err(Error::Overflow { .. })));
+    }
+
+    #[test]
+    fn coefficients_floor_products_beyond_64_bits_in_i128() {
+        // 1e-10: multiplier 1, divisor 1e10. A product past i64 takes the i128 division.
+        let k = Coefficient::new(false, &[1.0], None, -10).unwrap();
+        assert_eq!(
+            k.floor_times(30_000_000_000_000_000_000),
+            Some(3_000_000_000)
+        );
+        assert_eq!(
+            k.floor_times(-30_000_000_000_000_000_001),
+            Some(-3_000_000_001)
+        );
+        assert_eq!(k.floor_times(-1), Some(-1));
+        // A divisor past i128: every quotient is 0 or −1.
+        let tiny = Coefficient::new(false, &[1.0], None, -40).unwrap();
+        assert_eq!(tiny.floor_times(i128::from(i64::MAX)), Some(0));
+        assert_eq!(tiny.floor_times(-1), Some(-1));
     }
 
     #[test]
