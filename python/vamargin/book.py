@@ -116,18 +116,18 @@ class Book:
         self.position_instrument: Codes = table.strings("instrument")
         self.qty: F64 = table.float64("qty")
         self.entry_price: F64 = table.float64("entry_price")
-        if (row := first_true((self.entry_price <= 0) & (self.qty != 0))) is not None:
+        if (row := _core.first_below(self.entry_price, 0.0, True, self.qty)) is not None:
             raise table.fail("entry_price", row, f"{self.entry_price[row]} is not a price > 0")
         self.isolated_margin: F64 | None = None
         if table.has("isolated_margin"):
             margin = table.float64("isolated_margin", nulls_as_nan=True)
-            if (row := first_true(margin < 0)) is not None:
+            if (row := _core.first_below(margin, 0.0, False)) is not None:
                 raise table.fail("isolated_margin", row, f"{margin[row]} is negative")
             self.isolated_margin = margin
         self.leverage: F64 | None = None
         if table.has("leverage"):
             leverage = table.float64("leverage", nulls_as_nan=True)
-            if (row := first_true(leverage < 1)) is not None:
+            if (row := _core.first_below(leverage, 1.0, False)) is not None:
                 raise table.fail("leverage", row, f"{leverage[row]} is below 1")
             self.leverage = leverage
         self.funding_index: F64 | None = None

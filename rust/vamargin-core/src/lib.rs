@@ -18,6 +18,7 @@ mod parallel;
 pub mod params;
 pub mod perp;
 pub mod pretrade;
+pub mod scan;
 pub mod stress;
 pub mod tiers;
 pub mod valuation;

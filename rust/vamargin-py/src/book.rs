@@ -360,6 +360,42 @@ pub fn bind_holdings<'py>(
     ))
 }
 
+/// First row of `values` holding ±∞, or NaN unless `allow_nan`, or `None`.
+#[pyfunction]
+pub fn first_not_finite(
+    py: Python<'_>,
+    values: PyReadonlyArray1<'_, f64>,
+    allow_nan: bool,
+) -> PyResult<Option<usize>> {
+    let values = values.as_slice()?;
+    let pool = pool::current()?;
+    Ok(py.detach(|| pool::install(&pool, || core::scan::first_not_finite(values, allow_nan))))
+}
+
+/// First row of `values` below `bound` (or equal, with `or_equal`), NaN never; with
+/// `where_nonzero`, only rows where that column is not 0.
+#[pyfunction]
+#[pyo3(signature = (values, bound, or_equal, where_nonzero=None))]
+pub fn first_below(
+    py: Python<'_>,
+    values: PyReadonlyArray1<'_, f64>,
+    bound: f64,
+    or_equal: bool,
+    where_nonzero: Option<PyReadonlyArray1<'_, f64>>,
+) -> PyResult<Option<usize>> {
+    let values = values.as_slice()?;
+    let where_nonzero = optional_slice(&where_nonzero)?;
+    let mut lengths = vec![values.len()];
+    lengths.extend(where_nonzero.map(<[f64]>::len));
+    same_lengths("first_below columns", &lengths)?;
+    let pool = pool::current()?;
+    Ok(py.detach(|| {
+        pool::install(&pool, || {
+            core::scan::first_below(values, bound, or_equal, where_nonzero)
+        })
+    }))
+}
+
 /// First row repeating the key of an earlier row of its account, for a grouping built
 /// with these `keys`, or `None`; rows whose `qty` is 0 are skipped when `qty` is given.
 #[pyfunction]
