@@ -232,26 +232,25 @@ def peers_checked(config: vm.RiskConfig) -> None:
 
 FLOORS: dict[str, float] = {
     # job → the least numpy_time ÷ vamargin_time a quick-mode run must show, with the
-    # default engine threads (all cores; 2 on the CI machine). Each floor is about 60% of
-    # the lowest ratio measured in six quick runs on the shared 2-vCPU machine (load 0.6–5;
-    # BENCHMARKS.md, "The CI gate"), so it holds under the load seen there and fails when
-    # the engine gets roughly 1.7–2.5× slower. The issue asks for 5× on every job: NO job
-    # meets that today, and every floor here is a regression guard, NOT the target. A floor
-    # below 1 means the engine is slower than numpy at that job.
-    # Raised after the 2026-11-22 input-stage work: 3.50–4.35× in three quick runs at load
-    # ≤ 1.5 (2.07–2.94× before). Set at ~40% of the lowest, as a loaded machine halves it.
-    "revalue e2e": 1.5,  # measured 3.50–4.35× (vs the faster of numpy and polars)
-    "revalue built": 1.7,  # 2.81–6.39×
-    "stress built": 1.3,  # 2.14–4.16×
-    "stress e2e": 1.2,  # 2.01–4.09×
-    "funding e2e": 0.4,  # 0.90× once after the input-stage work (0.53–0.67× before)
-    "funding built": 0.55,  # 0.90–1.50×
-    "liquidation_queue e2e": 1.1,  # 1.79–2.32×
-    "liquidation_queue built": 1.7,  # 2.87–4.22×
-    "margin_calls e2e": 1.1,  # 1.86–2.71×
-    "margin_calls built": 2.0,  # 3.28–5.56×
-    "firm_report e2e": 0.17,  # 0.27–0.31×: slower than numpy
-    "firm_report built": 0.4,  # 0.66–0.78×: slower than numpy
+    # default engine threads (all cores; 2 on the CI machine). A floor fails when its job
+    # gets roughly 2–3× slower. The issue asks for 5× on every job: only some jobs reach
+    # it in some runs, and every floor here is a regression guard, NOT the target. A floor
+    # below 1 leaves room for the engine to be slower than numpy under load.
+    # Raised on 2026-11-22 (second session: column pool, funding, firm report, column
+    # checks) to ~45% of the lowest ratio of three quick runs at load 1.0–1.3 (in
+    # brackets; BENCHMARKS.md, "The CI gate"), as a loaded machine halves a ratio.
+    "revalue e2e": 2.0,  # [4.44–5.23] vs the faster of numpy and polars (was 1.5)
+    "revalue built": 3.2,  # [7.25–10.06] (was 1.7)
+    "stress built": 1.3,  # [2.90–4.32]
+    "stress e2e": 1.6,  # [3.66–3.81] (was 1.2)
+    "funding e2e": 0.55,  # [1.11–1.38] (was 0.4; 0.53–0.67 before the first session)
+    "funding built": 1.0,  # [2.23–2.38] (was 0.55)
+    "liquidation_queue e2e": 1.2,  # [2.70–3.87] (was 1.1)
+    "liquidation_queue built": 1.7,  # [3.74–5.68]
+    "margin_calls e2e": 1.5,  # [3.48–4.32] (was 1.1)
+    "margin_calls built": 2.6,  # [5.81–6.79] (was 2.0)
+    "firm_report e2e": 0.5,  # [1.11–1.21] (was 0.17: slower than numpy before)
+    "firm_report built": 1.1,  # [2.51–2.83] (was 0.4: slower than numpy before)
 }
 GATED_SIZES = ("1M", "1M positions", "200k accounts")
 """Sizes the floors were measured at (quick mode). Ratios at the full-mode sizes are
