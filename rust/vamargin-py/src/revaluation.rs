@@ -65,29 +65,50 @@ pub fn after_revaluation<T: Send>(
     })
 }
 
+/// A revaluation's columns under their result names: the `f64` ones, and the `u8` codes.
+struct NamedColumns {
+    accounts: [(&'static str, Vec<f64>); 11],
+    status: Vec<u8>,
+    positions: [(&'static str, Vec<f64>); 7],
+    tier: Vec<u8>,
+}
+
+impl From<Revaluation> for NamedColumns {
+    fn from(revaluation: Revaluation) -> Self {
+        let (a, p) = (revaluation.accounts, revaluation.positions);
+        NamedColumns {
+            accounts: [
+                ("equity", a.equity),
+                ("collateral_value", a.collateral_value),
+                ("debit", a.debit),
+                ("upnl", a.upnl),
+                ("initial_requirement", a.initial_requirement),
+                ("maintenance_requirement", a.maintenance_requirement),
+                ("liquidation_requirement", a.liquidation_requirement),
+                ("excess", a.excess),
+                ("margin_ratio", a.margin_ratio),
+                ("ltv", a.ltv),
+                ("call_amount", a.call_amount),
+            ],
+            status: a.status,
+            positions: [
+                ("notional", p.notional),
+                ("upnl", p.upnl),
+                ("initial_margin", p.initial_margin),
+                ("maintenance_margin", p.maintenance_margin),
+                ("liquidation_price", p.liquidation_price),
+                ("bankruptcy_price", p.bankruptcy_price),
+                ("adl_score", p.adl_score),
+            ],
+            tier: p.tier,
+        }
+    }
+}
+
 /// Hands every `f64` column of `revaluation` to the column pool.
 fn give_back(revaluation: Revaluation) {
-    let (a, p) = (revaluation.accounts, revaluation.positions);
-    for column in [
-        a.equity,
-        a.collateral_value,
-        a.debit,
-        a.upnl,
-        a.initial_requirement,
-        a.maintenance_requirement,
-        a.liquidation_requirement,
-        a.excess,
-        a.margin_ratio,
-        a.ltv,
-        a.call_amount,
-        p.notional,
-        p.upnl,
-        p.initial_margin,
-        p.maintenance_margin,
-        p.liquidation_price,
-        p.bankruptcy_price,
-        p.adl_score,
-    ] {
+    let columns = NamedColumns::from(revaluation);
+    for (_, column) in columns.accounts.into_iter().chain(columns.positions) {
         Recycled.give_back(column);
     }
 }
@@ -102,46 +123,17 @@ pub fn revalue<'py>(
     asset_prices: PyReadonlyArray1<'py, f64>,
     marks: PyReadonlyArray1<'py, f64>,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let result = revaluation(py, params, book, &asset_prices, &marks)?;
-
+    let columns = NamedColumns::from(revaluation(py, params, book, &asset_prices, &marks)?);
     let accounts = PyDict::new(py);
-    let a = result.accounts;
-    accounts.set_item("equity", result_array(py, a.equity)?)?;
-    accounts.set_item("collateral_value", result_array(py, a.collateral_value)?)?;
-    accounts.set_item("debit", result_array(py, a.debit)?)?;
-    accounts.set_item("upnl", result_array(py, a.upnl)?)?;
-    accounts.set_item(
-        "initial_requirement",
-        result_array(py, a.initial_requirement)?,
-    )?;
-    accounts.set_item(
-        "maintenance_requirement",
-        result_array(py, a.maintenance_requirement)?,
-    )?;
-    accounts.set_item(
-        "liquidation_requirement",
-        result_array(py, a.liquidation_requirement)?,
-    )?;
-    accounts.set_item("excess", result_array(py, a.excess)?)?;
-    accounts.set_item("margin_ratio", result_array(py, a.margin_ratio)?)?;
-    accounts.set_item("ltv", result_array(py, a.ltv)?)?;
-    accounts.set_item("status", a.status.into_pyarray(py))?;
-    accounts.set_item("call_amount", result_array(py, a.call_amount)?)?;
-
+    for (name, column) in columns.accounts {
+        accounts.set_item(name, result_array(py, column)?)?;
+    }
+    accounts.set_item("status", columns.status.into_pyarray(py))?;
     let positions = PyDict::new(py);
-    let p = result.positions;
-    positions.set_item("notional", result_array(py, p.notional)?)?;
-    positions.set_item("upnl", result_array(py, p.upnl)?)?;
-    positions.set_item("initial_margin", result_array(py, p.initial_margin)?)?;
-    positions.set_item(
-        "maintenance_margin",
-        result_array(py, p.maintenance_margin)?,
-    )?;
-    positions.set_item("tier", p.tier.into_pyarray(py))?;
-    positions.set_item("liquidation_price", result_array(py, p.liquidation_price)?)?;
-    positions.set_item("bankruptcy_price", result_array(py, p.bankruptcy_price)?)?;
-    positions.set_item("adl_score", result_array(py, p.adl_score)?)?;
-
+    for (name, column) in columns.positions {
+        positions.set_item(name, result_array(py, column)?)?;
+    }
+    positions.set_item("tier", columns.tier.into_pyarray(py))?;
     let out = PyDict::new(py);
     out.set_item("accounts", accounts)?;
     out.set_item("positions", positions)?;
