@@ -186,12 +186,17 @@ fn sorted_offsets(account_of_row: &[u32], n_accounts: usize) -> Vec<usize> {
 /// positions stay in cache while a pass scatters.
 const RADIX_BITS: u32 = 11;
 
-/// Groups unsorted rows by a least-significant-digit radix sort of the composite
-/// `account·n_keys + key` with the row as payload. Each pass reads sequentially and
-/// writes to 2048 streams, where grouping row by row would write at random across the
-/// table; the sort is stable, so equal keys keep their row order, as the per-account
-/// sort would leave them. `None` when the composite does not fit in 32 bits (the caller
-/// then sorts per account).
+/// Groups unsorted rows by a radix sort of the composite `account·n_keys + key` with the
+/// row as payload; the sort is stable, so equal keys keep their row order, as the
+/// per-account sort would leave them. `None` when the composite does not fit in 32 bits
+/// (the caller then sorts per account).
+///
+/// The first pass partitions the rows by the composite's most significant digit: it
+/// reads sequentially and writes to at most 2048 streams (grouping row by row would write
+/// at random across the table). Each partition, a few thousand rows of neighbouring
+/// accounts, is then sorted by the remaining digits least significant first, in
+/// parallel and in cache. A stable partition followed by a stable sort of each part is
+/// the stable sort of the whole, so the grouping is the same whatever the thread count.
 fn radix_grouping(
     account_of_row: &[u32],
     key_of_row: Option<&[u32]>,
@@ -204,7 +209,7 @@ fn radix_grouping(
     }
     // Both factors fit in 32 bits because their product does.
     let n_keys = n_keys as u32;
-    let mut composite: Vec<u32> = match key_of_row {
+    let composite: Vec<u32> = match key_of_row {
         Some(keys) => account_of_row
             .par_iter()
             .zip(keys)
@@ -212,41 +217,119 @@ fn radix_grouping(
             .collect(),
         None => account_of_row.to_vec(),
     };
-    // Row count was checked against u32::MAX by the caller.
-    let mut order: Vec<u32> = (0..account_of_row.len() as u32).into_par_iter().collect();
-    let mut composite_next = vec![0u32; composite.len()];
-    let mut order_next = vec![0u32; composite.len()];
     let bits = u64::BITS - span.saturating_sub(1).leading_zeros();
     // As few passes as digits of at most RADIX_BITS allow, the bits spread evenly.
     let passes = bits.div_ceil(RADIX_BITS).max(1);
     let digit_bits = bits.div_ceil(passes).max(1);
+    let top_shift = (passes - 1) * digit_bits;
+    let top_digit = |c: u32| (c >> top_shift) as usize;
+    let n_parts = ((span.saturating_sub(1) >> top_shift) + 1) as usize;
+
+    // Pass 1: the stable partition by the top digit. Row count was checked against
+    // u32::MAX by the caller.
+    let counts = composite
+        .par_chunks(SCAN_BLOCK)
+        .fold(
+            || vec![0usize; n_parts],
+            |mut counts, chunk| {
+                chunk.iter().for_each(|&c| counts[top_digit(c)] += 1);
+                counts
+            },
+        )
+        .reduce(
+            || vec![0usize; n_parts],
+            |mut a, b| {
+                a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
+                a
+            },
+        );
+    let mut next = vec![0usize; n_parts];
+    for part in 1..n_parts {
+        next[part] = next[part - 1] + counts[part - 1];
+    }
+    let mut sorted = vec![0u32; composite.len()];
+    let mut order = vec![0u32; composite.len()];
+    for (row, &c) in composite.iter().enumerate() {
+        let slot = &mut next[top_digit(c)];
+        sorted[*slot] = c;
+        order[*slot] = row as u32;
+        *slot += 1;
+    }
+    drop(composite);
+
+    // Passes 2…: each part by the lower digits, least significant first.
+    if passes > 1 {
+        let mut parts = Vec::with_capacity(n_parts);
+        let (mut keys_rest, mut rows_rest) = (&mut sorted[..], &mut order[..]);
+        for &count in &counts {
+            let (keys, more_keys) = keys_rest.split_at_mut(count);
+            let (rows, more_rows) = rows_rest.split_at_mut(count);
+            parts.push((keys, rows));
+            (keys_rest, rows_rest) = (more_keys, more_rows);
+        }
+        parts.into_par_iter().for_each_init(
+            || (Vec::new(), Vec::new()),
+            |(key_scratch, row_scratch), (keys, rows)| {
+                lsd_sort(keys, rows, key_scratch, row_scratch, digit_bits, passes - 1);
+            },
+        );
+    }
+    // Where each account starts, from the sorted composites.
+    let offsets = counted_offsets(sorted.iter().map(|&c| (c / n_keys) as usize), n_accounts);
+    Some(Grouping {
+        offsets,
+        order: Some(order),
+    })
+}
+
+/// Sorts `keys` (carrying `rows`) stably by their lowest `passes · digit_bits` bits, one
+/// digit per pass, least significant first; the scratch vectors are reused across calls.
+fn lsd_sort(
+    keys: &mut [u32],
+    rows: &mut [u32],
+    key_scratch: &mut Vec<u32>,
+    row_scratch: &mut Vec<u32>,
+    digit_bits: u32,
+    passes: u32,
+) {
+    let n = keys.len();
+    if n < 2 {
+        return;
+    }
+    key_scratch.clear();
+    key_scratch.resize(n, 0);
+    row_scratch.clear();
+    row_scratch.resize(n, 0);
     let mask = (1usize << digit_bits) - 1;
-    let mut shift = 0;
-    while shift < bits {
+    let mut next = vec![0usize; mask + 2];
+    // Even passes read from the slices and write to the scratch; odd passes back.
+    for pass in 0..passes {
+        let shift = pass * digit_bits;
         let digit = |c: u32| (c >> shift) as usize & mask;
-        let mut next = vec![0usize; mask + 2];
-        for &c in &composite {
+        let (from_keys, from_rows, to_keys, to_rows): (&[u32], &[u32], &mut [u32], &mut [u32]) =
+            if pass % 2 == 0 {
+                (keys, rows, key_scratch, row_scratch)
+            } else {
+                (key_scratch, row_scratch, keys, rows)
+            };
+        next.iter_mut().for_each(|x| *x = 0);
+        for &c in from_keys {
             next[digit(c) + 1] += 1;
         }
         for d in 0..=mask {
             next[d + 1] += next[d];
         }
-        for (&c, &row) in composite.iter().zip(&order) {
+        for (&c, &row) in from_keys.iter().zip(from_rows) {
             let slot = &mut next[digit(c)];
-            composite_next[*slot] = c;
-            order_next[*slot] = row;
+            to_keys[*slot] = c;
+            to_rows[*slot] = row;
             *slot += 1;
         }
-        std::mem::swap(&mut composite, &mut composite_next);
-        std::mem::swap(&mut order, &mut order_next);
-        shift += digit_bits;
     }
-    // Where each account starts, from the sorted composites.
-    let offsets = counted_offsets(composite.iter().map(|&c| (c / n_keys) as usize), n_accounts);
-    Some(Grouping {
-        offsets,
-        order: Some(order),
-    })
+    if passes % 2 == 1 {
+        keys.copy_from_slice(key_scratch);
+        rows.copy_from_slice(row_scratch);
+    }
 }
 
 /// Maps external `account_id`s to dense indexes `0..n` (their row in the accounts table).
@@ -777,6 +860,28 @@ mod tests {
             let (a, b) = (pair[0], pair[1]);
             let (ka, kb) = ((account[a], small[a], a), (account[b], small[b], b));
             assert!(ka < kb, "{ka:?} then {kb:?}");
+        }
+    }
+
+    #[test]
+    fn radix_partition_then_part_sorts_match_the_per_account_sorts() {
+        // 600 000 accounts × 11 keys: a 23-bit composite, so three digits (a partition
+        // by the top one, then two passes per part), and parts of very different sizes.
+        let (n, n_accounts) = (60_000usize, 600_000usize);
+        let account: Vec<u32> = (0..n)
+            .map(|r| ((r * 7_919 + r * r % 97) % n_accounts) as u32)
+            .collect();
+        let small: Vec<u32> = (0..n).map(|r| (r * 104_729 % 11) as u32).collect();
+        let large: Vec<u32> = small.iter().map(|&k| k + (1 << 30)).collect();
+        let radix = Grouping::build(&account, Some(&small), n_accounts, "account").unwrap();
+        let per_account = Grouping::build(&account, Some(&large), n_accounts, "account").unwrap();
+        assert_eq!(radix, per_account);
+        // Without keys: 20 bits, two digits (one pass per part, copied back).
+        let by_account = Grouping::build(&account, None, n_accounts, "account").unwrap();
+        let rows = by_account.rows();
+        for pair in rows.windows(2) {
+            let (a, b) = (pair[0], pair[1]);
+            assert!((account[a], a) < (account[b], b));
         }
     }
 
