@@ -10,6 +10,7 @@ use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::params::EngineParams;
+use crate::scan::first_id_out_of_range;
 
 /// Rows of a table grouped by account: account `a` owns rows
 /// `order[offsets[a]..offsets[a + 1]]` (or that range itself when the table is already
@@ -48,7 +49,7 @@ impl Grouping {
             }
         }
         let key = |row: usize| key_of_row.map_or(0, |keys| keys[row]);
-        if let Some(row) = first_out_of_range(account_of_row, n_accounts) {
+        if let Some(row) = first_id_out_of_range(account_of_row, n_accounts) {
             return Err(Error::IdOutOfRange {
                 column,
                 row,
@@ -127,24 +128,6 @@ impl Grouping {
             Some(order) => order[range].iter().for_each(|&row| f(row as usize)),
         }
     }
-}
-
-/// First row whose id is not below `len`: each block is one vectorised maximum, and only
-/// a block that fails is searched for its first bad row.
-fn first_out_of_range(ids: &[u32], len: usize) -> Option<usize> {
-    let out_of_range = |block: &[u32]| {
-        block
-            .iter()
-            .copied()
-            .max()
-            .is_some_and(|m| m as usize >= len)
-    };
-    let block = ids.par_chunks(SCAN_BLOCK).position_first(out_of_range)?;
-    let first = block * SCAN_BLOCK;
-    ids[first..]
-        .iter()
-        .position(|&id| id as usize >= len)
-        .map(|i| first + i)
 }
 
 /// Where each account's rows start when rows are laid out by account (plus the row count
@@ -641,7 +624,7 @@ pub(crate) fn check_len(column: &'static str, expected: usize, actual: usize) ->
 const SCAN_BLOCK: usize = 64 * 1024;
 
 fn check_ids(column: &'static str, ids: &[u32], len: usize) -> Result<()> {
-    match first_out_of_range(ids, len) {
+    match first_id_out_of_range(ids, len) {
         None => Ok(()),
         Some(row) => Err(Error::IdOutOfRange {
             column,

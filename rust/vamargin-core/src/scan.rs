@@ -35,6 +35,16 @@ pub fn first_not_finite(values: &[f64], allow_nan: bool) -> Option<usize> {
     )
 }
 
+/// First row whose id is not below `len` (ids indexing a table of `len` rows): each block
+/// is one vectorised maximum.
+pub fn first_id_out_of_range(ids: &[u32], len: usize) -> Option<usize> {
+    first_where(
+        ids.len(),
+        |rows| ids[rows].iter().fold(0, |max, &id| max.max(id)) as usize >= len,
+        |row| ids[row] as usize >= len,
+    )
+}
+
 /// First row whose value is below `bound` (or equal to it, when `or_equal`); NaN is never
 /// below. With `where_nonzero`, only rows where that column is not 0 count (a column of
 /// the same length; the caller checks).
@@ -90,5 +100,16 @@ mod tests {
         assert_eq!(first_below(&values, 0.0, true, Some(&qty)), None);
         assert_eq!(first_below(&values, 1.0, false, Some(&qty)), Some(4));
         assert_eq!(first_below(&[], 0.0, true, None), None);
+    }
+
+    #[test]
+    fn ids_out_of_range_are_found_from_the_first_block_that_has_one() {
+        let mut ids = vec![3u32; 2 * BLOCK + 9];
+        assert_eq!(first_id_out_of_range(&ids, 4), None);
+        ids[BLOCK + 2] = 4;
+        ids[2 * BLOCK] = 9;
+        assert_eq!(first_id_out_of_range(&ids, 4), Some(BLOCK + 2));
+        assert_eq!(first_id_out_of_range(&ids, 5), Some(2 * BLOCK));
+        assert_eq!(first_id_out_of_range(&[], 0), None);
     }
 }
