@@ -522,7 +522,7 @@ class RiskEngine:
                 "share_of_loans": share(debit[order], total_loans),
             }
         )
-        top_groups = self._top_groups(book, debit, total_loans, top)
+        top_groups = self._top_groups(book, debit, total_loans, top, order)
         held = np.flatnonzero(by_asset > 0)
         total_collateral = float(by_asset.sum())
         symbols = [a.symbol for a in config.assets]
@@ -590,18 +590,24 @@ class RiskEngine:
         )
 
     @staticmethod
-    def _top_groups(book: Book, debit: npt.NDArray[np.float64], total: float, top: int) -> Table:
+    def _top_groups(
+        book: Book,
+        debit: npt.NDArray[np.float64],
+        total: float,
+        top: int,
+        top_clients: npt.NDArray[np.intp],
+    ) -> Table:
         """Loans by related-client group (``client_group``; otherwise each account is its
-        own group, named by its id), largest first."""
+        own group, named by its id, and the groups are ``top_clients``, the rows of the
+        ``top`` largest debits), largest first."""
         if book.client_group is None:
-            order = largest_positive(debit, top)
-            names = np.asarray([str(a) for a in book.account_id[order]], dtype=np.str_)
+            names = np.asarray([str(a) for a in book.account_id[top_clients]], dtype=np.str_)
             return Table(
                 {
                     "group": names,
-                    "accounts": np.ones(len(order), dtype=np.int64),
-                    "debit": debit[order],
-                    "share_of_loans": share(debit[order], total),
+                    "accounts": np.ones(len(top_clients), dtype=np.int64),
+                    "debit": debit[top_clients],
+                    "share_of_loans": share(debit[top_clients], total),
                 }
             )
         groups = book.client_group
