@@ -251,10 +251,8 @@ fn radix_grouping(
             (keys_rest, rows_rest) = (more_keys, more_rows);
         }
         parts.into_par_iter().for_each_init(
-            || (Vec::new(), Vec::new()),
-            |(key_scratch, row_scratch), (keys, rows)| {
-                lsd_sort(keys, rows, key_scratch, row_scratch, digit_bits, passes - 1);
-            },
+            || RadixScratch::new(digit_bits),
+            |scratch, (keys, rows)| lsd_sort(keys, rows, scratch, digit_bits, passes - 1),
         );
     }
     // Where each account starts, from the sorted composites.
@@ -265,13 +263,30 @@ fn radix_grouping(
     })
 }
 
+/// What [`lsd_sort`] reuses from one part to the next on a thread: room for a part's keys
+/// and rows, and the digit counters.
+struct RadixScratch {
+    keys: Vec<u32>,
+    rows: Vec<u32>,
+    next: Vec<usize>,
+}
+
+impl RadixScratch {
+    fn new(digit_bits: u32) -> Self {
+        RadixScratch {
+            keys: Vec::new(),
+            rows: Vec::new(),
+            next: vec![0; (1 << digit_bits) + 1],
+        }
+    }
+}
+
 /// Sorts `keys` (carrying `rows`) stably by their lowest `passes · digit_bits` bits, one
-/// digit per pass, least significant first; the scratch vectors are reused across calls.
+/// digit per pass, least significant first.
 fn lsd_sort(
     keys: &mut [u32],
     rows: &mut [u32],
-    key_scratch: &mut Vec<u32>,
-    row_scratch: &mut Vec<u32>,
+    scratch: &mut RadixScratch,
     digit_bits: u32,
     passes: u32,
 ) {
@@ -279,12 +294,16 @@ fn lsd_sort(
     if n < 2 {
         return;
     }
+    let RadixScratch {
+        keys: key_scratch,
+        rows: row_scratch,
+        next,
+    } = scratch;
     key_scratch.clear();
     key_scratch.resize(n, 0);
     row_scratch.clear();
     row_scratch.resize(n, 0);
     let mask = (1usize << digit_bits) - 1;
-    let mut next = vec![0usize; mask + 2];
     // Even passes read from the slices and write to the scratch; odd passes back.
     for pass in 0..passes {
         let shift = pass * digit_bits;
@@ -295,7 +314,7 @@ fn lsd_sort(
             } else {
                 (key_scratch, row_scratch, keys, rows)
             };
-        next.iter_mut().for_each(|x| *x = 0);
+        next.fill(0);
         for &c in from_keys {
             next[digit(c) + 1] += 1;
         }
