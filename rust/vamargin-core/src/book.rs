@@ -119,6 +119,12 @@ impl Grouping {
         self.order.is_none()
     }
 
+    /// When the rows were already in account order: where each account's rows start,
+    /// plus the row count at the end (account `a` holds rows `starts[a]..starts[a + 1]`).
+    pub fn row_starts(&self) -> Option<&[usize]> {
+        self.order.is_none().then_some(self.offsets.as_slice())
+    }
+
     /// Calls `f(row)` for every row of `account`, in row order.
     #[inline]
     pub fn for_each_row(&self, account: usize, mut f: impl FnMut(usize)) {

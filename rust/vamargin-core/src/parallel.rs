@@ -10,6 +10,30 @@ pub(crate) trait SplitRows: Sized + Send {
     fn split_at_row(self, mid: usize) -> (Self, Self);
 }
 
+/// One column splits as itself.
+impl<T: Send> SplitRows for &mut [T] {
+    fn rows(&self) -> usize {
+        self.len()
+    }
+
+    fn split_at_row(self, mid: usize) -> (Self, Self) {
+        self.split_at_mut(mid)
+    }
+}
+
+/// Two bundles of the same length split at the same row.
+impl<A: SplitRows, B: SplitRows> SplitRows for (A, B) {
+    fn rows(&self) -> usize {
+        self.0.rows()
+    }
+
+    fn split_at_row(self, mid: usize) -> (Self, Self) {
+        let (a_left, a_right) = self.0.split_at_row(mid);
+        let (b_left, b_right) = self.1.split_at_row(mid);
+        ((a_left, b_left), (a_right, b_right))
+    }
+}
+
 /// Runs `work(first_row, chunk)` over chunks of at most about `min_rows` rows, in parallel.
 pub(crate) fn for_each_chunk<T, F>(columns: T, min_rows: usize, work: &F)
 where
