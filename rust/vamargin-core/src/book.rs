@@ -57,17 +57,31 @@ impl Grouping {
                 len: n_accounts,
             });
         }
-        // Rows in (account, key) order, keys strictly increasing within an account.
-        let in_order = |row: usize| {
-            let (account, previous) = (account_of_row[row], account_of_row[row - 1]);
-            account > previous
-                || (account == previous && (key_of_row.is_none() || key(row) > key(row - 1)))
-        };
+        // Rows in (account, key) order, keys strictly increasing within an account: each
+        // block compares every row with the one before it, without branches, so the
+        // comparisons vectorise.
         let n_blocks = account_of_row.len().div_ceil(SCAN_BLOCK);
         let sorted = (0..n_blocks).into_par_iter().all(|block| {
             let end = ((block + 1) * SCAN_BLOCK).min(account_of_row.len());
-            let mut rows = (block * SCAN_BLOCK).max(1)..end;
-            rows.all(in_order)
+            let start = (block * SCAN_BLOCK).max(1).min(end);
+            let now = &account_of_row[start..end];
+            let before = &account_of_row[start - 1..end - 1];
+            match key_of_row {
+                None => now
+                    .iter()
+                    .zip(before)
+                    .fold(true, |ok, (a, p)| ok & (a >= p)),
+                Some(keys) => {
+                    let keys_now = &keys[start..end];
+                    let keys_before = &keys[start - 1..end - 1];
+                    now.iter()
+                        .zip(before)
+                        .zip(keys_now.iter().zip(keys_before))
+                        .fold(true, |ok, ((a, p), (k, q))| {
+                            ok & ((a > p) | ((a == p) & (k > q)))
+                        })
+                }
+            }
         });
         if sorted {
             return Ok(Grouping {
@@ -912,6 +926,36 @@ mod tests {
             expected[a + 1] += expected[a];
         }
         assert_eq!(groups.offsets, expected);
+    }
+
+    #[test]
+    fn order_is_checked_across_and_within_blocks() {
+        // Three blocks of rows, three per account with keys 1, 2, 3: an account straddles
+        // the first block boundary, so its first row there is compared across blocks.
+        let n = 3 * SCAN_BLOCK;
+        let account: Vec<u32> = (0..n).map(|r| (r / 3) as u32).collect();
+        let keys: Vec<u32> = (0..n).map(|r| (r % 3 + 1) as u32).collect();
+        let n_accounts = n / 3 + 1;
+        assert_eq!(account[SCAN_BLOCK], account[SCAN_BLOCK - 1]);
+        let sorted = |account: &[u32], keys: Option<&[u32]>| {
+            Grouping::build(account, keys, n_accounts, "account")
+                .unwrap()
+                .is_sorted()
+        };
+        assert!(sorted(&account, Some(&keys)));
+        assert!(sorted(&account, None));
+        for row in [SCAN_BLOCK, 2 * SCAN_BLOCK + 777] {
+            // The row's key repeats the one before it (the same account): out of order
+            // with keys, in order without.
+            let mut repeated = keys.clone();
+            repeated[row] = repeated[row - 1];
+            assert!(!sorted(&account, Some(&repeated)), "key repeated at {row}");
+            // The row's account goes back one: out of order either way.
+            let mut back = account.clone();
+            back[row] = back[row - 1] - 1;
+            assert!(!sorted(&back, Some(&keys)), "account back at {row}");
+            assert!(!sorted(&back, None), "account back at {row}");
+        }
     }
 
     #[test]

@@ -13,7 +13,7 @@ use crate::book::{Book, Positions};
 use crate::columns::{Columns, Zeroed};
 use crate::error::{Error, Result};
 use crate::parallel::{column_bundle, for_each_chunk, SplitRows};
-use crate::params::{CallTarget, EngineParams};
+use crate::params::{CallTarget, EngineParams, PerpetualParams};
 use crate::perp;
 
 const POSITION_CHUNK: usize = 16 * 1024;
@@ -246,7 +246,9 @@ pub(crate) fn cross_totals(
     let mut sums = CrossSums::default();
     book.position_groups.for_each_row(account, |row| {
         if is_cross(positions, row) {
-            let c = cross_contribution(params, positions, prices, row, &figures(row));
+            let contract = &params.perpetuals[positions.instrument[row] as usize];
+            let settle_price = prices[contract.settle_asset as usize];
+            let c = CrossSums::of(&figures(row), settle_price);
             sums.upnl += c.upnl;
             sums.initial_margin += c.initial_margin;
             sums.maintenance_margin += c.maintenance_margin;
@@ -261,22 +263,16 @@ fn is_cross(positions: &Positions<'_>, row: usize) -> bool {
     positions.qty[row] != 0.0 && positions.isolated_margin(row).is_none()
 }
 
-/// What a cross row with figures `m` (settle currency) adds to its account's sums, in the
-/// reporting currency.
-#[inline]
-fn cross_contribution(
-    params: &EngineParams,
-    positions: &Positions<'_>,
-    prices: &[f64],
-    row: usize,
-    m: &perp::Margins,
-) -> CrossSums {
-    let contract = &params.perpetuals[positions.instrument[row] as usize];
-    let settle_price = prices[contract.settle_asset as usize];
-    CrossSums {
-        upnl: m.upnl * settle_price,
-        initial_margin: m.initial_margin * settle_price,
-        maintenance_margin: m.maintenance_margin * settle_price,
+impl CrossSums {
+    /// What a cross row with figures `m` (settle currency) adds to its account's sums, in
+    /// the reporting currency, at `settle_price`.
+    #[inline]
+    fn of(m: &perp::Margins, settle_price: f64) -> Self {
+        CrossSums {
+            upnl: m.upnl * settle_price,
+            initial_margin: m.initial_margin * settle_price,
+            maintenance_margin: m.maintenance_margin * settle_price,
+        }
     }
 }
 
@@ -550,38 +546,55 @@ impl SplitRows for AccountBlock<'_> {
     }
 }
 
+/// What a row reads of its contract and the market, gathered per contract once per
+/// revaluation so a row finds it in one place.
+#[derive(Debug, Clone, Copy)]
+struct Quote<'p> {
+    contract: &'p PerpetualParams,
+    mark: f64,
+    /// The settle asset's price, to convert the account's figures into the settle
+    /// currency, and its reciprocal, so the three conversions back multiply.
+    settle_price: f64,
+    per_settle_unit: f64,
+}
+
 /// The per-row and per-account steps of a revaluation, and the walks that run them.
 struct Kernel<'k, 'b> {
     params: &'k EngineParams,
     book: &'k Book<'b>,
     market: &'k Market<'k>,
-    /// Per contract: its settle asset's price, to convert the account's figures into the
-    /// settle currency, and its reciprocal, so the three conversions back multiply.
-    settle: Vec<(f64, f64)>,
+    /// By contract id.
+    quotes: Vec<Quote<'k>>,
 }
 
 impl<'k, 'b> Kernel<'k, 'b> {
     fn new(params: &'k EngineParams, book: &'k Book<'b>, market: &'k Market<'k>) -> Self {
-        let settle = params
+        let quotes = params
             .perpetuals
             .iter()
-            .map(|contract| {
-                let price = market.asset_prices[contract.settle_asset as usize];
-                (price, 1.0 / price)
+            .zip(market.marks)
+            .map(|(contract, &mark)| {
+                let settle_price = market.asset_prices[contract.settle_asset as usize];
+                Quote {
+                    contract,
+                    mark,
+                    settle_price,
+                    per_settle_unit: 1.0 / settle_price,
+                }
             })
             .collect();
         Kernel {
             params,
             book,
             market,
-            settle,
+            quotes,
         }
     }
 
     /// A position's notional, uPnL, tier and margins, and what it adds to its account's
     /// cross sums (+0.0 unless cross: a +0.0 term leaves a sum that starts at +0.0 as it
     /// is, so every walk can add every row).
-    #[inline]
+    #[inline(always)]
     fn margins(&self, row: usize) -> (perp::Margins, CrossSums) {
         let positions = &self.book.positions;
         let qty = positions.qty[row];
@@ -589,22 +602,16 @@ impl<'k, 'b> Kernel<'k, 'b> {
         if qty == 0.0 {
             return (perp::Margins::default(), CrossSums::default());
         }
-        let instrument = positions.instrument[row] as usize;
+        let quote = &self.quotes[positions.instrument[row] as usize];
         let figures = perp::margins(
-            &self.params.perpetuals[instrument],
+            quote.contract,
             qty,
             positions.entry_price[row],
-            self.market.marks[instrument],
+            quote.mark,
             positions.leverage.map_or(f64::NAN, |col| col[row]),
         );
-        let cross = if is_cross(positions, row) {
-            cross_contribution(
-                self.params,
-                positions,
-                self.market.asset_prices,
-                row,
-                &figures,
-            )
+        let cross = if positions.isolated_margin(row).is_none() {
+            CrossSums::of(&figures, quote.settle_price)
         } else {
             CrossSums::default()
         };
@@ -651,7 +658,7 @@ impl<'k, 'b> Kernel<'k, 'b> {
     /// A position's liquidation price, bankruptcy price and ADL score (NaN where there is
     /// none), from its uPnL, maintenance margin and notional; `backing` gives what backs
     /// its account's cross positions (asked for cross rows only).
-    #[inline]
+    #[inline(always)]
     fn prices<'a>(
         &self,
         row: usize,
@@ -665,26 +672,27 @@ impl<'k, 'b> Kernel<'k, 'b> {
         if qty == 0.0 {
             return [f64::NAN; 3];
         }
-        let instrument = positions.instrument[row] as usize;
-        let contract = &self.params.perpetuals[instrument];
+        let quote = &self.quotes[positions.instrument[row] as usize];
+        let contract = quote.contract;
         let entry = positions.entry_price[row];
-        let (liquidation_balance, bankruptcy_balance, margin_balance) =
-            match positions.isolated_margin(row) {
-                Some(margin) => (margin, margin, margin + upnl),
-                None => {
-                    // Other cross positions stay at their current marks and are converted
-                    // to this position's settle currency at today's price.
-                    let (settle_price, per_settle_unit) = self.settle[instrument];
-                    let account = backing();
-                    let other_upnl = account[CROSS_UPNL] - upnl * settle_price;
-                    let other_maintenance = account[CROSS_MAINTENANCE] - maintenance * settle_price;
-                    (
-                        (account[WALLET] - other_maintenance + other_upnl) * per_settle_unit,
-                        (account[HOLDINGS_VALUE] + other_upnl) * per_settle_unit,
-                        account[EQUITY] * per_settle_unit,
-                    )
-                }
-            };
+        let (liquidation_balance, bankruptcy_balance, margin_balance) = match positions
+            .isolated_margin(row)
+        {
+            Some(margin) => (margin, margin, margin + upnl),
+            None => {
+                // Other cross positions stay at their current marks and are converted
+                // to this position's settle currency at today's price.
+                let (settle_price, per_settle_unit) = (quote.settle_price, quote.per_settle_unit);
+                let account = backing();
+                let other_upnl = account[CROSS_UPNL] - upnl * settle_price;
+                let other_maintenance = account[CROSS_MAINTENANCE] - maintenance * settle_price;
+                (
+                    (account[WALLET] - other_maintenance + other_upnl) * per_settle_unit,
+                    (account[HOLDINGS_VALUE] + other_upnl) * per_settle_unit,
+                    account[EQUITY] * per_settle_unit,
+                )
+            }
+        };
         match perp::Exposure::new(contract.kind, contract.contract_size, qty, entry) {
             Some(exposure) => [
                 exposure
