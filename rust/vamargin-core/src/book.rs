@@ -141,11 +141,39 @@ impl Grouping {
 
     /// Calls `f(row)` for every row of `account`, in row order.
     #[inline]
-    pub fn for_each_row(&self, account: usize, mut f: impl FnMut(usize)) {
+    pub fn for_each_row(&self, account: usize, f: impl FnMut(usize)) {
+        self.rows_of(account).for_each(f);
+    }
+
+    /// The rows of `account`, in row order. A loop over them keeps its body in line (a
+    /// closure handed to [`Grouping::for_each_row`] can end up called once per row).
+    #[inline]
+    pub fn rows_of(&self, account: usize) -> RowsOf<'_> {
         let range = self.offsets[account]..self.offsets[account + 1];
         match &self.order {
-            None => range.for_each(f),
-            Some(order) => order[range].iter().for_each(|&row| f(row as usize)),
+            None => RowsOf::InPlace(range),
+            Some(order) => RowsOf::Reordered(order[range].iter()),
+        }
+    }
+}
+
+/// The rows of one account of a [`Grouping`].
+#[derive(Debug, Clone)]
+pub enum RowsOf<'a> {
+    /// Rows already laid out by account.
+    InPlace(std::ops::Range<usize>),
+    /// Rows through the grouping's order.
+    Reordered(std::slice::Iter<'a, u32>),
+}
+
+impl Iterator for RowsOf<'_> {
+    type Item = usize;
+
+    #[inline]
+    fn next(&mut self) -> Option<usize> {
+        match self {
+            RowsOf::InPlace(range) => range.next(),
+            RowsOf::Reordered(rows) => rows.next().map(|&row| row as usize),
         }
     }
 }

@@ -205,7 +205,7 @@ pub(crate) fn holding_totals(
 ) -> HoldingTotals {
     let holdings = &book.holdings;
     let mut totals = HoldingTotals::default();
-    book.holding_groups.for_each_row(account, |row| {
+    for row in book.holding_groups.rows_of(account) {
         let asset_id = holdings.asset[row] as usize;
         let asset = &params.assets[asset_id];
         let v = holdings.amount[row] * prices[asset_id];
@@ -221,7 +221,7 @@ pub(crate) fn holding_totals(
                 totals.collateral += v;
             }
         }
-    });
+    }
     totals
 }
 
@@ -481,7 +481,7 @@ struct AccountRow {
 }
 
 impl AccountColumns<'_> {
-    #[inline]
+    #[inline(always)]
     fn set(&mut self, i: usize, row: &AccountRow) {
         self.equity[i] = row.equity;
         self.collateral_value[i] = row.collateral_value;
@@ -558,6 +558,94 @@ struct Quote<'p> {
     per_settle_unit: f64,
 }
 
+/// The position columns and the quotes, for the per-row steps.
+#[derive(Debug, Clone, Copy)]
+struct PositionRows<'a> {
+    positions: Positions<'a>,
+    quotes: &'a [Quote<'a>],
+}
+
+impl PositionRows<'_> {
+    /// A position's notional, uPnL, tier and margins, and what it adds to its account's
+    /// cross sums (+0.0 unless cross: a +0.0 term leaves a sum that starts at +0.0 as it
+    /// is, so every walk can add every row).
+    #[inline(always)]
+    fn margins(&self, row: usize) -> (perp::Margins, CrossSums) {
+        let positions = &self.positions;
+        let qty = positions.qty[row];
+        // Empty rows are ignored: their instrument need not even be priced.
+        if qty == 0.0 {
+            return (perp::Margins::default(), CrossSums::default());
+        }
+        let quote = &self.quotes[positions.instrument[row] as usize];
+        let figures = perp::margins(
+            quote.contract,
+            qty,
+            positions.entry_price[row],
+            quote.mark,
+            positions.leverage.map_or(f64::NAN, |col| col[row]),
+        );
+        let cross = if positions.isolated_margin(row).is_none() {
+            CrossSums::of(&figures, quote.settle_price)
+        } else {
+            CrossSums::default()
+        };
+        (figures, cross)
+    }
+
+    /// A position's liquidation price, bankruptcy price and ADL score (NaN where there is
+    /// none), from its uPnL, maintenance margin and notional; `backing` gives what backs
+    /// its account's cross positions (asked for cross rows only).
+    #[inline(always)]
+    fn prices<'a>(
+        &self,
+        row: usize,
+        upnl: f64,
+        maintenance: f64,
+        notional: f64,
+        backing: impl FnOnce() -> &'a CrossBacking,
+    ) -> [f64; 3] {
+        let positions = &self.positions;
+        let qty = positions.qty[row];
+        if qty == 0.0 {
+            return [f64::NAN; 3];
+        }
+        let quote = &self.quotes[positions.instrument[row] as usize];
+        let contract = quote.contract;
+        let entry = positions.entry_price[row];
+        let (liquidation_balance, bankruptcy_balance, margin_balance) = match positions
+            .isolated_margin(row)
+        {
+            Some(margin) => (margin, margin, margin + upnl),
+            None => {
+                // Other cross positions stay at their current marks and are converted
+                // to this position's settle currency at today's price.
+                let (settle_price, per_settle_unit) = (quote.settle_price, quote.per_settle_unit);
+                let account = backing();
+                let other_upnl = account[CROSS_UPNL] - upnl * settle_price;
+                let other_maintenance = account[CROSS_MAINTENANCE] - maintenance * settle_price;
+                (
+                    (account[WALLET] - other_maintenance + other_upnl) * per_settle_unit,
+                    (account[HOLDINGS_VALUE] + other_upnl) * per_settle_unit,
+                    account[EQUITY] * per_settle_unit,
+                )
+            }
+        };
+        match perp::Exposure::new(contract.kind, contract.contract_size, qty, entry) {
+            Some(exposure) => [
+                exposure
+                    .liquidation_price(liquidation_balance, &contract.tiers)
+                    .unwrap_or(f64::NAN),
+                exposure
+                    .bankruptcy_price(bankruptcy_balance)
+                    .unwrap_or(f64::NAN),
+                perp::adl_score(upnl, exposure.entry_value(), notional, margin_balance),
+            ],
+            None => [f64::NAN; 3],
+        }
+    }
+}
+
 /// The per-row and per-account steps of a revaluation, and the walks that run them.
 struct Kernel<'k, 'b> {
     params: &'k EngineParams,
@@ -591,31 +679,15 @@ impl<'k, 'b> Kernel<'k, 'b> {
         }
     }
 
-    /// A position's notional, uPnL, tier and margins, and what it adds to its account's
-    /// cross sums (+0.0 unless cross: a +0.0 term leaves a sum that starts at +0.0 as it
-    /// is, so every walk can add every row).
+    /// What the row steps read, copied out of the kernel into the caller's frame: the
+    /// compiler then keeps the column handles in registers instead of reloading them
+    /// through `self` after every store to an output column.
     #[inline(always)]
-    fn margins(&self, row: usize) -> (perp::Margins, CrossSums) {
-        let positions = &self.book.positions;
-        let qty = positions.qty[row];
-        // Empty rows are ignored: their instrument need not even be priced.
-        if qty == 0.0 {
-            return (perp::Margins::default(), CrossSums::default());
+    fn rows(&self) -> PositionRows<'_> {
+        PositionRows {
+            positions: self.book.positions,
+            quotes: &self.quotes,
         }
-        let quote = &self.quotes[positions.instrument[row] as usize];
-        let figures = perp::margins(
-            quote.contract,
-            qty,
-            positions.entry_price[row],
-            quote.mark,
-            positions.leverage.map_or(f64::NAN, |col| col[row]),
-        );
-        let cross = if positions.isolated_margin(row).is_none() {
-            CrossSums::of(&figures, quote.settle_price)
-        } else {
-            CrossSums::default()
-        };
-        (figures, cross)
     }
 
     /// An account's figures from its holdings and the sums of its cross positions.
@@ -655,58 +727,6 @@ impl<'k, 'b> Kernel<'k, 'b> {
         }
     }
 
-    /// A position's liquidation price, bankruptcy price and ADL score (NaN where there is
-    /// none), from its uPnL, maintenance margin and notional; `backing` gives what backs
-    /// its account's cross positions (asked for cross rows only).
-    #[inline(always)]
-    fn prices<'a>(
-        &self,
-        row: usize,
-        upnl: f64,
-        maintenance: f64,
-        notional: f64,
-        backing: impl FnOnce() -> &'a CrossBacking,
-    ) -> [f64; 3] {
-        let positions = &self.book.positions;
-        let qty = positions.qty[row];
-        if qty == 0.0 {
-            return [f64::NAN; 3];
-        }
-        let quote = &self.quotes[positions.instrument[row] as usize];
-        let contract = quote.contract;
-        let entry = positions.entry_price[row];
-        let (liquidation_balance, bankruptcy_balance, margin_balance) = match positions
-            .isolated_margin(row)
-        {
-            Some(margin) => (margin, margin, margin + upnl),
-            None => {
-                // Other cross positions stay at their current marks and are converted
-                // to this position's settle currency at today's price.
-                let (settle_price, per_settle_unit) = (quote.settle_price, quote.per_settle_unit);
-                let account = backing();
-                let other_upnl = account[CROSS_UPNL] - upnl * settle_price;
-                let other_maintenance = account[CROSS_MAINTENANCE] - maintenance * settle_price;
-                (
-                    (account[WALLET] - other_maintenance + other_upnl) * per_settle_unit,
-                    (account[HOLDINGS_VALUE] + other_upnl) * per_settle_unit,
-                    account[EQUITY] * per_settle_unit,
-                )
-            }
-        };
-        match perp::Exposure::new(contract.kind, contract.contract_size, qty, entry) {
-            Some(exposure) => [
-                exposure
-                    .liquidation_price(liquidation_balance, &contract.tiers)
-                    .unwrap_or(f64::NAN),
-                exposure
-                    .bankruptcy_price(bankruptcy_balance)
-                    .unwrap_or(f64::NAN),
-                perp::adl_score(upnl, exposure.entry_value(), notional, margin_balance),
-            ],
-            None => [f64::NAN; 3],
-        }
-    }
-
     /// [`Walk::InAccountOrder`].
     fn in_account_order(
         &self,
@@ -719,56 +739,56 @@ impl<'k, 'b> Kernel<'k, 'b> {
             positions,
             starts,
         };
-        for_each_chunk(
-            block,
-            ACCOUNT_CHUNK,
-            &|first, mut block: AccountBlock<'_>| {
-                let first_row = block.starts[0];
-                let out = &mut block.positions;
-                for i in 0..block.accounts.rows() {
-                    let rows = block.starts[i]..block.starts[i + 1];
-                    let mut cross = CrossSums::default();
-                    for row in rows.clone() {
-                        let (figures, c) = self.margins(row);
-                        out.set_margins(row - first_row, &figures);
-                        cross.upnl += c.upnl;
-                        cross.initial_margin += c.initial_margin;
-                        cross.maintenance_margin += c.maintenance_margin;
-                    }
-                    let account = self.account(first + i, &cross);
-                    block.accounts.set(i, &account);
-                    for row in rows {
-                        let j = row - first_row;
-                        let [liquidation, bankruptcy, score] = self.prices(
-                            row,
-                            out.upnl[j],
-                            out.maintenance_margin[j],
-                            out.notional[j],
-                            || &account.backing,
-                        );
-                        out.liquidation_price[j] = liquidation;
-                        out.bankruptcy_price[j] = bankruptcy;
-                        out.adl_score[j] = score;
-                    }
+        for_each_chunk(block, ACCOUNT_CHUNK, &|first, block: AccountBlock<'_>| {
+            let AccountBlock {
+                mut accounts,
+                positions: mut out,
+                starts,
+            } = block;
+            let steps = self.rows();
+            let first_row = starts[0];
+            for i in 0..accounts.rows() {
+                let rows = starts[i]..starts[i + 1];
+                let mut cross = CrossSums::default();
+                for row in rows.clone() {
+                    let (figures, c) = steps.margins(row);
+                    out.set_margins(row - first_row, &figures);
+                    cross.upnl += c.upnl;
+                    cross.initial_margin += c.initial_margin;
+                    cross.maintenance_margin += c.maintenance_margin;
                 }
-            },
-        );
+                let account = self.account(first + i, &cross);
+                accounts.set(i, &account);
+                for row in rows {
+                    let j = row - first_row;
+                    let [liquidation, bankruptcy, score] = steps.prices(
+                        row,
+                        out.upnl[j],
+                        out.maintenance_margin[j],
+                        out.notional[j],
+                        || &account.backing,
+                    );
+                    out.liquidation_price[j] = liquidation;
+                    out.bankruptcy_price[j] = bankruptcy;
+                    out.adl_score[j] = score;
+                }
+            }
+        });
     }
 
     /// Sweep 1 of [`Walk::Sweeps`].
     fn position_margins(&self, columns: PositionColumns<'_>) {
-        for_each_chunk(columns, POSITION_CHUNK, &|first,
-                                                  mut chunk: PositionColumns<
-            '_,
-        >| {
+        let sweep = |first: usize, mut chunk: PositionColumns<'_>| {
+            let steps = self.rows();
             for i in 0..chunk.rows() {
-                let (figures, cross) = self.margins(first + i);
+                let (figures, cross) = steps.margins(first + i);
                 chunk.set_margins(i, &figures);
                 chunk.liquidation_price[i] = cross.upnl;
                 chunk.bankruptcy_price[i] = cross.initial_margin;
                 chunk.adl_score[i] = cross.maintenance_margin;
             }
-        });
+        };
+        for_each_chunk(columns, POSITION_CHUNK, &sweep);
     }
 
     /// Sweep 2 of [`Walk::Sweeps`]: the accounts, and what backs their cross positions.
@@ -805,10 +825,11 @@ impl<'k, 'b> Kernel<'k, 'b> {
             columns,
             POSITION_CHUNK,
             &|first, chunk: PositionPrices<'_>| {
+                let steps = self.rows();
                 for i in 0..chunk.liquidation_price.len() {
                     let row = first + i;
                     let [liquidation, bankruptcy, score] =
-                        self.prices(row, upnl[row], maintenance[row], notional[row], || {
+                        steps.prices(row, upnl[row], maintenance[row], notional[row], || {
                             &backing[account_of[row] as usize]
                         });
                     chunk.liquidation_price[i] = liquidation;
