@@ -382,8 +382,8 @@ pub fn revalue_into(
 enum Walk<'a> {
     /// Positions laid out by account (the grouping's row starts): one pass over blocks of
     /// accounts values an account's positions, sums them, values the account and prices
-    /// its positions while their rows are still in cache. Nothing is read twice from
-    /// memory and no row is written twice.
+    /// its positions while their rows are still in cache. Each input and output row goes
+    /// through memory once, and no scratch column is needed.
     InAccountOrder(&'a [usize]),
     /// Rows in any order: three sweeps, each parallel and each writing disjoint rows.
     /// 1. per position (row order): notional, uPnL, tier, initial and maintenance margin,
