@@ -8,6 +8,7 @@ use std::sync::OnceLock;
 
 use rayon::prelude::*;
 
+use crate::columns::{Columns, Zeroed};
 use crate::error::{Error, Result};
 use crate::params::EngineParams;
 use crate::scan::first_id_out_of_range;
@@ -532,26 +533,35 @@ impl AccountIndex {
 
     /// Dense indexes of `ids`; the first unknown id is an error naming its row.
     pub fn lookup_all(&self, ids: &[i64]) -> Result<Vec<u32>> {
+        self.lookup_all_into(ids, &Zeroed)
+    }
+
+    /// [`AccountIndex::lookup_all`] into a column from `columns`.
+    pub fn lookup_all_into(&self, ids: &[i64], columns: &impl Columns) -> Result<Vec<u32>> {
+        let mut rows = columns.u32s(ids.len());
         match &self.layout {
-            Layout::Dense { .. } => lookup_each(ids, |id| self.get(id)),
-            Layout::Ascending { ids: sorted, table } => match merge_lookup(sorted, ids)? {
-                Some(rows) => Ok(rows),
-                None => {
+            Layout::Dense { .. } => lookup_each(ids, &mut rows, |id| self.get(id))?,
+            Layout::Ascending { ids: sorted, table } => {
+                if !merge_lookup(sorted, ids, &mut rows)? {
                     let table = table.get_or_init(|| {
                         HashTable::build(sorted).expect("ascending ids have no duplicates")
                     });
-                    lookup_each(ids, |id| table.get(id))
+                    lookup_each(ids, &mut rows, |id| table.get(id))?;
                 }
-            },
-            Layout::Hashed(table) => lookup_each(ids, |id| table.get(id)),
+            }
+            Layout::Hashed(table) => lookup_each(ids, &mut rows, |id| table.get(id))?,
         }
+        Ok(rows)
     }
 }
 
-/// `ids` looked up one by one with `get`, in parallel blocks; the first unknown id is an
-/// error naming its row.
-fn lookup_each(ids: &[i64], get: impl Fn(i64) -> Option<u32> + Sync) -> Result<Vec<u32>> {
-    let mut rows = vec![0u32; ids.len()];
+/// `ids` looked up one by one with `get` into `rows` (as long), in parallel blocks; the
+/// first unknown id is an error naming its row.
+fn lookup_each(
+    ids: &[i64],
+    rows: &mut [u32],
+    get: impl Fn(i64) -> Option<u32> + Sync,
+) -> Result<()> {
     let first_unknown = rows
         .par_chunks_mut(SCAN_BLOCK)
         .zip(ids.par_chunks(SCAN_BLOCK))
@@ -568,7 +578,7 @@ fn lookup_each(ids: &[i64], get: impl Fn(i64) -> Option<u32> + Sync) -> Result<V
         .min();
     match first_unknown {
         Some(row) => Err(Error::UnknownKey { row, key: ids[row] }),
-        None => Ok(rows),
+        None => Ok(()),
     }
 }
 
@@ -579,11 +589,11 @@ enum Merged {
     Unordered,
 }
 
-/// Rows of `ids` in strictly ascending `sorted` when `ids` is non-decreasing (tables dumped
-/// in account order): each parallel block binary-searches its first id, then merges.
-/// `Ok(None)` when `ids` is not in order (the caller then hashes).
-fn merge_lookup(sorted: &[i64], ids: &[i64]) -> Result<Option<Vec<u32>>> {
-    let mut rows = vec![0u32; ids.len()];
+/// Rows of `ids` in strictly ascending `sorted`, written to `rows` (as long), when `ids` is
+/// non-decreasing (tables dumped in account order): each parallel block binary-searches its
+/// first id, then merges. `Ok(false)` when `ids` is not in order (the caller then hashes,
+/// overwriting every row).
+fn merge_lookup(sorted: &[i64], ids: &[i64], rows: &mut [u32]) -> Result<bool> {
     let outcomes: Vec<Merged> = rows
         .par_chunks_mut(SCAN_BLOCK)
         .zip(ids.par_chunks(SCAN_BLOCK))
@@ -614,14 +624,14 @@ fn merge_lookup(sorted: &[i64], ids: &[i64]) -> Result<Option<Vec<u32>>> {
         })
         .collect();
     if outcomes.iter().any(|o| matches!(o, Merged::Unordered)) {
-        return Ok(None);
+        return Ok(false);
     }
     match outcomes.iter().find_map(|o| match o {
         Merged::Unknown(row) => Some(*row),
         _ => None,
     }) {
         Some(row) => Err(Error::UnknownKey { row, key: ids[row] }),
-        None => Ok(Some(rows)),
+        None => Ok(true),
     }
 }
 
@@ -1046,6 +1056,23 @@ mod tests {
         assert_eq!(hashed.lookup_all(&[12, 10]).unwrap(), vec![0, 1]);
         assert_eq!(dense.get(13), None);
         assert_eq!(hashed.get(-7), None);
+    }
+
+    #[test]
+    fn lookups_write_every_row_of_a_stale_column() {
+        use crate::columns::Stale;
+        let dense = AccountIndex::build(&[10, 11, 12]).unwrap();
+        let ascending = AccountIndex::build(&[3, 13, 23, 33]).unwrap();
+        for (index, ids) in [
+            (&dense, vec![12, 10, 11]),
+            (&ascending, vec![3, 3, 23, 33]), // in order: merged
+            (&ascending, vec![33, 3, 13]),    // out of order: hashed after the merge gave up
+        ] {
+            assert_eq!(
+                index.lookup_all_into(&ids, &Stale).unwrap(),
+                index.lookup_all(&ids).unwrap()
+            );
+        }
     }
 
     #[test]

@@ -50,7 +50,7 @@ impl PyAccountIndex {
         let ids = ids.as_slice()?;
         let pool = pool::current()?;
         let rows = py
-            .detach(|| pool::install(&pool, || self.inner.lookup_all(ids)))
+            .detach(|| pool::install(&pool, || self.inner.lookup_all_into(ids, &HugePages)))
             .map_err(|e| to_py(e, context))?;
         Ok(rows.into_pyarray(py))
     }
