@@ -11,7 +11,7 @@ use crate::book::Book;
 use crate::error::{Error, Result};
 use crate::params::EngineParams;
 use crate::perp::{self, ContractKind};
-use crate::valuation::{classify, cross_totals, holding_totals, Market, Status};
+use crate::valuation::{classify, cross_totals, holding_totals, CrossSums, Market, Status};
 
 /// The account before and after the order.
 #[derive(Debug, Clone, PartialEq)]
@@ -140,9 +140,7 @@ pub fn order_impact(
         }
     });
     if existing.is_none() {
-        after.upnl += after_position.upnl * settle_price;
-        after.initial_margin += after_position.initial_margin * settle_price;
-        after.maintenance_margin += after_position.maintenance_margin * settle_price;
+        after.add(&CrossSums::of(&after_position, settle_price));
     }
     let notional_after = after_position.notional;
     let tier = contract.tiers.index(notional_after);

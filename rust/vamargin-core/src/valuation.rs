@@ -248,10 +248,7 @@ pub(crate) fn cross_totals(
         if is_cross(positions, row) {
             let contract = &params.perpetuals[positions.instrument[row] as usize];
             let settle_price = prices[contract.settle_asset as usize];
-            let c = CrossSums::of(&figures(row), settle_price);
-            sums.upnl += c.upnl;
-            sums.initial_margin += c.initial_margin;
-            sums.maintenance_margin += c.maintenance_margin;
+            sums.add(&CrossSums::of(&figures(row), settle_price));
         }
     });
     sums
@@ -264,10 +261,19 @@ fn is_cross(positions: &Positions<'_>, row: usize) -> bool {
 }
 
 impl CrossSums {
+    /// Adds a row's contribution, one figure at a time (every walk adds in the same
+    /// order, so sums are bitwise the same).
+    #[inline]
+    pub(crate) fn add(&mut self, row: &CrossSums) {
+        self.upnl += row.upnl;
+        self.initial_margin += row.initial_margin;
+        self.maintenance_margin += row.maintenance_margin;
+    }
+
     /// What a cross row with figures `m` (settle currency) adds to its account's sums, in
     /// the reporting currency, at `settle_price`.
     #[inline]
-    fn of(m: &perp::Margins, settle_price: f64) -> Self {
+    pub(crate) fn of(m: &perp::Margins, settle_price: f64) -> Self {
         CrossSums {
             upnl: m.upnl * settle_price,
             initial_margin: m.initial_margin * settle_price,
@@ -462,42 +468,6 @@ fn revalue_walking(
     })
 }
 
-/// An account's result row, and what backs its cross positions.
-#[derive(Debug, Clone, Copy)]
-struct AccountRow {
-    equity: f64,
-    collateral_value: f64,
-    debit: f64,
-    upnl: f64,
-    initial_requirement: f64,
-    maintenance_requirement: f64,
-    liquidation_requirement: f64,
-    excess: f64,
-    margin_ratio: f64,
-    ltv: f64,
-    call_amount: f64,
-    status: Status,
-    backing: CrossBacking,
-}
-
-impl AccountColumns<'_> {
-    #[inline(always)]
-    fn set(&mut self, i: usize, row: &AccountRow) {
-        self.equity[i] = row.equity;
-        self.collateral_value[i] = row.collateral_value;
-        self.debit[i] = row.debit;
-        self.upnl[i] = row.upnl;
-        self.initial_requirement[i] = row.initial_requirement;
-        self.maintenance_requirement[i] = row.maintenance_requirement;
-        self.liquidation_requirement[i] = row.liquidation_requirement;
-        self.excess[i] = row.excess;
-        self.margin_ratio[i] = row.margin_ratio;
-        self.ltv[i] = row.ltv;
-        self.call_amount[i] = row.call_amount;
-        self.status[i] = row.status as u8;
-    }
-}
-
 impl PositionColumns<'_> {
     /// Row `i`'s sweep-1 figures (its prices are written later).
     #[inline]
@@ -585,7 +555,7 @@ impl PositionRows<'_> {
             quote.mark,
             positions.leverage.map_or(f64::NAN, |col| col[row]),
         );
-        let cross = if positions.isolated_margin(row).is_none() {
+        let cross = if is_cross(positions, row) {
             CrossSums::of(&figures, quote.settle_price)
         } else {
             CrossSums::default()
@@ -690,41 +660,46 @@ impl<'k, 'b> Kernel<'k, 'b> {
         }
     }
 
-    /// An account's figures from its holdings and the sums of its cross positions.
-    #[inline]
-    fn account(&self, account: usize, cross: &CrossSums) -> AccountRow {
+    /// Values `account` from its holdings and the sums of its cross positions into row
+    /// `i` of `out`, and returns what backs its cross positions.
+    #[inline(always)]
+    fn account(
+        &self,
+        account: usize,
+        cross: &CrossSums,
+        out: &mut AccountColumns<'_>,
+        i: usize,
+    ) -> CrossBacking {
         let held = holding_totals(self.params, self.book, self.market.asset_prices, account);
         let credit_limit = self.book.accounts.credit_limit[account];
         let v = value_account(self.params, credit_limit, &held, cross);
         let (equity, initial, maintenance, debit) =
             (v.equity, v.initial, v.maintenance, held.debit);
+        out.equity[i] = equity;
+        out.collateral_value[i] = held.collateral;
+        out.debit[i] = debit;
+        out.upnl[i] = cross.upnl;
+        out.initial_requirement[i] = initial;
+        out.maintenance_requirement[i] = maintenance;
+        out.liquidation_requirement[i] = v.liquidation;
+        out.excess[i] = (equity - initial).min(credit_limit - debit);
+        out.margin_ratio[i] = if maintenance == 0.0 {
+            0.0
+        } else if equity <= 0.0 {
+            f64::INFINITY
+        } else {
+            maintenance / equity
+        };
+        out.ltv[i] = loan_to_value(debit, held.collateral);
+        out.call_amount[i] = v.call_amount;
+        out.status[i] = v.status as u8;
         let mut backing = [0.0; 5];
         backing[WALLET] = held.value - held.liquidation;
         backing[HOLDINGS_VALUE] = held.value;
         backing[CROSS_MAINTENANCE] = cross.maintenance_margin;
         backing[CROSS_UPNL] = cross.upnl;
         backing[EQUITY] = equity;
-        AccountRow {
-            equity,
-            collateral_value: held.collateral,
-            debit,
-            upnl: cross.upnl,
-            initial_requirement: initial,
-            maintenance_requirement: maintenance,
-            liquidation_requirement: v.liquidation,
-            excess: (equity - initial).min(credit_limit - debit),
-            margin_ratio: if maintenance == 0.0 {
-                0.0
-            } else if equity <= 0.0 {
-                f64::INFINITY
-            } else {
-                maintenance / equity
-            },
-            ltv: loan_to_value(debit, held.collateral),
-            call_amount: v.call_amount,
-            status: v.status,
-            backing,
-        }
+        backing
     }
 
     /// [`Walk::InAccountOrder`].
@@ -751,14 +726,11 @@ impl<'k, 'b> Kernel<'k, 'b> {
                 let rows = starts[i]..starts[i + 1];
                 let mut cross = CrossSums::default();
                 for row in rows.clone() {
-                    let (figures, c) = steps.margins(row);
+                    let (figures, contribution) = steps.margins(row);
                     out.set_margins(row - first_row, &figures);
-                    cross.upnl += c.upnl;
-                    cross.initial_margin += c.initial_margin;
-                    cross.maintenance_margin += c.maintenance_margin;
+                    cross.add(&contribution);
                 }
-                let account = self.account(first + i, &cross);
-                accounts.set(i, &account);
+                let backing = self.account(first + i, &cross, &mut accounts, i);
                 for row in rows {
                     let j = row - first_row;
                     let [liquidation, bankruptcy, score] = steps.prices(
@@ -766,7 +738,7 @@ impl<'k, 'b> Kernel<'k, 'b> {
                         out.upnl[j],
                         out.maintenance_margin[j],
                         out.notional[j],
-                        || &account.backing,
+                        || &backing,
                     );
                     out.liquidation_price[j] = liquidation;
                     out.bankruptcy_price[j] = bankruptcy;
@@ -801,13 +773,13 @@ impl<'k, 'b> Kernel<'k, 'b> {
                 // Sweep 1 left each row's cross contributions in sweep 3's columns.
                 let mut cross = CrossSums::default();
                 groups.for_each_row(account, |row| {
-                    cross.upnl += positions.liquidation_price[row];
-                    cross.initial_margin += positions.bankruptcy_price[row];
-                    cross.maintenance_margin += positions.adl_score[row];
+                    cross.add(&CrossSums {
+                        upnl: positions.liquidation_price[row],
+                        initial_margin: positions.bankruptcy_price[row],
+                        maintenance_margin: positions.adl_score[row],
+                    });
                 });
-                let row = self.account(account, &cross);
-                chunk.set(i, &row);
-                *backing = row.backing;
+                *backing = self.account(account, &cross, &mut chunk, i);
             }
         });
     }
