@@ -450,6 +450,52 @@ def test_leverage_below_one(leverage: float) -> None:
         _book(positions=positions)
 
 
+def test_position_number_rules_report_the_first_rule_broken_then_its_first_row() -> None:
+    # The numeric columns are checked together in one pass, but the error is the one the
+    # rules give checked one after another: qty, entry_price (finite, then > 0 where
+    # qty != 0), isolated_margin, leverage, funding_index.
+    positions = {
+        **_positions(),
+        "isolated_margin": np.array([np.nan, -1.0, np.nan]),
+        "leverage": np.array([0.5, 10.0, 1.0]),
+        "entry_price": np.array([60_000.0, 3_000.0, 0.0]),
+    }
+    with pytest.raises(vm.DataError, match=_at("positions", "entry_price", 2) + "0.0 is not"):
+        _book(positions=positions)
+    positions["entry_price"] = _positions()["entry_price"]
+    with pytest.raises(vm.DataError, match=_at("positions", "isolated_margin", 1) + "-1.0 is"):
+        _book(positions=positions)
+    positions["isolated_margin"] = np.array([np.nan, 1.0, np.inf])
+    with pytest.raises(vm.DataError, match=_at("positions", "isolated_margin", 2) + "inf is not"):
+        _book(positions=positions)
+    positions["isolated_margin"] = _positions()["isolated_margin"]
+    positions["funding_index"] = np.array([0.0, np.nan, 0.0])
+    with pytest.raises(vm.DataError, match=_at("positions", "leverage", 0) + "0.5 is below 1"):
+        _book(positions=positions)
+    positions["leverage"] = np.array([2.0, 10.0, 1.0])
+    with pytest.raises(vm.DataError, match=_at("positions", "funding_index", 1)):
+        _book(positions=positions)
+
+
+def test_boolean_columns_read_from_sliced_and_chunked_arrow() -> None:
+    # Arrow packs booleans eight to a byte; a slice starts inside a byte and a chunked
+    # column has one bitmap per chunk.
+    flags = [True, False, False, True, True, False, True, False, True, True, False]
+    accounts = {
+        "account_id": np.arange(len(flags), dtype=np.int64),
+        "investor_class": np.array(["individual_pi"] * len(flags)),
+    }
+    sliced = pa.array([False] * 5 + flags).slice(5)
+    chunked = pa.chunked_array([pa.array(flags[:3]), pa.array(flags[3:]).slice(0)])
+    for column in (sliced, chunked):
+        table = pa.table({**accounts, "affiliate_market_maker": column, "margin_client": column})
+        book = vm.Book(table)
+        np.testing.assert_array_equal(book.affiliate_market_maker, flags)
+        np.testing.assert_array_equal(book.margin_client, flags)
+        assert book.margin_client.dtype == np.bool_
+    assert not vm.Book(pa.table(accounts)).credit_approved.any()
+
+
 def test_failed_book_gives_no_object_and_leaves_inputs_alone() -> None:
     accounts = _set(_accounts(), "credit_limit", 1, -5.0)
     before = {k: v.copy() for k, v in accounts.items()}

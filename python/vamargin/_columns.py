@@ -148,10 +148,20 @@ class TableReader:
         else:
             self._reject_nulls(column, data)
         values = np.ascontiguousarray(self._numpy(data), dtype=np.float64)
-        # One parallel pass in Rust, no temporary masks (NaN stands for null when allowed).
-        if finite and (row := _core.first_not_finite(values, nulls_as_nan)) is not None:
-            raise self.fail(column, row, f"{values[row]} is not a finite number")
+        if finite:
+            # NaN stands for null when nulls are allowed.
+            self.require(Finite(column, values, allow_nan=nulls_as_nan))
         return values
+
+    def require(self, *rules: Finite | AtLeast) -> None:
+        """Fails on the first rule (in the order given) that a row breaks, naming its
+        first such row. One parallel pass in Rust over all the rules' columns, no
+        temporary masks."""
+        broken = _core.first_broken_rule([rule.spec for rule in rules])
+        if broken is not None:
+            k, row = broken
+            rule = rules[k]
+            raise self.fail(rule.column, row, f"{rule.values[row]} {rule.reason}")
 
     def boolean(self, column: str, *, default: bool) -> Bools:
         if not self.has(column):
@@ -160,7 +170,10 @@ class TableReader:
         if not pa.types.is_boolean(data.type):
             raise self.fail(column, None, f"must be a boolean column, got {data.type}")
         self._reject_nulls(column, data)
-        return np.ascontiguousarray(self._numpy(data), dtype=np.bool_)
+        pieces = [_unpack_bits(chunk) for chunk in cast(list[Any], data.chunks)]
+        if len(pieces) == 1:
+            return pieces[0]
+        return np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.bool_)
 
     def strings(self, column: str) -> Codes:
         """A string column (plain or dictionary-encoded) as codes into its distinct names."""
@@ -192,6 +205,52 @@ class TableReader:
         else:
             codes = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.int32)
         return Codes(names=list(names), codes=np.ascontiguousarray(codes, dtype=np.int32))
+
+
+def _unpack_bits(chunk: pa.BooleanArray) -> Bools:
+    """A boolean Arrow array (no nulls) as numpy bools: its bit-packed values unpacked
+    in one vectorised call (pyarrow's conversion goes value by value, ~20x slower)."""
+    offset, n = chunk.offset, len(chunk)
+    data = chunk.buffers()[1]
+    if n == 0 or data is None:
+        return np.zeros(n, dtype=np.bool_)
+    bits = np.frombuffer(cast(Any, data), dtype=np.uint8)
+    unpacked = np.unpackbits(bits, count=offset + n, bitorder="little")[offset:]
+    return unpacked.view(np.bool_)
+
+
+@dataclass(frozen=True)
+class Finite:
+    """Every value of ``column`` finite (NaN allowed with ``allow_nan``: read nulls)."""
+
+    column: str
+    values: F64
+    allow_nan: bool = False
+
+    reason = "is not a finite number"
+
+    @property
+    def spec(self) -> tuple[F64, str, float, F64 | None]:
+        return (self.values, "finite_or_nan" if self.allow_nan else "finite", 0.0, None)
+
+
+@dataclass(frozen=True)
+class AtLeast:
+    """Every value of ``column`` at least ``min`` (above it when ``strict``), NaN passing;
+    with ``where_nonzero``, only rows where that column is not 0. ``reason`` completes
+    the error after the bad value."""
+
+    column: str
+    values: F64
+    min: float
+    reason: str
+    strict: bool = False
+    where_nonzero: F64 | None = None
+
+    @property
+    def spec(self) -> tuple[F64, str, float, F64 | None]:
+        kind = "above" if self.strict else "at_least"
+        return (self.values, kind, self.min, self.where_nonzero)
 
 
 def first_true(mask: Bools) -> int | None:

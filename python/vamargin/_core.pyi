@@ -23,8 +23,7 @@ __all__ = [
     "bind_positions",
     "close_size",
     "collateral_figures",
-    "first_below",
-    "first_not_finite",
+    "first_broken_rule",
     "first_repeated_key",
     "funding_house",
     "funding_rate",
@@ -179,10 +178,9 @@ def interest(
 ) -> int: ...
 def close_size(shortage: float, price: float, margin_rate: float, fee: float) -> float: ...
 def first_repeated_key(keys: _U32, groups: Grouping, qty: _F64 | None = None) -> int | None: ...
-def first_not_finite(values: _F64, allow_nan: bool) -> int | None: ...
-def first_below(
-    values: _F64, bound: float, or_equal: bool, where_nonzero: _F64 | None = None
-) -> int | None: ...
+def first_broken_rule(
+    rules: list[tuple[_F64, str, float, _F64 | None]],
+) -> tuple[int, int] | None: ...
 def bind_positions(
     codes: _I32, lut: _U32, qty: _F64, isolated_margin: _F64 | None, n_instruments: int
 ) -> tuple[_U32, _U32, _Bools, int | None]: ...

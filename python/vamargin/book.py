@@ -16,13 +16,24 @@ Row numbers in errors are 0-based positions in the table as given.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from vamargin import _core
-from vamargin._columns import F64, I64, U32, Bools, Codes, TableReader, first_true
+from vamargin._columns import (
+    F64,
+    I64,
+    U32,
+    AtLeast,
+    Bools,
+    Codes,
+    Finite,
+    TableReader,
+    first_true,
+)
 from vamargin.config import RiskConfig
 from vamargin.errors import DataError, EligibilityError
 
@@ -84,7 +95,9 @@ class Book:
             raise table.fail(
                 "investor_class", row, f"{name!r} is not one of {list(INVESTOR_CLASSES)}"
             )
-        self.investor_class = np.maximum(lut, 0)[classes.codes].astype(np.uint8)
+        # Codes per row are only needed by pre-trade checks: mapped on first use.
+        self._investor_classes = classes
+        self._investor_class_lut = np.maximum(lut, 0).astype(np.uint8)
         self.affiliate_market_maker: Bools = table.boolean("affiliate_market_maker", default=False)
         self.credit_limit: F64 = table.float64("credit_limit", default=np.inf, finite=False)
         bad = np.isnan(self.credit_limit) | (self.credit_limit < 0)
@@ -114,27 +127,50 @@ class Book:
             self.position_account_id, "positions.account_id"
         )
         self.position_instrument: Codes = table.strings("instrument")
-        self.qty: F64 = table.float64("qty")
-        self.entry_price: F64 = table.float64("entry_price")
-        if (row := _core.first_below(self.entry_price, 0.0, True, self.qty)) is not None:
-            raise table.fail("entry_price", row, f"{self.entry_price[row]} is not a price > 0")
+        # The numeric columns are read unchecked, then checked together in one pass
+        # (rules in the order the errors are raised).
+        self.qty: F64 = table.float64("qty", finite=False)
+        self.entry_price: F64 = table.float64("entry_price", finite=False)
+        rules: list[Finite | AtLeast] = [
+            Finite("qty", self.qty),
+            Finite("entry_price", self.entry_price),
+            AtLeast(
+                "entry_price",
+                self.entry_price,
+                0.0,
+                "is not a price > 0",
+                strict=True,
+                where_nonzero=self.qty,
+            ),
+        ]
         self.isolated_margin: F64 | None = None
         if table.has("isolated_margin"):
-            margin = table.float64("isolated_margin", nulls_as_nan=True)
-            if (row := _core.first_below(margin, 0.0, False)) is not None:
-                raise table.fail("isolated_margin", row, f"{margin[row]} is negative")
+            margin = table.float64("isolated_margin", nulls_as_nan=True, finite=False)
+            rules += [
+                Finite("isolated_margin", margin, allow_nan=True),
+                AtLeast("isolated_margin", margin, 0.0, "is negative"),
+            ]
             self.isolated_margin = margin
         self.leverage: F64 | None = None
         if table.has("leverage"):
-            leverage = table.float64("leverage", nulls_as_nan=True)
-            if (row := _core.first_below(leverage, 1.0, False)) is not None:
-                raise table.fail("leverage", row, f"{leverage[row]} is below 1")
+            leverage = table.float64("leverage", nulls_as_nan=True, finite=False)
+            rules += [
+                Finite("leverage", leverage, allow_nan=True),
+                AtLeast("leverage", leverage, 1.0, "is below 1"),
+            ]
             self.leverage = leverage
         self.funding_index: F64 | None = None
         if table.has("funding_index"):
-            self.funding_index = table.float64("funding_index")
+            self.funding_index = table.float64("funding_index", finite=False)
+            rules.append(Finite("funding_index", self.funding_index))
+        table.require(*rules)
 
     # -- shape ----------------------------------------------------------------------------
+
+    @cached_property
+    def investor_class(self) -> npt.NDArray[np.uint8]:
+        """Investor class code per account (an index into ``INVESTOR_CLASSES``)."""
+        return self._investor_class_lut[self._investor_classes.codes]
 
     def account_row(self, account_id: int) -> int:
         """The row of ``account_id`` in the accounts table (``DataError`` if unknown)."""

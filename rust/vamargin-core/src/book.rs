@@ -50,14 +50,12 @@ impl Grouping {
             }
         }
         let key = |row: usize| key_of_row.map_or(0, |keys| keys[row]);
-        if let Some(row) = first_id_out_of_range(account_of_row, n_accounts) {
-            return Err(Error::IdOutOfRange {
-                column,
-                row,
-                id: u64::from(account_of_row[row]),
-                len: n_accounts,
-            });
-        }
+        let out_of_range = |row: usize| Error::IdOutOfRange {
+            column,
+            row,
+            id: u64::from(account_of_row[row]),
+            len: n_accounts,
+        };
         // Rows in (account, key) order, keys strictly increasing within an account: each
         // block compares every row with the one before it, without branches, so the
         // comparisons vectorise.
@@ -85,10 +83,21 @@ impl Grouping {
             }
         });
         if sorted {
+            // Accounts never decrease, so the last row holds the largest: one comparison
+            // checks the range (the first row past it is the first of the last account's).
+            if let Some(&last) = account_of_row.last() {
+                if last as usize >= n_accounts {
+                    let row = account_of_row.partition_point(|&a| (a as usize) < n_accounts);
+                    return Err(out_of_range(row));
+                }
+            }
             return Ok(Grouping {
                 offsets: sorted_offsets(account_of_row, n_accounts),
                 order: None,
             });
+        }
+        if let Some(row) = first_id_out_of_range(account_of_row, n_accounts) {
+            return Err(out_of_range(row));
         }
         if let Some(grouping) = radix_grouping(account_of_row, key_of_row, n_accounts) {
             return Ok(grouping);
@@ -1007,16 +1016,23 @@ mod tests {
 
     #[test]
     fn grouping_rejects_an_account_out_of_range() {
+        let out_of_range = |row, id| Error::IdOutOfRange {
+            column: "positions.account",
+            row,
+            id,
+            len: 2,
+        };
+        // Rows in order (the range is checked at the last row, the error names the
+        // first bad one), and rows out of order (scanned).
         let err = Grouping::build(&[0, 5], None, 2, "positions.account").unwrap_err();
-        assert_eq!(
-            err,
-            Error::IdOutOfRange {
-                column: "positions.account",
-                row: 1,
-                id: 5,
-                len: 2
-            }
-        );
+        assert_eq!(err, out_of_range(1, 5));
+        let err = Grouping::build(&[0, 1, 2, 2, 7], None, 2, "positions.account").unwrap_err();
+        assert_eq!(err, out_of_range(2, 2));
+        let keys = [0, 1, 0, 1, 0];
+        let err = Grouping::build(&[0, 0, 1, 3, 3], Some(&keys), 2, "positions.account");
+        assert_eq!(err.unwrap_err(), out_of_range(3, 3));
+        let err = Grouping::build(&[1, 6, 0, 2], None, 2, "positions.account").unwrap_err();
+        assert_eq!(err, out_of_range(1, 6));
     }
 
     #[test]

@@ -24,15 +24,132 @@ fn first_where(
     rows(block).find(|&row| bad(row))
 }
 
+/// A rule every row of a float column must keep.
+#[derive(Debug, Clone, Copy)]
+pub enum Rule<'a> {
+    /// No ±∞, and no NaN unless `allow_nan` (optional columns read null as NaN).
+    Finite { values: &'a [f64], allow_nan: bool },
+    /// No value below `min`, nor equal to it when `strict`; NaN passes (a missing value
+    /// is not out of range). With `where_nonzero`, only rows where that column is not 0
+    /// count (a price is needed only where there is a position).
+    AtLeast {
+        values: &'a [f64],
+        min: f64,
+        strict: bool,
+        where_nonzero: Option<&'a [f64]>,
+    },
+}
+
+/// Rows per sub-block of [`first_broken`]: every rule runs over a sub-block before the
+/// next is read, so a table's columns come from memory once and from L1 for the rest.
+const SUB_BLOCK: usize = 2048;
+
+/// At most this many rules per [`first_broken`] call (one bit of a block's mask each).
+pub const MAX_RULES: usize = 64;
+
+impl Rule<'_> {
+    /// Rows the rule reads: every column it names has this length (the caller checks).
+    pub fn rows(&self) -> usize {
+        match self {
+            Rule::Finite { values, .. } | Rule::AtLeast { values, .. } => values.len(),
+        }
+    }
+
+    /// Whether row `row` breaks the rule.
+    #[inline]
+    fn broken_at(&self, row: usize) -> bool {
+        match *self {
+            Rule::Finite { values, allow_nan } => not_finite(values[row], allow_nan),
+            Rule::AtLeast {
+                values,
+                min,
+                strict,
+                where_nonzero,
+            } => below(values[row], min, strict) & where_nonzero.is_none_or(|m| m[row] != 0.0),
+        }
+    }
+
+    /// Whether any row of `rows` breaks the rule: a branch-free fold over every row,
+    /// which the compiler vectorises.
+    #[inline]
+    fn broken_in(&self, rows: Range<usize>) -> bool {
+        match *self {
+            Rule::Finite { values, allow_nan } => values[rows]
+                .iter()
+                .fold(false, |any, &v| any | not_finite(v, allow_nan)),
+            Rule::AtLeast {
+                values,
+                min,
+                strict,
+                where_nonzero: None,
+            } => values[rows]
+                .iter()
+                .fold(false, |any, &v| any | below(v, min, strict)),
+            Rule::AtLeast {
+                values,
+                min,
+                strict,
+                where_nonzero: Some(mask),
+            } => values[rows.clone()]
+                .iter()
+                .zip(&mask[rows])
+                .fold(false, |any, (&v, &m)| {
+                    any | (below(v, min, strict) & (m != 0.0))
+                }),
+        }
+    }
+}
+
+/// `|v| == ∞` for ±∞, `v != v` for NaN: comparisons only, combined with `|`.
+#[inline]
+fn not_finite(v: f64, allow_nan: bool) -> bool {
+    (v.abs() == f64::INFINITY) | (!allow_nan & v.is_nan())
+}
+
+/// `v < min`, or `v == min` when `strict`; false for NaN.
+#[inline]
+fn below(v: f64, min: f64, strict: bool) -> bool {
+    (v < min) | (strict & (v == min))
+}
+
+/// The first rule of `rules` (in order) that some row breaks, and the first row that
+/// breaks it: `(rule, row)`. So the answer is the one checking the rules one after the
+/// other would give, but a table's columns are read once: blocks of rows are checked in
+/// parallel, each against every rule a sub-block at a time (its columns stay in cache
+/// between rules), and record which rules they saw broken. Every rule's columns must
+/// have [`Rule::rows`] rows, at most [`MAX_RULES`] rules (panics otherwise: the
+/// bindings check both).
+pub fn first_broken(rules: &[Rule<'_>]) -> Option<(usize, usize)> {
+    assert!(rules.len() <= MAX_RULES, "at most {MAX_RULES} rules");
+    let n = rules.first().map_or(0, Rule::rows);
+    let rows = |b: usize| b * BLOCK..n.min((b + 1) * BLOCK);
+    let masks: Vec<u64> = (0..n.div_ceil(BLOCK))
+        .into_par_iter()
+        .map(|b| {
+            let block = rows(b);
+            let mut broken = 0u64;
+            for start in block.clone().step_by(SUB_BLOCK) {
+                let sub = start..block.end.min(start + SUB_BLOCK);
+                for (k, rule) in rules.iter().enumerate() {
+                    broken |= u64::from(rule.broken_in(sub.clone())) << k;
+                }
+            }
+            broken
+        })
+        .collect();
+    let all = masks.iter().fold(0, |all, &mask| all | mask);
+    if all == 0 {
+        return None;
+    }
+    let k = all.trailing_zeros() as usize;
+    let block = masks.iter().position(|&mask| mask & (1 << k) != 0)?;
+    let row = rows(block).find(|&row| rules[k].broken_at(row))?;
+    Some((k, row))
+}
+
 /// First row holding ±∞, or NaN unless `allow_nan`.
 pub fn first_not_finite(values: &[f64], allow_nan: bool) -> Option<usize> {
-    // `|v| == ∞` for ±∞, `v != v` for NaN: comparisons only, combined with `|`.
-    let bad = |v: f64| (v.abs() == f64::INFINITY) | (!allow_nan & v.is_nan());
-    first_where(
-        values.len(),
-        |rows| values[rows].iter().fold(false, |any, &v| any | bad(v)),
-        |row| bad(values[row]),
-    )
+    first_broken(&[Rule::Finite { values, allow_nan }]).map(|(_, row)| row)
 }
 
 /// First row whose id is not below `len` (ids indexing a table of `len` rows): each block
@@ -43,36 +160,6 @@ pub fn first_id_out_of_range(ids: &[u32], len: usize) -> Option<usize> {
         |rows| ids[rows].iter().fold(0, |max, &id| max.max(id)) as usize >= len,
         |row| ids[row] as usize >= len,
     )
-}
-
-/// First row whose value is below `bound` (or equal to it, when `or_equal`); NaN is never
-/// below. With `where_nonzero`, only rows where that column is not 0 count (a column of
-/// the same length; the caller checks).
-pub fn first_below(
-    values: &[f64],
-    bound: f64,
-    or_equal: bool,
-    where_nonzero: Option<&[f64]>,
-) -> Option<usize> {
-    let below = |v: f64| (v < bound) | (or_equal & (v == bound));
-    match where_nonzero {
-        None => first_where(
-            values.len(),
-            |rows| values[rows].iter().fold(false, |any, &v| any | below(v)),
-            |row| below(values[row]),
-        ),
-        Some(mask) => first_where(
-            values.len(),
-            |rows| {
-                let (values, mask) = (&values[rows.clone()], &mask[rows]);
-                values
-                    .iter()
-                    .zip(mask)
-                    .fold(false, |any, (&v, &m)| any | (below(v) & (m != 0.0)))
-            },
-            |row| below(values[row]) & (mask[row] != 0.0),
-        ),
-    }
 }
 
 #[cfg(test)]
@@ -91,15 +178,69 @@ mod tests {
         assert_eq!(first_not_finite(&values, true), Some(7));
     }
 
+    fn at_least<'a>(
+        values: &'a [f64],
+        min: f64,
+        strict: bool,
+        mask: Option<&'a [f64]>,
+    ) -> Rule<'a> {
+        Rule::AtLeast {
+            values,
+            min,
+            strict,
+            where_nonzero: mask,
+        }
+    }
+
     #[test]
-    fn below_skips_nan_and_rows_the_mask_excludes() {
+    fn at_least_passes_nan_and_rows_the_mask_excludes() {
         let values = [2.0, f64::NAN, 0.0, -1.0, 0.5];
-        assert_eq!(first_below(&values, 0.0, false, None), Some(3));
-        assert_eq!(first_below(&values, 0.0, true, None), Some(2));
+        let first = |rule: Rule<'_>| first_broken(&[rule]).map(|(_, row)| row);
+        assert_eq!(first(at_least(&values, 0.0, false, None)), Some(3));
+        assert_eq!(first(at_least(&values, 0.0, true, None)), Some(2));
         let qty = [1.0, 1.0, 0.0, 0.0, 3.0];
-        assert_eq!(first_below(&values, 0.0, true, Some(&qty)), None);
-        assert_eq!(first_below(&values, 1.0, false, Some(&qty)), Some(4));
-        assert_eq!(first_below(&[], 0.0, true, None), None);
+        assert_eq!(first(at_least(&values, 0.0, true, Some(&qty))), None);
+        assert_eq!(first(at_least(&values, 1.0, false, Some(&qty))), Some(4));
+        assert_eq!(first(at_least(&[], 0.0, true, None)), None);
+        assert_eq!(first_broken(&[]), None);
+    }
+
+    #[test]
+    fn the_first_rule_broken_wins_wherever_its_row_is() {
+        // Three columns over several blocks and a ragged last sub-block: rule 2 is broken
+        // first (row 3), rule 1 later (two rows, in different blocks), rule 0 never.
+        let n = 3 * BLOCK + SUB_BLOCK / 2 + 3;
+        let qty = vec![1.0; n];
+        let mut price = vec![10.0; n];
+        let mut margin = vec![f64::NAN; n];
+        price[2 * BLOCK + 7] = f64::INFINITY;
+        price[3 * BLOCK + SUB_BLOCK / 2 + 1] = f64::NEG_INFINITY;
+        margin[3] = -1.0;
+        let rules = [
+            Rule::Finite {
+                values: &qty,
+                allow_nan: false,
+            },
+            Rule::Finite {
+                values: &price,
+                allow_nan: false,
+            },
+            at_least(&margin, 0.0, false, None),
+        ];
+        assert_eq!(first_broken(&rules), Some((1, 2 * BLOCK + 7)));
+        assert_eq!(first_broken(&rules[2..]), Some((0, 3)));
+        // Without rule 1, rule 2 again; the last row of the table is checked too.
+        margin[3] = 0.0;
+        margin[n - 1] = -0.5;
+        let finite_qty = Rule::Finite {
+            values: &qty,
+            allow_nan: false,
+        };
+        let rules = [finite_qty, at_least(&margin, 0.0, false, None)];
+        assert_eq!(first_broken(&rules), Some((1, n - 1)));
+        // NaN breaks `Finite` unless allowed.
+        assert_eq!(first_not_finite(&margin, false), Some(0));
+        assert_eq!(first_not_finite(&margin, true), None);
     }
 
     #[test]

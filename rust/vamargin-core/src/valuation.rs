@@ -9,7 +9,7 @@
 //!
 //! Money here is `f64` in the reporting currency (risk measures, not cash movements).
 
-use crate::book::{Book, Positions};
+use crate::book::{Book, Positions, RowsOf};
 use crate::columns::{Columns, Zeroed};
 use crate::error::{Error, Result};
 use crate::parallel::{column_bundle, for_each_chunk, SplitRows};
@@ -204,11 +204,37 @@ pub(crate) fn holding_totals(
     account: usize,
 ) -> HoldingTotals {
     let holdings = &book.holdings;
+    // Rows laid out by account are two slices, walked without an index or its bounds
+    // checks; a loop per case keeps each one tight.
+    match book.holding_groups.rows_of(account) {
+        RowsOf::InPlace(rows) => {
+            let (assets, amounts) = (&holdings.asset[rows.clone()], &holdings.amount[rows]);
+            sum_holdings(
+                params,
+                prices,
+                assets.iter().copied().zip(amounts.iter().copied()),
+            )
+        }
+        reordered => sum_holdings(
+            params,
+            prices,
+            reordered.map(|row| (holdings.asset[row], holdings.amount[row])),
+        ),
+    }
+}
+
+/// [`holding_totals`] of `(asset id, amount)` pairs.
+#[inline(always)]
+fn sum_holdings(
+    params: &EngineParams,
+    prices: &[f64],
+    holdings: impl Iterator<Item = (u32, f64)>,
+) -> HoldingTotals {
     let mut totals = HoldingTotals::default();
-    for row in book.holding_groups.rows_of(account) {
-        let asset_id = holdings.asset[row] as usize;
+    for (asset_id, amount) in holdings {
+        let asset_id = asset_id as usize;
         let asset = &params.assets[asset_id];
-        let v = holdings.amount[row] * prices[asset_id];
+        let v = amount * prices[asset_id];
         totals.value += v;
         if v < 0.0 {
             totals.debit -= v;

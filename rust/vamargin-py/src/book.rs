@@ -360,40 +360,60 @@ pub fn bind_holdings<'py>(
     ))
 }
 
-/// First row of `values` holding ±∞, or NaN unless `allow_nan`, or `None`.
-#[pyfunction]
-pub fn first_not_finite(
-    py: Python<'_>,
-    values: PyReadonlyArray1<'_, f64>,
-    allow_nan: bool,
-) -> PyResult<Option<usize>> {
-    let values = values.as_slice()?;
-    let pool = pool::current()?;
-    Ok(py.detach(|| pool::install(&pool, || core::scan::first_not_finite(values, allow_nan))))
-}
+/// A rule as Python states it: `(values, kind, bound, where_nonzero)`, `kind` one of
+/// `"finite"`, `"finite_or_nan"` (`bound` unused), `"at_least"` and `"above"`.
+type RuleSpec<'py> = (
+    PyReadonlyArray1<'py, f64>,
+    String,
+    f64,
+    Option<PyReadonlyArray1<'py, f64>>,
+);
 
-/// First row of `values` below `bound` (or equal, with `or_equal`), NaN never; with
-/// `where_nonzero`, only rows where that column is not 0.
+/// The first rule (in order) that some row breaks and the first row breaking it, as
+/// `(rule, row)`, or `None`; one parallel pass over the columns (see
+/// `vamargin_core::scan::first_broken`).
 #[pyfunction]
-#[pyo3(signature = (values, bound, or_equal, where_nonzero=None))]
-pub fn first_below(
+pub fn first_broken_rule(
     py: Python<'_>,
-    values: PyReadonlyArray1<'_, f64>,
-    bound: f64,
-    or_equal: bool,
-    where_nonzero: Option<PyReadonlyArray1<'_, f64>>,
-) -> PyResult<Option<usize>> {
-    let values = values.as_slice()?;
-    let where_nonzero = optional_slice(&where_nonzero)?;
-    let mut lengths = vec![values.len()];
-    lengths.extend(where_nonzero.map(<[f64]>::len));
-    same_lengths("first_below columns", &lengths)?;
+    rules: Vec<RuleSpec<'_>>,
+) -> PyResult<Option<(usize, usize)>> {
+    if rules.len() > core::scan::MAX_RULES {
+        return Err(pyo3::exceptions::PyValueError::new_err(format!(
+            "at most {} rules per call, got {}",
+            core::scan::MAX_RULES,
+            rules.len()
+        )));
+    }
+    let mut lengths = Vec::with_capacity(2 * rules.len());
+    let mut checked = Vec::with_capacity(rules.len());
+    for (values, kind, bound, where_nonzero) in &rules {
+        let values = values.as_slice()?;
+        let where_nonzero = optional_slice(where_nonzero)?;
+        lengths.push(values.len());
+        lengths.extend(where_nonzero.map(<[f64]>::len));
+        let at_least = |strict| core::scan::Rule::AtLeast {
+            values,
+            min: *bound,
+            strict,
+            where_nonzero,
+        };
+        checked.push(match kind.as_str() {
+            "finite" | "finite_or_nan" => core::scan::Rule::Finite {
+                values,
+                allow_nan: kind == "finite_or_nan",
+            },
+            "at_least" => at_least(false),
+            "above" => at_least(true),
+            _ => {
+                return Err(pyo3::exceptions::PyValueError::new_err(format!(
+                    "unknown rule {kind:?} (finite, finite_or_nan, at_least, above)"
+                )))
+            }
+        });
+    }
+    same_lengths("rule columns", &lengths)?;
     let pool = pool::current()?;
-    Ok(py.detach(|| {
-        pool::install(&pool, || {
-            core::scan::first_below(values, bound, or_equal, where_nonzero)
-        })
-    }))
+    Ok(py.detach(|| pool::install(&pool, || core::scan::first_broken(&checked))))
 }
 
 /// First row repeating the key of an earlier row of its account, for a grouping built

@@ -30,8 +30,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<book::PyGrouping>()?;
     m.add_class::<book::PyCoreBook>()?;
     m.add_function(wrap_pyfunction!(book::first_repeated_key, m)?)?;
-    m.add_function(wrap_pyfunction!(book::first_not_finite, m)?)?;
-    m.add_function(wrap_pyfunction!(book::first_below, m)?)?;
+    m.add_function(wrap_pyfunction!(book::first_broken_rule, m)?)?;
     m.add_function(wrap_pyfunction!(book::bind_positions, m)?)?;
     m.add_function(wrap_pyfunction!(book::bind_holdings, m)?)?;
     m.add_function(wrap_pyfunction!(revaluation::revalue, m)?)?;
