@@ -31,5 +31,5 @@ pub use perp::ContractKind;
 pub use stress::{stress, stressed_equity, ScenarioTotals, Scenarios, StressResult};
 pub use tiers::{MarginTier, SizeTiers, TierSpec, TierTable};
 pub use valuation::{
-    revalue, revalue_into, AccountFigures, Market, PositionFigures, Revaluation, Status,
+    revalue, revalue_into, AccountFigures, Market, PositionFigures, Revaluation, Scope, Status,
 };

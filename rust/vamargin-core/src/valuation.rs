@@ -391,21 +391,33 @@ pub(crate) fn value_account(
 
 /// Revalues every account and position of `book` at `market`.
 pub fn revalue(params: &EngineParams, book: &Book<'_>, market: &Market<'_>) -> Result<Revaluation> {
-    revalue_into(params, book, market, &Zeroed)
+    revalue_into(params, book, market, &Zeroed, Scope::Full)
 }
 
-/// [`revalue`] with output columns from `columns`.
+/// Which figures a revaluation computes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Every account and position figure (SPEC §10).
+    Full,
+    /// Everything but the positions' liquidation and bankruptcy prices and ADL scores,
+    /// which are left NaN: for jobs that read only margins and account figures (the
+    /// liquidation queue, margin calls). The prices are most of a position's work.
+    WithoutPrices,
+}
+
+/// [`revalue`] with output columns from `columns`, computing the figures of `scope`.
 pub fn revalue_into(
     params: &EngineParams,
     book: &Book<'_>,
     market: &Market<'_>,
     columns: &impl Columns,
+    scope: Scope,
 ) -> Result<Revaluation> {
     let walk = match book.position_groups.row_starts() {
         Some(starts) => Walk::InAccountOrder(starts),
         None => Walk::Sweeps,
     };
-    revalue_walking(params, book, market, columns, walk)
+    revalue_walking(params, book, market, columns, walk, scope)
 }
 
 /// How [`revalue_into`] goes through the book. Both walks compute every figure with the
@@ -431,6 +443,7 @@ fn revalue_walking(
     market: &Market<'_>,
     columns: &impl Columns,
     walk: Walk<'_>,
+    scope: Scope,
 ) -> Result<Revaluation> {
     if market.asset_prices.len() != params.assets.len() {
         return Err(Error::LengthMismatch {
@@ -475,7 +488,7 @@ fn revalue_walking(
     let kernel = Kernel::new(params, book, market);
     match walk {
         Walk::InAccountOrder(starts) => {
-            kernel.in_account_order(starts, accounts.columns(), positions.columns())
+            kernel.in_account_order(starts, accounts.columns(), positions.columns(), scope)
         }
         Walk::Sweeps => {
             kernel.position_margins(positions.columns());
@@ -484,7 +497,10 @@ fn revalue_walking(
             let mut backing = columns.f64s(5 * n_accounts);
             let (backing_rows, _) = backing.as_chunks_mut::<5>();
             kernel.account_pass(&positions, (accounts.columns(), &mut *backing_rows));
-            kernel.position_prices(backing_rows, &mut positions);
+            match scope {
+                Scope::Full => kernel.position_prices(backing_rows, &mut positions),
+                Scope::WithoutPrices => positions.clear_prices(),
+            }
             columns.give_back(backing);
         }
     }
@@ -492,6 +508,23 @@ fn revalue_walking(
         accounts,
         positions,
     })
+}
+
+impl PositionFigures {
+    /// The prices of a [`Scope::WithoutPrices`] revaluation: NaN, in parallel chunks
+    /// (sweep 1 left cross contributions there).
+    fn clear_prices(&mut self) {
+        let columns = PositionPrices {
+            liquidation_price: &mut self.liquidation_price,
+            bankruptcy_price: &mut self.bankruptcy_price,
+            adl_score: &mut self.adl_score,
+        };
+        for_each_chunk(columns, POSITION_CHUNK, &|_, chunk: PositionPrices<'_>| {
+            chunk.liquidation_price.fill(f64::NAN);
+            chunk.bankruptcy_price.fill(f64::NAN);
+            chunk.adl_score.fill(f64::NAN);
+        });
+    }
 }
 
 impl PositionColumns<'_> {
@@ -734,6 +767,7 @@ impl<'k, 'b> Kernel<'k, 'b> {
         starts: &[usize],
         accounts: AccountColumns<'_>,
         positions: PositionColumns<'_>,
+        scope: Scope,
     ) {
         let block = AccountBlock {
             accounts,
@@ -757,6 +791,13 @@ impl<'k, 'b> Kernel<'k, 'b> {
                     cross.add(&contribution);
                 }
                 let backing = self.account(first + i, &cross, &mut accounts, i);
+                if scope == Scope::WithoutPrices {
+                    let rows = rows.start - first_row..rows.end - first_row;
+                    out.liquidation_price[rows.clone()].fill(f64::NAN);
+                    out.bankruptcy_price[rows.clone()].fill(f64::NAN);
+                    out.adl_score[rows].fill(f64::NAN);
+                    continue;
+                }
                 for row in rows {
                     let j = row - first_row;
                     let [liquidation, bankruptcy, score] = steps.prices(
@@ -938,6 +979,15 @@ mod tests {
         /// Revalues the book walking it as `walk` asks (`None`: as `revalue_into` picks),
         /// with output columns from `columns`.
         fn revalue(&self, columns: &impl Columns, walk: Option<bool>) -> Revaluation {
+            self.revalue_scoped(columns, walk, Scope::Full)
+        }
+
+        fn revalue_scoped(
+            &self,
+            columns: &impl Columns,
+            walk: Option<bool>,
+            scope: Scope,
+        ) -> Revaluation {
             let params = params();
             let n_accounts = Self::CREDIT.len();
             let position_groups =
@@ -967,14 +1017,14 @@ mod tests {
             )
             .unwrap();
             match walk {
-                None => revalue_into(&params, &book, &Self::MARKET, columns).unwrap(),
+                None => revalue_into(&params, &book, &Self::MARKET, columns, scope).unwrap(),
                 Some(in_account_order) => {
                     let walk = if in_account_order {
                         Walk::InAccountOrder(position_groups.row_starts().unwrap())
                     } else {
                         Walk::Sweeps
                     };
-                    revalue_walking(&params, &book, &Self::MARKET, columns, walk).unwrap()
+                    revalue_walking(&params, &book, &Self::MARKET, columns, walk, scope).unwrap()
                 }
             }
         }
@@ -1017,6 +1067,28 @@ mod tests {
         assert_eq!(shuffled_bits[18], one_pass_bits[18]);
         for column in (11..18).chain([19]) {
             assert_eq!(unshuffled(&shuffled_bits[column]), one_pass_bits[column]);
+        }
+    }
+
+    /// Without prices, both walks give the full revaluation's other figures bit for bit
+    /// and NaN prices, over stale columns too.
+    #[test]
+    fn a_revaluation_without_prices_leaves_only_the_prices_out() {
+        let shuffled = SmallBook::new(&[0, 1, 2, 3, 4, 5, 6]);
+        let by_account = SmallBook::new(&[1, 3, 6, 2, 5, 0, 4]);
+        for (book, walk) in [(&shuffled, Some(false)), (&by_account, Some(true))] {
+            let full = bits(&book.revalue(&Zeroed, walk));
+            let partial = book.revalue_scoped(&Stale, walk, Scope::WithoutPrices);
+            let partial_bits = bits(&partial);
+            for column in (0..15).chain([18, 19]) {
+                assert_eq!(partial_bits[column], full[column], "column {column}");
+            }
+            let p = &partial.positions;
+            for prices in [&p.liquidation_price, &p.bankruptcy_price, &p.adl_score] {
+                assert!(prices.iter().all(|x| x.is_nan()));
+            }
+            // The small book has prices to leave out.
+            assert!(full[15].iter().any(|&b| !f64::from_bits(b).is_nan()));
         }
     }
 }

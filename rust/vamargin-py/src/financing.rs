@@ -6,6 +6,7 @@ use pyo3::types::PyDict;
 use vamargin_core::financing::{
     accrue_interest as core_accrue, margin_calls as core_calls, DayCount,
 };
+use vamargin_core::Scope;
 
 use crate::book::{on_book, PyCoreBook};
 use crate::columns::column;
@@ -43,7 +44,9 @@ pub fn margin_calls<'py>(
         .map(|a| a.as_slice())
         .transpose()?
         .unwrap_or(&[]);
-    let calls = after_revaluation(py, params, book, &asset_prices, &marks, |r| {
+    // Calls read account figures only.
+    let scope = Scope::WithoutPrices;
+    let calls = after_revaluation(py, params, book, &asset_prices, &marks, scope, |r| {
         if !past.is_empty() && past.len() != r.book.n_accounts() {
             return None;
         }

@@ -7,6 +7,7 @@ use vamargin_core::liquidation::{
     adl_queue as core_adl_queue, liquidation_queue as core_queue, LiquidationQueue,
 };
 use vamargin_core::loss_allocation::{run_liquidations, Party};
+use vamargin_core::Scope;
 
 use crate::book::PyCoreBook;
 use crate::columns::column;
@@ -25,7 +26,9 @@ pub fn liquidation_queue<'py>(
     asset_prices: PyReadonlyArray1<'py, f64>,
     marks: PyReadonlyArray1<'py, f64>,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let queue = after_revaluation(py, params, book, &asset_prices, &marks, |r| {
+    // The queue reads margins and account figures only.
+    let scope = Scope::WithoutPrices;
+    let queue = after_revaluation(py, params, book, &asset_prices, &marks, scope, |r| {
         core_queue(
             &params.inner,
             r.book,
@@ -47,7 +50,7 @@ pub fn adl_queue<'py>(
     asset_prices: PyReadonlyArray1<'py, f64>,
     marks: PyReadonlyArray1<'py, f64>,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let queue = after_revaluation(py, params, book, &asset_prices, &marks, |r| {
+    let queue = after_revaluation(py, params, book, &asset_prices, &marks, Scope::Full, |r| {
         core_adl_queue(r.book, &r.revaluation, r.account_ids)
     })?;
     let out = PyDict::new(py);
@@ -114,29 +117,30 @@ pub fn liquidate<'py>(
             "liquidate: one fund balance and one minor unit per asset",
         ));
     }
-    let (queue, run) = after_revaluation(py, params, book, &asset_prices, &marks, |r| {
-        let queue = core_queue(
-            &params.inner,
-            r.book,
-            r.market,
-            &r.revaluation,
-            r.account_ids,
-        );
-        let adl = core_adl_queue(r.book, &r.revaluation, r.account_ids);
-        run_liquidations(
-            &params.inner,
-            r.book,
-            r.market,
-            &r.revaluation,
-            &queue,
-            &adl,
-            &fund,
-            &decimals,
-            reporting_asset,
-        )
-        .map(|run| (queue, run))
-    })?
-    .map_err(|e| to_py(e, "liquidate"))?;
+    let (queue, run) =
+        after_revaluation(py, params, book, &asset_prices, &marks, Scope::Full, |r| {
+            let queue = core_queue(
+                &params.inner,
+                r.book,
+                r.market,
+                &r.revaluation,
+                r.account_ids,
+            );
+            let adl = core_adl_queue(r.book, &r.revaluation, r.account_ids);
+            run_liquidations(
+                &params.inner,
+                r.book,
+                r.market,
+                &r.revaluation,
+                &queue,
+                &adl,
+                &fund,
+                &decimals,
+                reporting_asset,
+            )
+            .map(|run| (queue, run))
+        })?
+        .map_err(|e| to_py(e, "liquidate"))?;
     let postings = PyDict::new(py);
     let p = &run.postings;
     postings.set_item("entry", column(py, p, |x| x.entry))?;

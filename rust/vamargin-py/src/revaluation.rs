@@ -4,7 +4,7 @@ use numpy::{IntoPyArray, PyReadonlyArray1};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use vamargin_core as core;
-use vamargin_core::{Book, Columns, Market, Revaluation};
+use vamargin_core::{Book, Columns, Market, Revaluation, Scope};
 
 use crate::book::{on_book, PyCoreBook};
 use crate::column_pool::{result_array, Recycled};
@@ -32,19 +32,20 @@ fn revaluation(
         marks: marks.as_slice()?,
     };
     on_book(py, params, book, "revalue", |core_book, _| {
-        core::revalue_into(&params.inner, core_book, &market, &Recycled)
+        core::revalue_into(&params.inner, core_book, &market, &Recycled, Scope::Full)
     })
 }
 
-/// Borrows `book`, revalues it at the prices and runs `work` on the result, all with the
-/// GIL released and inside the vamargin pool; the revaluation's columns then go to the
-/// column pool.
+/// Borrows `book`, revalues it at the prices (the figures of `scope`) and runs `work` on
+/// the result, all with the GIL released and inside the vamargin pool; the revaluation's
+/// columns then go to the column pool.
 pub fn after_revaluation<T: Send>(
     py: Python<'_>,
     params: &PyEngineParams,
     book: &PyCoreBook,
     asset_prices: &PyReadonlyArray1<'_, f64>,
     marks: &PyReadonlyArray1<'_, f64>,
+    scope: Scope,
     work: impl FnOnce(&Revalued<'_>) -> T + Send,
 ) -> PyResult<T> {
     let market = Market {
@@ -52,7 +53,7 @@ pub fn after_revaluation<T: Send>(
         marks: marks.as_slice()?,
     };
     on_book(py, params, book, "revalue", |core_book, account_ids| {
-        let revaluation = core::revalue_into(&params.inner, core_book, &market, &Recycled)?;
+        let revaluation = core::revalue_into(&params.inner, core_book, &market, &Recycled, scope)?;
         let revalued = Revalued {
             book: core_book,
             market: &market,
