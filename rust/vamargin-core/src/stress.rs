@@ -22,7 +22,7 @@
 
 use rayon::prelude::*;
 
-use crate::book::{check_len, Book};
+use crate::book::{check_len, Book, Positions};
 use crate::error::{Error, Result};
 use crate::params::EngineParams;
 use crate::perp;
@@ -116,6 +116,25 @@ pub struct StressedAccount {
     pub isolated_liquidations: u64,
 }
 
+/// Row `row`'s margins at the scenario's `marks`. Called from two loops: as a closure
+/// the compiler kept it out of line, a call per row.
+#[inline(always)]
+fn margins_at_marks(
+    params: &EngineParams,
+    positions: &Positions<'_>,
+    marks: &[f64],
+    row: usize,
+) -> perp::Margins {
+    let instrument = positions.instrument[row] as usize;
+    perp::margins(
+        &params.perpetuals[instrument],
+        positions.qty[row],
+        positions.entry_price[row],
+        marks[instrument],
+        positions.leverage.map_or(f64::NAN, |col| col[row]),
+    )
+}
+
 /// Values one account at one scenario's prices (margins computed inline).
 pub fn stress_account(
     params: &EngineParams,
@@ -125,16 +144,7 @@ pub fn stress_account(
     account: usize,
 ) -> StressedAccount {
     let positions = &book.positions;
-    let margins_at = |row: usize| {
-        let instrument = positions.instrument[row] as usize;
-        perp::margins(
-            &params.perpetuals[instrument],
-            positions.qty[row],
-            positions.entry_price[row],
-            marks[instrument],
-            positions.leverage.map_or(f64::NAN, |col| col[row]),
-        )
-    };
+    let margins_at = |row: usize| margins_at_marks(params, positions, marks, row);
     let held = holding_totals(params, book, asset_prices, account);
     let mut has_cross = false;
     let cross = cross_totals(params, book, asset_prices, account, |row| {
@@ -152,12 +162,12 @@ pub fn stress_account(
         isolated_liquidations: 0,
     };
     if positions.isolated_margin.is_some() {
-        book.position_groups.for_each_row(account, |row| {
+        for row in book.position_groups.rows_of(account) {
             let Some(margin) = positions.isolated_margin(row) else {
-                return;
+                continue;
             };
             if positions.qty[row] == 0.0 {
-                return;
+                continue;
             }
             let m = margins_at(row);
             let balance = margin + m.upnl;
@@ -168,7 +178,7 @@ pub fn stress_account(
                 let contract = &params.perpetuals[positions.instrument[row] as usize];
                 stressed.insurance_draw -= balance * asset_prices[contract.settle_asset as usize];
             }
-        });
+        }
     }
     stressed
 }

@@ -270,13 +270,14 @@ pub(crate) fn cross_totals(
 ) -> CrossSums {
     let positions = &book.positions;
     let mut sums = CrossSums::default();
-    book.position_groups.for_each_row(account, |row| {
+    // A loop, not `for_each_row` and a closure: the closure ended up called per row.
+    for row in book.position_groups.rows_of(account) {
         if is_cross(positions, row) {
             let contract = &params.perpetuals[positions.instrument[row] as usize];
             let settle_price = prices[contract.settle_asset as usize];
             sums.add(&CrossSums::of(&figures(row), settle_price));
         }
-    });
+    }
     sums
 }
 
