@@ -219,22 +219,19 @@ class RiskEngine:
         asset_names = [a.symbol for a in config.assets]
         settle_of = np.array([config.asset_ids[p.settle] for p in config.perpetuals], np.uint32)
         payments = raw["payments"]
-        row_settle = settle_of[bound.position_instrument] if len(payments) else payments[:0]
-        sums = _core.sum_by_account(
+        # Each row's payment counts under its instrument's settle asset.
+        account_rows, asset_ids, amounts = _core.sum_by_account(
             bound.position_groups,
-            np.ascontiguousarray(row_settle, dtype=np.uint32),
+            bound.position_instrument,
+            settle_of,
             payments,
             len(asset_names),
         )
-        # `sums` is row-major, one row per account and one column per asset: the flat
-        # index of a cell is account·n_assets + asset (a 1-d scan, faster than a 2-d one).
-        cells = np.flatnonzero(sums)
-        account_rows, asset_ids = np.divmod(cells, len(asset_names))
         by_account = Table(
             {
                 "account_id": book.account_id[account_rows],
                 "asset": category(asset_names, asset_ids),
-                "amount": sums[cells],
+                "amount": amounts,
             }
         )
         used = np.flatnonzero(bound.instruments_used)

@@ -514,52 +514,86 @@ pub fn floor_amount(estimate: f64, exact: impl FnOnce() -> ExactAmount) -> Resul
     exact().floor()
 }
 
+/// The non-zero sums of [`sum_by_account`], one entry per (account, key), in account
+/// then key order.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct AccountSums {
+    pub account: Vec<u32>,
+    pub key: Vec<u32>,
+    pub amount: Vec<i64>,
+}
+
+/// Accounts per parallel block of [`sum_by_account`].
+const SUM_BLOCK: usize = 4096;
+
 /// Per account and key (an asset, usually): the sum of `amounts` over the account's rows,
-/// as a dense `n_accounts × n_keys` matrix (row-major). Overflow is an error.
+/// where row `r` counts under key `key_of[ids[r]]` (a row's instrument and the
+/// instrument's settle asset, say). Only non-zero sums are returned, so the result is
+/// as long as the answer, not `n_accounts × n_keys`. Overflow is an error.
 pub fn sum_by_account(
     groups: &Grouping,
-    keys: &[u32],
+    ids: &[u32],
+    key_of: &[u32],
     amounts: &[i64],
     n_keys: usize,
-) -> Result<Vec<i64>> {
-    if keys.len() != amounts.len() || groups.n_rows() != amounts.len() {
+) -> Result<AccountSums> {
+    if ids.len() != amounts.len() || groups.n_rows() != amounts.len() {
         return Err(Error::LengthMismatch {
             column: "amounts",
             expected: groups.n_rows(),
             actual: amounts.len(),
         });
     }
-    if let Some(row) = keys.iter().position(|&k| k as usize >= n_keys) {
+    if let Some(id) = key_of.iter().position(|&k| k as usize >= n_keys) {
         return Err(Error::IdOutOfRange {
-            column: "keys",
-            row,
-            id: u64::from(keys[row]),
+            column: "key_of",
+            row: id,
+            id: u64::from(key_of[id]),
             len: n_keys,
         });
     }
-    let mut sums = vec![0i64; groups.n_accounts() * n_keys];
-    let failed = sums
-        .par_chunks_mut(n_keys.max(1))
-        .enumerate()
-        .with_min_len(1024)
-        .map(|(account, out)| {
-            let mut ok = true;
-            groups.for_each_row(account, |row| {
-                let slot = &mut out[keys[row] as usize];
-                match slot.checked_add(amounts[row]) {
-                    Some(total) => *slot = total,
-                    None => ok = false,
-                }
-            });
-            !ok
-        })
-        .reduce(|| false, |a, b| a || b);
-    if failed {
-        return Err(Error::Overflow {
-            what: "an account's total",
+    if let Some(row) = crate::scan::first_id_out_of_range(ids, key_of.len()) {
+        return Err(Error::IdOutOfRange {
+            column: "ids",
+            row,
+            id: u64::from(ids[row]),
+            len: key_of.len(),
         });
     }
-    Ok(sums)
+    let blocks: Vec<Option<AccountSums>> = (0..groups.n_accounts().div_ceil(SUM_BLOCK))
+        .into_par_iter()
+        .map(|block| {
+            let first = block * SUM_BLOCK;
+            let end = (first + SUM_BLOCK).min(groups.n_accounts());
+            let mut sums = AccountSums::default();
+            let mut cells = vec![0i64; n_keys];
+            for account in first..end {
+                for row in groups.rows_of(account) {
+                    let cell = &mut cells[key_of[ids[row] as usize] as usize];
+                    *cell = cell.checked_add(amounts[row])?;
+                }
+                for (key, cell) in cells.iter_mut().enumerate() {
+                    if *cell != 0 {
+                        // Accounts and keys are below u32::MAX (checked when indexed).
+                        sums.account.push(account as u32);
+                        sums.key.push(key as u32);
+                        sums.amount.push(std::mem::take(cell));
+                    }
+                }
+            }
+            Some(sums)
+        })
+        .collect();
+    let mut all = AccountSums::default();
+    for block in blocks {
+        let block = block.ok_or(Error::Overflow {
+            what: "an account's total",
+        })?;
+        all.account.extend(block.account);
+        all.key.extend(block.key);
+        all.amount.extend(block.amount);
+    }
+    Ok(all)
 }
 
 #[cfg(test)]
@@ -709,13 +743,38 @@ mod tests {
 
     #[test]
     fn sums_by_account_and_asset_check_overflow() {
-        let groups = Grouping::build(&[1, 0, 1], None, 2, "account").unwrap();
+        // Rows 0 and 2 (account 1) are of instrument 0, settling in key 0; row 1 (account
+        // 0) of instrument 1, settling in key 1. Instrument 2 settles in key 0 too.
+        let groups = Grouping::build(&[1, 0, 1, 1], None, 3, "account").unwrap();
+        let key_of = [0, 1, 0];
         assert_eq!(
-            sum_by_account(&groups, &[0, 1, 0], &[5, -3, 7], 2),
-            Ok(vec![0, -3, 12, 0])
+            sum_by_account(&groups, &[0, 1, 0, 2], &key_of, &[5, -3, 7, 0], 2),
+            Ok(AccountSums {
+                account: vec![0, 1],
+                key: vec![1, 0],
+                amount: vec![-3, 12],
+            })
         );
-        let err = sum_by_account(&groups, &[0, 0, 0], &[i64::MAX, 0, 1], 1);
+        // Sums that cancel are left out; accounts across blocks keep their order.
+        let n = 2 * SUM_BLOCK + 3;
+        let accounts: Vec<u32> = (0..n as u32).flat_map(|a| [a, a]).collect();
+        let groups = Grouping::build(&accounts, None, n, "account").unwrap();
+        let amounts: Vec<i64> = (0..n as i64).flat_map(|a| [a % 3, -(a % 2)]).collect();
+        let got = sum_by_account(&groups, &vec![0; 2 * n], &[0], &amounts, 1).unwrap();
+        let want: Vec<(u32, i64)> = (0..n as i64)
+            .map(|a| (a as u32, a % 3 - a % 2))
+            .filter(|&(_, sum)| sum != 0)
+            .collect();
+        assert_eq!(got.account, want.iter().map(|w| w.0).collect::<Vec<_>>());
+        assert_eq!(got.amount, want.iter().map(|w| w.1).collect::<Vec<_>>());
+        assert!(got.key.iter().all(|&k| k == 0));
+        let groups = Grouping::build(&[1, 0, 1], None, 2, "account").unwrap();
+        let err = sum_by_account(&groups, &[0, 0, 0], &[0], &[i64::MAX, 0, 1], 1);
         assert!(matches!(err, Err(Error::Overflow { .. })));
+        let err = sum_by_account(&groups, &[0, 3, 0], &[0], &[1, 2, 3], 1);
+        assert!(matches!(err, Err(Error::IdOutOfRange { row: 1, .. })));
+        let err = sum_by_account(&groups, &[0, 0, 0], &[2], &[1, 2, 3], 1);
+        assert!(matches!(err, Err(Error::IdOutOfRange { row: 0, .. })));
     }
 
     #[test]

@@ -157,24 +157,35 @@ pub fn funding_house<'py>(
     Ok(house)
 }
 
-/// Per account (row) and key (column): sums of integer amounts over each account's rows.
+/// Per account and key, the non-zero sums of integer amounts over each account's rows,
+/// row `r` counting under key `key_of[ids[r]]`: `(account_rows, keys, amounts)`, in
+/// account then key order.
 #[pyfunction]
+#[allow(clippy::type_complexity)]
 pub fn sum_by_account<'py>(
     py: Python<'py>,
     groups: &PyGrouping,
-    keys: PyReadonlyArray1<'py, u32>,
+    ids: PyReadonlyArray1<'py, u32>,
+    key_of: PyReadonlyArray1<'py, u32>,
     amounts: PyReadonlyArray1<'py, i64>,
     n_keys: usize,
-) -> PyResult<Bound<'py, PyArray1<i64>>> {
-    let keys = keys.as_slice()?;
-    let amounts = amounts.as_slice()?;
+) -> PyResult<(
+    Bound<'py, PyArray1<u32>>,
+    Bound<'py, PyArray1<u32>>,
+    Bound<'py, PyArray1<i64>>,
+)> {
+    let (ids, key_of, amounts) = (ids.as_slice()?, key_of.as_slice()?, amounts.as_slice()?);
     let pool = pool::current()?;
     let sums = py
         .detach(|| {
             pool::install(&pool, || {
-                core::money::sum_by_account(&groups.inner, keys, amounts, n_keys)
+                core::money::sum_by_account(&groups.inner, ids, key_of, amounts, n_keys)
             })
         })
         .map_err(|e| to_py(e, "by account"))?;
-    Ok(sums.into_pyarray(py))
+    Ok((
+        sums.account.into_pyarray(py),
+        sums.key.into_pyarray(py),
+        sums.amount.into_pyarray(py),
+    ))
 }
