@@ -38,6 +38,7 @@ from conftest import (
     Workload,
     check_floor,
     compare_with_engine,
+    quiesce,
     record,
 )
 from vamargin.synthetic import synthetic_book
@@ -113,16 +114,17 @@ def test_speedup_floor(
 
     def others_first() -> None:
         # pedantic's setup is not timed by pytest-benchmark: the peers and the built-book
-        # case run here, then the engine end to end, every round. Polars runs first: for
-        # a second or so after it returns, its allocator's background thread gives the
-        # freed gigabytes back to the OS, and every page returned interrupts the CPUs
-        # running this process's threads (TLB shootdowns). A 10M revaluation started then
-        # took 1.1-1.3 s instead of 0.57-0.74 s (0.7 s of system time instead of 0.06 s);
-        # after the numpy peer, whose frees are synchronous, it is unaffected.
+        # case run here, then the engine end to end, every round. Each case starts on a
+        # quiet process: for a second or more after polars returns, its allocator's
+        # background thread gives the freed memory back to the OS, and every page
+        # returned interrupts the CPUs running this process's threads (TLB shootdowns).
+        # A 10M revaluation started then took 1.1-1.3 s instead of 0.57-0.74 s (0.7 s of
+        # system time instead of 0.06 s); after the numpy peer, whose frees are
+        # synchronous, it is unaffected.
         for impl in ("polars", "numpy", "vamargin-built"):
-            gc.collect()
+            quiesce()
             timed(impl)
-        gc.collect()
+        quiesce()
 
     rounds, warmup = _rounds(workload)
     benchmark.group = f"speedup check {workload.size}"
