@@ -136,7 +136,9 @@ class TableReader:
         finite: bool = True,
     ) -> F64:
         """A float column; ``default`` fills it when absent; ``nulls_as_nan`` reads null as
-        NaN (optional columns); ``finite`` rejects NaN and ±inf among present values."""
+        NaN (optional columns); ``finite`` rejects NaN and ±inf among present values
+        (``finite=False`` leaves the values unchecked: a table with several numeric
+        columns checks them in one ``require`` call)."""
         if not self.has(column) and default is not None:
             return np.full(self.rows, default, dtype=np.float64)
         data = self._column(column)
