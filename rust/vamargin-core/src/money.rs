@@ -565,7 +565,13 @@ pub fn sum_by_account(
         .map(|block| {
             let first = block * SUM_BLOCK;
             let end = (first + SUM_BLOCK).min(groups.n_accounts());
-            let mut sums = AccountSums::default();
+            // Most accounts settle in one or two assets: room for two cells each.
+            let room = 2 * (end - first);
+            let mut sums = AccountSums {
+                account: Vec::with_capacity(room),
+                key: Vec::with_capacity(room),
+                amount: Vec::with_capacity(room),
+            };
             let mut cells = vec![0i64; n_keys];
             for account in first..end {
                 for row in groups.rows_of(account) {
@@ -584,11 +590,21 @@ pub fn sum_by_account(
             Some(sums)
         })
         .collect();
-    let mut all = AccountSums::default();
+    let overflow = Error::Overflow {
+        what: "an account's total",
+    };
+    let total = blocks
+        .iter()
+        .map(|block| block.as_ref().map(|b| b.amount.len()))
+        .sum::<Option<usize>>()
+        .ok_or(overflow.clone())?;
+    let mut all = AccountSums {
+        account: Vec::with_capacity(total),
+        key: Vec::with_capacity(total),
+        amount: Vec::with_capacity(total),
+    };
     for block in blocks {
-        let block = block.ok_or(Error::Overflow {
-            what: "an account's total",
-        })?;
+        let block = block.ok_or(overflow.clone())?;
         all.account.extend(block.account);
         all.key.extend(block.key);
         all.amount.extend(block.amount);
