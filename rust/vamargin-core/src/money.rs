@@ -560,7 +560,8 @@ pub fn sum_by_account(
             len: key_of.len(),
         });
     }
-    let blocks: Vec<Option<AccountSums>> = (0..groups.n_accounts().div_ceil(SUM_BLOCK))
+    // `None` from a block: an account's total overflowed.
+    let blocks: Vec<AccountSums> = (0..groups.n_accounts().div_ceil(SUM_BLOCK))
         .into_par_iter()
         .map(|block| {
             let first = block * SUM_BLOCK;
@@ -589,22 +590,17 @@ pub fn sum_by_account(
             }
             Some(sums)
         })
-        .collect();
-    let overflow = Error::Overflow {
-        what: "an account's total",
-    };
-    let total = blocks
-        .iter()
-        .map(|block| block.as_ref().map(|b| b.amount.len()))
-        .sum::<Option<usize>>()
-        .ok_or(overflow.clone())?;
+        .collect::<Option<_>>()
+        .ok_or(Error::Overflow {
+            what: "an account's total",
+        })?;
+    let total = blocks.iter().map(|block| block.amount.len()).sum();
     let mut all = AccountSums {
         account: Vec::with_capacity(total),
         key: Vec::with_capacity(total),
         amount: Vec::with_capacity(total),
     };
     for block in blocks {
-        let block = block.ok_or(overflow.clone())?;
         all.account.extend(block.account);
         all.key.extend(block.key);
         all.amount.extend(block.amount);

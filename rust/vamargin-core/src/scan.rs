@@ -147,11 +147,6 @@ pub fn first_broken(rules: &[Rule<'_>]) -> Option<(usize, usize)> {
     Some((k, row))
 }
 
-/// First row holding ±∞, or NaN unless `allow_nan`.
-pub fn first_not_finite(values: &[f64], allow_nan: bool) -> Option<usize> {
-    first_broken(&[Rule::Finite { values, allow_nan }]).map(|(_, row)| row)
-}
-
 /// First row whose id is not below `len` (ids indexing a table of `len` rows): each block
 /// is one vectorised maximum.
 pub fn first_id_out_of_range(ids: &[u32], len: usize) -> Option<usize> {
@@ -165,6 +160,11 @@ pub fn first_id_out_of_range(ids: &[u32], len: usize) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// First row holding ±∞, or NaN unless `allow_nan`: one `Finite` rule.
+    fn first_not_finite(values: &[f64], allow_nan: bool) -> Option<usize> {
+        first_broken(&[Rule::Finite { values, allow_nan }]).map(|(_, row)| row)
+    }
 
     #[test]
     fn finds_the_first_bad_row_across_blocks() {

@@ -498,12 +498,15 @@ fn revalue_walking(
             let mut backing = columns.f64s(5 * n_accounts);
             let (backing_rows, _) = backing.as_chunks_mut::<5>();
             kernel.account_pass(&positions, (accounts.columns(), &mut *backing_rows));
-            match scope {
-                Scope::Full => kernel.position_prices(backing_rows, &mut positions),
-                Scope::WithoutPrices => positions.clear_prices(),
+            if scope == Scope::Full {
+                kernel.position_prices(backing_rows, &mut positions);
             }
             columns.give_back(backing);
         }
+    }
+    if scope == Scope::WithoutPrices {
+        // Neither walk wrote the prices (sweep 1 left cross contributions there).
+        positions.clear_prices();
     }
     Ok(Revaluation {
         accounts,
@@ -512,8 +515,7 @@ fn revalue_walking(
 }
 
 impl PositionFigures {
-    /// The prices of a [`Scope::WithoutPrices`] revaluation: NaN, in parallel chunks
-    /// (sweep 1 left cross contributions there).
+    /// The prices of a [`Scope::WithoutPrices`] revaluation: NaN, in parallel chunks.
     fn clear_prices(&mut self) {
         let columns = PositionPrices {
             liquidation_price: &mut self.liquidation_price,
@@ -793,11 +795,7 @@ impl<'k, 'b> Kernel<'k, 'b> {
                 }
                 let backing = self.account(first + i, &cross, &mut accounts, i);
                 if scope == Scope::WithoutPrices {
-                    let rows = rows.start - first_row..rows.end - first_row;
-                    out.liquidation_price[rows.clone()].fill(f64::NAN);
-                    out.bankruptcy_price[rows.clone()].fill(f64::NAN);
-                    out.adl_score[rows].fill(f64::NAN);
-                    continue;
+                    continue; // `revalue_walking` clears the prices.
                 }
                 for row in rows {
                     let j = row - first_row;
