@@ -14,6 +14,7 @@ house) ≥ 0``.
 from __future__ import annotations
 
 import math
+import random
 from decimal import Decimal
 from fractions import Fraction
 from typing import Any
@@ -649,6 +650,44 @@ def test_payments_are_the_floor_of_the_exact_entitlement(case: dict[str, Any]) -
     credits, house = _exact_credits(case)
     assert settlement.payments.tolist() == [math.floor(c) for c in credits]
     assert settlement.house == {i: math.floor(c) for i, c in house.items()}
+
+
+@settings(max_examples=150, deadline=None)
+@given(funding_books(), st.randoms(use_true_random=False))
+def test_by_account_sums_the_payments_in_any_row_order(
+    case: dict[str, Any], rng: random.Random
+) -> None:
+    """``by_account`` is each account's payments summed per settle asset, keeping the
+    non-zero sums in account then asset order, computed here from the payments in plain
+    Python. The same book with its rows laid out by account (the engine's one-pass walk)
+    and shuffled (settle, then sum) gives the same rows and the same postings."""
+    rows = list(case["rows"])
+    rng.shuffle(rows)
+    by_account = sorted(rows, key=lambda row: row[0])
+    results = [_settle({**case, "rows": order}) for order in (rows, by_account)]
+    for order, settlement in zip((rows, by_account), results, strict=True):
+        expected: dict[tuple[int, str], int] = {}
+        for (account, instrument, _), payment in zip(
+            order, settlement.payments.tolist(), strict=True
+        ):
+            key = (account, CONFIG.perpetual(instrument).settle)
+            expected[key] = expected.get(key, 0) + payment
+        asset_order = {a.symbol: i for i, a in enumerate(CONFIG.assets)}
+        want = sorted(
+            ((a, s, v) for (a, s), v in expected.items() if v != 0),
+            key=lambda entry: (entry[0], asset_order[entry[1]]),
+        )
+        table = settlement.by_account
+        columns = (table["account_id"].tolist(), list(table["asset"]), table["amount"].tolist())
+        got = list(zip(*columns, strict=True))
+        assert got == want
+    shuffled, laid_out = results
+    assert shuffled.house == laid_out.house
+    assert shuffled.dust == laid_out.dust
+    payment_of = {
+        (a, i): p for (a, i, _), p in zip(by_account, laid_out.payments.tolist(), strict=True)
+    }
+    assert shuffled.payments.tolist() == [payment_of[(a, i)] for a, i, _ in rows]
 
 
 def test_whole_unit_amounts_are_not_rounded() -> None:

@@ -41,7 +41,6 @@ __all__ = [
     "settle_funding",
     "stress",
     "stressed_equity",
-    "sum_by_account",
     "thread_count",
     "tier_of",
     "tiered_value",
@@ -202,6 +201,7 @@ def settle_funding(
     marks: _F64 | None = None,
     index_now: _F64 | None = None,
     position_index: _F64 | None = None,
+    groups: Grouping | None = None,
 ) -> dict[str, Any]: ...
 def funding_house(
     params: EngineParams,
@@ -212,9 +212,6 @@ def funding_house(
     marks: _F64 | None = None,
     index: bool = False,
 ) -> list[int]: ...
-def sum_by_account(
-    groups: Grouping, ids: _U32, key_of: _U32, amounts: npt.NDArray[np.int64], n_keys: int
-) -> tuple[_U32, _U32, npt.NDArray[np.int64]]: ...
 def funding_rate(
     premiums: list[float], interest_rate: float, clamp: float, cap: float
 ) -> float: ...

@@ -195,6 +195,7 @@ class RiskEngine:
                 settle_decimals,
                 rates=rate_by_id,
                 marks=marks,
+                groups=bound.position_groups,
             )
         else:
             if book.funding_index is None:
@@ -209,6 +210,7 @@ class RiskEngine:
                 settle_decimals,
                 index_now=index_now,
                 position_index=book.funding_index,
+                groups=bound.position_groups,
             )
         return self._funding_settlement(book, bound, raw)
 
@@ -220,13 +222,7 @@ class RiskEngine:
         settle_of = np.array([config.asset_ids[p.settle] for p in config.perpetuals], np.uint32)
         payments = raw["payments"]
         # Each row's payment counts under its instrument's settle asset.
-        account_rows, asset_ids, amounts = _core.sum_by_account(
-            bound.position_groups,
-            bound.position_instrument,
-            settle_of,
-            payments,
-            len(asset_names),
-        )
+        account_rows, asset_ids, amounts = raw["by_account"]
         by_account = Table(
             {
                 "account_id": book.account_id[account_rows],

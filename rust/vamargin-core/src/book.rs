@@ -149,6 +149,12 @@ impl Grouping {
         self.order.is_none().then_some(self.offsets.as_slice())
     }
 
+    /// Where each account's rows start in the grouping's order, plus the row count at the
+    /// end: account `a` holds `offsets[a + 1] − offsets[a]` rows.
+    pub fn offsets(&self) -> &[usize] {
+        &self.offsets
+    }
+
     /// Calls `f(row)` for every row of `account`, in row order.
     #[inline]
     pub fn for_each_row(&self, account: usize, f: impl FnMut(usize)) {

@@ -10,10 +10,15 @@
 //!   funding of a position opposite to the net open interest, rounded against the house;
 //! - `dust` is what rounding left over: `−(Σ payments + house)`, never negative.
 
-use crate::book::Positions;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+
+use crate::book::{Grouping, Positions};
 use crate::error::{Error, Result};
-use crate::money::{Coefficient, ExactAmount, ExactSum};
-use crate::parallel::{column_bundle, for_each_chunk};
+use crate::money::{
+    sum_by_account, AccountSums, CellSums, Coefficient, Estimate, ExactAmount, ExactSum,
+};
+use crate::parallel::{column_bundle, for_each_chunk, SplitRows};
 use crate::params::EngineParams;
 use crate::perp::ContractKind;
 
@@ -28,6 +33,9 @@ pub const fn index_decimals(kind: ContractKind) -> i32 {
 }
 
 const CHUNK: usize = 16 * 1024;
+/// Quantities below this many contracts read as 1e-9 units by one multiplication and a
+/// rounding (see [`qty_units`]).
+const QTY_STRAIGHT_LIMIT: f64 = 9.0e6;
 
 /// Premium of one sample: how far the impact bid is above, or the impact ask below, the
 /// index, as a fraction of the index.
@@ -122,7 +130,7 @@ pub fn house_posting(
 fn qty_units(qty: f64) -> Option<i64> {
     // Below 2^53 / 1e9 contracts, q·1e9 is within half a unit of the decimal's value, so
     // rounding it is exact; beyond, read the decimal itself.
-    if qty.abs() < 9.0e6 {
+    if qty.abs() < QTY_STRAIGHT_LIMIT {
         return Some(round_half_away(qty * 1e9));
     }
     index_units(qty, QTY_DECIMALS).and_then(|units| i64::try_from(units).ok())
@@ -204,212 +212,510 @@ pub fn settle_funding(
     basis: FundingBasis<'_>,
     settle_decimals: &[u32],
 ) -> Result<FundingSettlement> {
-    let n_instruments = params.perpetuals.len();
-    let instruments: Vec<Instrument> = params
-        .perpetuals
-        .iter()
-        .map(|p| Instrument {
-            kind: p.kind,
-            contract_size: p.contract_size,
-            settle_decimals: settle_decimals[p.settle_asset as usize],
-        })
-        .collect();
-    if let FundingBasis::Index { position_index, .. } = basis {
-        if position_index.len() != positions.qty.len() {
-            return Err(Error::LengthMismatch {
-                column: "positions.funding_index",
-                expected: positions.qty.len(),
-                actual: position_index.len(),
-            });
-        }
-    }
-    let index_move = |row: usize, id: usize| -> Result<i128> {
-        let FundingBasis::Index {
-            index_now,
-            position_index,
-        } = basis
-        else {
-            return Ok(0);
-        };
-        let decimals = index_decimals(instruments[id].kind);
-        let unreadable = Error::Overflow {
-            what: "funding index at its scale",
-        };
-        let now = index_units(index_now[id], decimals).ok_or(unreadable.clone())?;
-        let then = index_units(position_index[row], decimals).ok_or(unreadable)?;
-        Ok(now - then)
-    };
-
-    // Each instrument's payment per 1e-9 contract (per unit of index move for the index
-    // basis), as an exact coefficient when its digits fit the i128 fast path.
-    let coefficients: Vec<Option<Coefficient>> = instruments
-        .iter()
-        .enumerate()
-        .map(|(id, instrument)| {
-            let shift = instrument.settle_decimals as i32 - QTY_DECIMALS;
-            match (basis, instrument.kind) {
-                (FundingBasis::Mark { rates, marks }, ContractKind::Linear) => Coefficient::new(
-                    true,
-                    &[instrument.contract_size, marks[id], rates[id]],
-                    None,
-                    shift,
-                ),
-                (FundingBasis::Mark { rates, marks }, ContractKind::Inverse) => Coefficient::new(
-                    true,
-                    &[instrument.contract_size, rates[id]],
-                    Some(marks[id]),
-                    shift,
-                ),
-                (FundingBasis::Index { .. }, kind) => Coefficient::new(
-                    true,
-                    &[instrument.contract_size],
-                    None,
-                    shift - index_decimals(kind),
-                ),
-            }
-        })
-        .collect();
-    // Per-instrument exact totals: Σ payments, and the open interest (or Σ q·index move),
-    // summed per chunk of rows as the payments are made. Every total is an exact integer
-    // sum, so the order the chunks are merged in does not matter.
-    #[derive(Clone, Default)]
-    struct Totals {
-        rows: usize,
-        received: i128,
-        paid: i128,
-        open_interest: ExactSum,
-    }
+    let settler = Settler::new(params, positions, basis, settle_decimals)?;
     let mut payments = vec![0i64; positions.qty.len()];
-    let first_error: std::sync::Mutex<Option<(usize, Error)>> = std::sync::Mutex::new(None);
-    let chunk_totals: std::sync::Mutex<Vec<Vec<Totals>>> = std::sync::Mutex::new(Vec::new());
+    let errors = FirstError::default();
+    let chunk_totals: Mutex<Vec<Vec<Totals>>> = Mutex::new(Vec::new());
     for_each_chunk(
         Payments {
             payment: &mut payments,
         },
         CHUNK,
         &|first, chunk: Payments<'_>| {
-            let mut totals = vec![Totals::default(); n_instruments];
-            for (i, slot) in chunk.payment.iter_mut().enumerate() {
-                let row = first + i;
-                let qty = positions.qty[row];
-                if qty == 0.0 {
-                    continue;
-                }
-                let id = positions.instrument[row] as usize;
-                let instrument = &instruments[id];
-                let outcome = (|| -> Result<(i64, i64, i128)> {
-                    let units = qty_units(qty).ok_or(Error::Overflow { what: "quantity" })?;
-                    let index_move = index_move(row, id)?;
-                    let fast = coefficients[id].and_then(|k| match basis {
-                        FundingBasis::Mark { .. } => k.floor_times(i128::from(units)),
-                        FundingBasis::Index { .. } => i128::from(units)
-                            .checked_mul(index_move)
-                            .and_then(|n| k.floor_times(n)),
-                    });
-                    let amount = match fast {
-                        Some(amount) => amount,
-                        None => exact_payment(
-                            instrument,
-                            &basis,
-                            id,
-                            ExactAmount::one().times_integer(units),
-                            Some(index_move),
-                        )
-                        .floor()?,
-                    };
-                    Ok((amount, units, index_move))
-                })();
-                match outcome {
-                    Ok((amount, units, index_move)) => {
-                        *slot = amount;
-                        let entry = &mut totals[id];
-                        entry.rows += 1;
-                        if amount >= 0 {
-                            entry.received += i128::from(amount);
-                        } else {
-                            entry.paid += i128::from(amount);
-                        }
-                        let weight = match basis {
-                            FundingBasis::Mark { .. } => 1,
-                            FundingBasis::Index { .. } => index_move,
-                        };
-                        entry
-                            .open_interest
-                            .add(i128::from(units).saturating_mul(weight));
-                    }
-                    Err(error) => {
-                        let mut guard = first_error.lock().unwrap_or_else(|p| p.into_inner());
-                        if guard.as_ref().is_none_or(|(r, _)| row < *r) {
-                            *guard = Some((row, error));
-                        }
-                        return;
-                    }
-                }
+            let mut lanes = settler.lanes();
+            if let Err((row, error)) = settler.settle_rows(first, chunk.payment, &mut lanes) {
+                return errors.record(row, error);
             }
-            chunk_totals
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(totals);
+            lock(&chunk_totals).push(settler.totals(lanes));
         },
     );
-    if let Some((_, error)) = first_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
-        return Err(error);
-    }
-    let totals = chunk_totals
-        .into_inner()
-        .unwrap_or_else(|p| p.into_inner())
-        .into_iter()
-        .fold(vec![Totals::default(); n_instruments], |mut sum, chunk| {
-            for (s, c) in sum.iter_mut().zip(chunk) {
-                s.rows += c.rows;
-                s.received += c.received;
-                s.paid += c.paid;
-                s.open_interest = s.open_interest.merge(c.open_interest);
-            }
-            sum
-        });
+    errors.into_result()?;
+    settler.finish(payments, into_inner(chunk_totals))
+}
 
-    let overflow = |what| Error::Overflow { what };
-    let mut settlement = FundingSettlement {
-        payments,
-        ..FundingSettlement::default()
-    };
-    for (id, total) in totals.into_iter().enumerate() {
-        settlement.open_interest.push(total.open_interest);
-        if total.rows == 0 {
-            // No open position: nothing moves (and the instrument need not be priced).
-            for column in [
-                &mut settlement.house,
-                &mut settlement.dust,
-                &mut settlement.received,
-                &mut settlement.paid,
-            ] {
-                column.push(0);
-            }
-            continue;
-        }
-        // The house holds the opposite of the net open interest: its exact payment is the
-        // negative of the accounts' exact total, floored against the house.
-        let house = house_posting(params, &basis, settle_decimals, id, total.open_interest)?;
-        let sum = total.received + total.paid;
-        let dust = -(sum + i128::from(house));
-        // Each payment was floored from its exact value, and so was the house's: the dust
-        // is the sum of the fractions given up, never negative.
-        if dust < 0 {
-            return Err(overflow("funding dust (postings would not balance)"));
-        }
-        settlement.house.push(house);
-        settlement
-            .dust
-            .push(i64::try_from(dust).map_err(|_| overflow("funding dust"))?);
-        settlement
-            .received
-            .push(i64::try_from(total.received).map_err(|_| overflow("funding received"))?);
-        settlement
-            .paid
-            .push(i64::try_from(total.paid).map_err(|_| overflow("funding paid"))?);
+/// [`settle_funding`], and each account's payments summed per settle asset: the
+/// settlement's postings by account, in account then asset order (as
+/// [`crate::money::sum_by_account`] gives them).
+///
+/// When the positions are laid out by account (`groups` is sorted), one pass over blocks
+/// of accounts makes each account's payments and sums them while they are in cache;
+/// otherwise the payments are made, then summed.
+pub fn settle_funding_by_account(
+    params: &EngineParams,
+    positions: &Positions<'_>,
+    groups: &Grouping,
+    basis: FundingBasis<'_>,
+    settle_decimals: &[u32],
+) -> Result<(FundingSettlement, AccountSums)> {
+    if groups.n_rows() != positions.qty.len() {
+        return Err(Error::LengthMismatch {
+            column: "positions (grouping)",
+            expected: positions.qty.len(),
+            actual: groups.n_rows(),
+        });
     }
-    Ok(settlement)
+    let n_assets = params.assets.len();
+    let Some(starts) = groups.row_starts() else {
+        let settlement = settle_funding(params, positions, basis, settle_decimals)?;
+        let settle_of: Vec<u32> = params.perpetuals.iter().map(|p| p.settle_asset).collect();
+        let sums = sum_by_account(
+            groups,
+            positions.instrument,
+            &settle_of,
+            &settlement.payments,
+            n_assets,
+        )?;
+        return Ok((settlement, sums));
+    };
+    let settler = Settler::new(params, positions, basis, settle_decimals)?;
+    let settle_of: Vec<usize> = params
+        .perpetuals
+        .iter()
+        .map(|p| p.settle_asset as usize)
+        .collect();
+    let mut payments = vec![0i64; positions.qty.len()];
+    let errors = FirstError::default();
+    let account_overflow = AtomicBool::new(false);
+    let blocks: Mutex<Vec<(usize, Vec<Totals>, AccountSums)>> = Mutex::new(Vec::new());
+    let work = |first: usize, block: AccountPayments<'_>| {
+        let AccountPayments { payments, starts } = block;
+        let first_row = starts[0];
+        let mut lanes = settler.lanes();
+        // The block's payments, then its accounts' sums while the payments are in cache.
+        if let Err((row, error)) = settler.settle_rows(first_row, payments, &mut lanes) {
+            return errors.record(row, error);
+        }
+        let block_rows = first_row..starts[starts.len() - 1];
+        let instrument = &positions.instrument[block_rows];
+        let mut sums = CellSums::new(n_assets, starts);
+        for (i, rows) in starts.windows(2).enumerate() {
+            let rows = rows[0] - first_row..rows[1] - first_row;
+            for (&amount, &id) in payments[rows.clone()].iter().zip(&instrument[rows]) {
+                if sums.add(settle_of[id as usize], amount).is_none() {
+                    account_overflow.store(true, Ordering::Relaxed);
+                    return;
+                }
+            }
+            sums.close(first + i);
+        }
+        lock(&blocks).push((first, settler.totals(lanes), sums.into_sums()));
+    };
+    for_each_chunk(
+        AccountPayments {
+            payments: &mut payments,
+            starts,
+        },
+        ACCOUNT_CHUNK,
+        &work,
+    );
+    // A row's error first, as settling then summing would report it.
+    errors.into_result()?;
+    if account_overflow.into_inner() {
+        return Err(Error::Overflow {
+            what: "an account's total",
+        });
+    }
+    let mut blocks = into_inner(blocks);
+    blocks.sort_unstable_by_key(|(first, _, _)| *first);
+    let mut totals = Vec::with_capacity(blocks.len());
+    let mut parts = Vec::with_capacity(blocks.len());
+    for (_, block_totals, block_sums) in blocks {
+        totals.push(block_totals);
+        parts.push(block_sums);
+    }
+    let settlement = settler.finish(payments, totals)?;
+    Ok((settlement, AccountSums::concatenate(parts)))
+}
+
+/// Accounts per parallel block of [`settle_funding_by_account`].
+const ACCOUNT_CHUNK: usize = 4096;
+
+/// The payments of a block of accounts whose positions are laid out by account: split at
+/// an account, the payments split where its rows start.
+struct AccountPayments<'a> {
+    payments: &'a mut [i64],
+    /// Where each of the block's accounts' rows start (book rows), plus where the last
+    /// one's end.
+    starts: &'a [usize],
+}
+
+impl SplitRows for AccountPayments<'_> {
+    fn rows(&self) -> usize {
+        self.starts.len() - 1
+    }
+
+    fn split_at_row(self, mid: usize) -> (Self, Self) {
+        let (left, right) = self
+            .payments
+            .split_at_mut(self.starts[mid] - self.starts[0]);
+        (
+            AccountPayments {
+                payments: left,
+                starts: &self.starts[..=mid],
+            },
+            AccountPayments {
+                payments: right,
+                starts: &self.starts[mid..],
+            },
+        )
+    }
+}
+
+/// The error of the lowest row any chunk failed at.
+#[derive(Default)]
+struct FirstError(Mutex<Option<(usize, Error)>>);
+
+impl FirstError {
+    fn record(&self, row: usize, error: Error) {
+        let mut first = lock(&self.0);
+        if first.as_ref().is_none_or(|(r, _)| row < *r) {
+            *first = Some((row, error));
+        }
+    }
+
+    fn into_result(self) -> Result<()> {
+        match into_inner(self.0) {
+            Some((_, error)) => Err(error),
+            None => Ok(()),
+        }
+    }
+}
+
+/// A lock that a panicked holder did not poison for good (no holder panics; the data
+/// are whole either way).
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn into_inner<T>(mutex: Mutex<T>) -> T {
+    mutex.into_inner().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Per-instrument exact totals of a chunk of rows: Σ payments, and the open interest (or
+/// Σ q·index move), summed as the payments are made. Every total is an exact integer sum,
+/// so the order chunks are merged in does not matter.
+#[derive(Clone, Default)]
+struct Totals {
+    rows: usize,
+    received: i128,
+    paid: i128,
+    /// Σ quantity units of the chunk's one-interval rows (each below 2^63, at most a
+    /// chunk of them), folded into `open_interest` once per chunk.
+    units: i128,
+    open_interest: ExactSum,
+}
+
+impl Totals {
+    #[inline(always)]
+    fn count(&mut self, amount: i64) {
+        self.rows += 1;
+        self.received += i128::from(amount.max(0));
+        self.paid += i128::from(amount.min(0));
+    }
+}
+
+/// One instrument as a chunk of rows sees it: its straight path, its id and the chunk's
+/// totals, side by side so a row finds them in one place.
+struct Lane {
+    straight: Option<Estimate>,
+    id: usize,
+    totals: Totals,
+}
+
+/// What every row of one settlement shares: the instruments, their coefficients, the
+/// basis.
+struct Settler<'a> {
+    params: &'a EngineParams,
+    positions: &'a Positions<'a>,
+    basis: FundingBasis<'a>,
+    settle_decimals: &'a [u32],
+    instruments: Vec<Instrument>,
+    /// Each instrument's payment per 1e-9 contract (per unit of index move for the index
+    /// basis), as an exact coefficient when its digits fit the i128 fast path.
+    coefficients: Vec<Option<Coefficient>>,
+}
+
+impl<'a> Settler<'a> {
+    fn new(
+        params: &'a EngineParams,
+        positions: &'a Positions<'a>,
+        basis: FundingBasis<'a>,
+        settle_decimals: &'a [u32],
+    ) -> Result<Self> {
+        let n_instruments = params.perpetuals.len();
+        if settle_decimals.len() != params.assets.len() {
+            return Err(Error::LengthMismatch {
+                column: "settle_decimals",
+                expected: params.assets.len(),
+                actual: settle_decimals.len(),
+            });
+        }
+        if positions.instrument.len() != positions.qty.len() {
+            return Err(Error::LengthMismatch {
+                column: "positions.instrument",
+                expected: positions.qty.len(),
+                actual: positions.instrument.len(),
+            });
+        }
+        if let Some(row) = crate::scan::first_id_out_of_range(positions.instrument, n_instruments) {
+            return Err(Error::IdOutOfRange {
+                column: "positions.instrument",
+                row,
+                id: u64::from(positions.instrument[row]),
+                len: n_instruments,
+            });
+        }
+        let per_instrument = match basis {
+            FundingBasis::Mark { rates, marks } => rates.len().min(marks.len()),
+            FundingBasis::Index { index_now, .. } => index_now.len(),
+        };
+        if per_instrument != n_instruments {
+            return Err(Error::LengthMismatch {
+                column: "funding rates, marks or index",
+                expected: n_instruments,
+                actual: per_instrument,
+            });
+        }
+        if let FundingBasis::Index { position_index, .. } = basis {
+            if position_index.len() != positions.qty.len() {
+                return Err(Error::LengthMismatch {
+                    column: "positions.funding_index",
+                    expected: positions.qty.len(),
+                    actual: position_index.len(),
+                });
+            }
+        }
+        let instruments: Vec<Instrument> = params
+            .perpetuals
+            .iter()
+            .map(|p| Instrument {
+                kind: p.kind,
+                contract_size: p.contract_size,
+                settle_decimals: settle_decimals[p.settle_asset as usize],
+            })
+            .collect();
+        let coefficients = instruments
+            .iter()
+            .enumerate()
+            .map(|(id, instrument)| {
+                let shift = instrument.settle_decimals as i32 - QTY_DECIMALS;
+                match (basis, instrument.kind) {
+                    (FundingBasis::Mark { rates, marks }, ContractKind::Linear) => {
+                        Coefficient::new(
+                            true,
+                            &[instrument.contract_size, marks[id], rates[id]],
+                            None,
+                            shift,
+                        )
+                    }
+                    (FundingBasis::Mark { rates, marks }, ContractKind::Inverse) => {
+                        Coefficient::new(
+                            true,
+                            &[instrument.contract_size, rates[id]],
+                            Some(marks[id]),
+                            shift,
+                        )
+                    }
+                    (FundingBasis::Index { .. }, kind) => Coefficient::new(
+                        true,
+                        &[instrument.contract_size],
+                        None,
+                        shift - index_decimals(kind),
+                    ),
+                }
+            })
+            .collect();
+        Ok(Settler {
+            params,
+            positions,
+            basis,
+            settle_decimals,
+            instruments,
+            coefficients,
+        })
+    }
+
+    fn one_interval(&self) -> bool {
+        matches!(self.basis, FundingBasis::Mark { .. })
+    }
+
+    /// A chunk's lanes, one per instrument. A one-interval row whose quantity reads as
+    /// units by one multiplication takes the straight path: units, the coefficient's
+    /// estimated floor, the totals.
+    fn lanes(&self) -> Vec<Lane> {
+        self.coefficients
+            .iter()
+            .enumerate()
+            .map(|(id, k)| Lane {
+                straight: k.and_then(|k| k.estimate()).filter(|_| self.one_interval()),
+                id,
+                totals: Totals::default(),
+            })
+            .collect()
+    }
+
+    /// The payments of rows `first..first + payments.len()`, counted in `lanes`; at the
+    /// first row that cannot be settled, that row and its error.
+    fn settle_rows(
+        &self,
+        first: usize,
+        payments: &mut [i64],
+        lanes: &mut [Lane],
+    ) -> std::result::Result<(), (usize, Error)> {
+        let rows = first..first + payments.len();
+        let columns = self.positions.qty[rows.clone()]
+            .iter()
+            .zip(&self.positions.instrument[rows]);
+        for (i, (slot, (&qty, &id))) in payments.iter_mut().zip(columns).enumerate() {
+            if qty == 0.0 {
+                continue;
+            }
+            *slot = self
+                .settle_row(first + i, qty, &mut lanes[id as usize])
+                .map_err(|error| (first + i, error))?;
+        }
+        Ok(())
+    }
+
+    /// The payment of `row`, holding `qty` (not 0) of `lane`'s instrument: credited,
+    /// floored, and counted in the lane.
+    #[inline(always)]
+    fn settle_row(&self, row: usize, qty: f64, lane: &mut Lane) -> Result<i64> {
+        if let Some(k) = &lane.straight {
+            if qty.abs() < QTY_STRAIGHT_LIMIT {
+                let units = round_half_away(qty * 1e9);
+                if let Some(amount) = k.floor_times(units) {
+                    lane.totals.count(amount);
+                    lane.totals.units += i128::from(units);
+                    return Ok(amount);
+                }
+            }
+        }
+        let id = lane.id;
+        let units = qty_units(qty).ok_or(Error::Overflow { what: "quantity" })?;
+        let index_move = self.index_move(row, id)?;
+        let fast = self.coefficients[id].and_then(|k| match self.basis {
+            FundingBasis::Mark { .. } => k.floor_times(i128::from(units)),
+            FundingBasis::Index { .. } => i128::from(units)
+                .checked_mul(index_move)
+                .and_then(|n| k.floor_times(n)),
+        });
+        let amount = match fast {
+            Some(amount) => amount,
+            None => exact_payment(
+                &self.instruments[id],
+                &self.basis,
+                id,
+                ExactAmount::one().times_integer(units),
+                Some(index_move),
+            )
+            .floor()?,
+        };
+        lane.totals.count(amount);
+        if self.one_interval() {
+            lane.totals.units += i128::from(units);
+        } else {
+            lane.totals
+                .open_interest
+                .add(i128::from(units).saturating_mul(index_move));
+        }
+        Ok(amount)
+    }
+
+    /// The index move of `row` since its last settlement, in index units (0 for one
+    /// interval).
+    fn index_move(&self, row: usize, id: usize) -> Result<i128> {
+        let FundingBasis::Index {
+            index_now,
+            position_index,
+        } = self.basis
+        else {
+            return Ok(0);
+        };
+        let decimals = index_decimals(self.instruments[id].kind);
+        let unreadable = || Error::Overflow {
+            what: "funding index at its scale",
+        };
+        let now = index_units(index_now[id], decimals).ok_or_else(unreadable)?;
+        let then = index_units(position_index[row], decimals).ok_or_else(unreadable)?;
+        Ok(now - then)
+    }
+
+    /// A chunk's totals, its quantity units folded into the open interest.
+    fn totals(&self, lanes: Vec<Lane>) -> Vec<Totals> {
+        lanes
+            .into_iter()
+            .map(|lane| {
+                let mut totals = lane.totals;
+                totals.open_interest.add(std::mem::take(&mut totals.units));
+                totals
+            })
+            .collect()
+    }
+
+    /// The settlement from its payments and every chunk's totals: per instrument, the
+    /// house's posting and the dust.
+    fn finish(&self, payments: Vec<i64>, chunks: Vec<Vec<Totals>>) -> Result<FundingSettlement> {
+        let totals = chunks.into_iter().fold(
+            vec![Totals::default(); self.instruments.len()],
+            |mut sum, chunk| {
+                for (s, c) in sum.iter_mut().zip(chunk) {
+                    s.rows += c.rows;
+                    s.received += c.received;
+                    s.paid += c.paid;
+                    s.open_interest = s.open_interest.merge(c.open_interest);
+                }
+                sum
+            },
+        );
+        let overflow = |what| Error::Overflow { what };
+        let mut settlement = FundingSettlement {
+            payments,
+            ..FundingSettlement::default()
+        };
+        for (id, total) in totals.into_iter().enumerate() {
+            settlement.open_interest.push(total.open_interest);
+            if total.rows == 0 {
+                // No open position: nothing moves (and the instrument need not be priced).
+                for column in [
+                    &mut settlement.house,
+                    &mut settlement.dust,
+                    &mut settlement.received,
+                    &mut settlement.paid,
+                ] {
+                    column.push(0);
+                }
+                continue;
+            }
+            // The house holds the opposite of the net open interest: its exact payment is
+            // the negative of the accounts' exact total, floored against the house.
+            let house = house_posting(
+                self.params,
+                &self.basis,
+                self.settle_decimals,
+                id,
+                total.open_interest,
+            )?;
+            let sum = total.received + total.paid;
+            let dust = -(sum + i128::from(house));
+            // Each payment was floored from its exact value, and so was the house's: the
+            // dust is the sum of the fractions given up, never negative.
+            if dust < 0 {
+                return Err(overflow("funding dust (postings would not balance)"));
+            }
+            settlement.house.push(house);
+            settlement
+                .dust
+                .push(i64::try_from(dust).map_err(|_| overflow("funding dust"))?);
+            settlement
+                .received
+                .push(i64::try_from(total.received).map_err(|_| overflow("funding received"))?);
+            settlement
+                .paid
+                .push(i64::try_from(total.paid).map_err(|_| overflow("funding paid"))?);
+        }
+        Ok(settlement)
+    }
 }
 
 #[cfg(test)]
@@ -582,5 +888,164 @@ mod tests {
             settlement.payments.iter().sum::<i64>() + settlement.house[0] + settlement.dust[0];
         assert_eq!(total, 0);
         assert!(settlement.dust[0] >= 0);
+    }
+
+    /// A book of `n_accounts` accounts with 0 to 5 positions each, in account order: the
+    /// account of each row, its instrument and quantity (flat rows, longs and shorts that
+    /// cancel within an account, and quantities past the straight path).
+    fn book(n_accounts: usize) -> (Vec<u32>, Vec<u32>, Vec<f64>) {
+        let mut state = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let (mut account, mut instrument, mut qty) = (vec![], vec![], vec![]);
+        for a in 0..n_accounts as u32 {
+            let n = next() % 6;
+            for _ in 0..n {
+                account.push(a);
+                instrument.push((next() % 2) as u32);
+                qty.push(match next() % 8 {
+                    0 => 0.0,
+                    1 => 2.5e7,
+                    _ => ((next() % 20_001) as f64 - 10_000.0) / 1_000.0,
+                });
+            }
+            if n == 5 {
+                // A long and a short that cancel: the account's sum is 0 and not kept.
+                let last = qty.len() - 1;
+                qty[last] = -qty[last - 1];
+                instrument[last] = instrument[last - 1];
+            }
+        }
+        (account, instrument, qty)
+    }
+
+    #[test]
+    fn by_account_settlement_is_settling_then_summing() {
+        let params = params();
+        let basis = FundingBasis::Mark {
+            rates: &[0.000_123_4, -0.000_075],
+            marks: &[96_450.37, 3_187.25],
+        };
+        let n_accounts = 3 * ACCOUNT_CHUNK + 17;
+        let (account, instrument, qty) = book(n_accounts);
+        let positions = positions(&instrument, &qty);
+        let expected = settle_funding(&params, &positions, basis, &[6, 8]).unwrap();
+        let expected_sums = sum_by_account(
+            &Grouping::build(&account, None, n_accounts, "account").unwrap(),
+            &instrument,
+            &[0, 1],
+            &expected.payments,
+            2,
+        )
+        .unwrap();
+        assert!(expected_sums.amount.iter().all(|&a| a != 0));
+        assert!(expected_sums.amount.len() > n_accounts);
+
+        // Laid out by account: the one-pass walk, over several blocks.
+        let sorted = Grouping::build(&account, None, n_accounts, "account").unwrap();
+        assert!(sorted.is_sorted());
+        let (settlement, sums) =
+            settle_funding_by_account(&params, &positions, &sorted, basis, &[6, 8]).unwrap();
+        assert_eq!(settlement, expected);
+        assert_eq!(sums, expected_sums);
+
+        // Rows in another order: settled, then summed, to the same sums.
+        let order: Vec<usize> = (0..qty.len()).rev().collect();
+        let account_r: Vec<u32> = order.iter().map(|&r| account[r]).collect();
+        let instrument_r: Vec<u32> = order.iter().map(|&r| instrument[r]).collect();
+        let qty_r: Vec<f64> = order.iter().map(|&r| qty[r]).collect();
+        let reordered = Grouping::build(&account_r, None, n_accounts, "account").unwrap();
+        assert!(!reordered.is_sorted());
+        let (settlement_r, sums_r) = settle_funding_by_account(
+            &params,
+            &self::positions(&instrument_r, &qty_r),
+            &reordered,
+            basis,
+            &[6, 8],
+        )
+        .unwrap();
+        assert_eq!(sums_r, expected_sums);
+        assert_eq!(settlement_r.house, expected.house);
+        assert_eq!(settlement_r.dust, expected.dust);
+    }
+
+    #[test]
+    fn by_account_settlement_reports_a_rows_error_before_an_account_overflow() {
+        // 1e10 × 0.001 × 1 × 10^6 = 10^13 µUSDT per contract: 6e5 contracts pay 6e18, two
+        // such rows overflow their account's i64 total. A quantity of 1e300 contracts
+        // cannot be read as 1e-9 units at all.
+        let params = params();
+        let basis = FundingBasis::Mark {
+            rates: &[1.0, 0.0],
+            marks: &[1e10, 1.0],
+        };
+        let account = [0, 0, 1, 2];
+        let instrument = [0, 0, 0, 0];
+        let groups = Grouping::build(&account, None, 3, "account").unwrap();
+        let overflowing = [6e5, 6e5, 1.0, 1.0];
+        let err = settle_funding_by_account(
+            &params,
+            &positions(&instrument, &overflowing),
+            &groups,
+            basis,
+            &[6, 8],
+        );
+        assert!(
+            matches!(err, Err(Error::Overflow { what }) if what == "an account's total"),
+            "{err:?}"
+        );
+        let unreadable = [6e5, 6e5, 1.0, 1e300];
+        let err = settle_funding_by_account(
+            &params,
+            &positions(&instrument, &unreadable),
+            &groups,
+            basis,
+            &[6, 8],
+        );
+        assert!(
+            matches!(err, Err(Error::Overflow { what }) if what == "quantity"),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn malformed_inputs_are_errors_not_panics() {
+        let params = params();
+        let basis = FundingBasis::Mark {
+            rates: &[0.0001, 0.0],
+            marks: &[96_450.5, 1.0],
+        };
+        let settle = |instrument: &[u32], qty: &[f64], decimals: &[u32]| {
+            settle_funding(&params, &positions(instrument, qty), basis, decimals)
+        };
+        assert!(matches!(
+            settle(&[0, 2], &[1.0, 1.0], &[6, 8]),
+            Err(Error::IdOutOfRange { row: 1, .. })
+        ));
+        assert!(matches!(
+            settle(&[0], &[1.0, 1.0], &[6, 8]),
+            Err(Error::LengthMismatch { .. })
+        ));
+        assert!(matches!(
+            settle(&[0], &[1.0], &[6]),
+            Err(Error::LengthMismatch { .. })
+        ));
+        let short = FundingBasis::Mark {
+            rates: &[0.0001],
+            marks: &[96_450.5, 1.0],
+        };
+        assert!(matches!(
+            settle_funding(&params, &positions(&[0], &[1.0]), short, &[6, 8]),
+            Err(Error::LengthMismatch { .. })
+        ));
+        let groups = Grouping::build(&[0, 0], None, 1, "account").unwrap();
+        assert!(matches!(
+            settle_funding_by_account(&params, &positions(&[0], &[1.0]), &groups, basis, &[6, 8]),
+            Err(Error::LengthMismatch { .. })
+        ));
     }
 }

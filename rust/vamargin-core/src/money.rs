@@ -54,15 +54,61 @@ pub fn minor_unit_decimals(minor_unit: f64) -> Option<u32> {
 
 /// `multiplier / divisor`: a product of decimal inputs (and at most one decimal divisor)
 /// small enough that multiplying it by an integer and flooring is exact `i128` work — the
-/// fast path for a coefficient shared by many rows. Both integers are worked out once,
-/// so a row costs one multiplication and one division (a 64-bit one when the product
-/// fits, as it does for every realistic payment).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// fast path for a coefficient shared by many rows. Both integers are worked out once.
+/// When both fit 64 bits, a row's quotient is estimated in `f64` and corrected exactly
+/// (see [`Estimate`]), so the common row costs no division.
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Coefficient {
     /// `±numerator · 10^max(exponent, 0)`.
     multiplier: i128,
     /// `denominator · 10^max(−exponent, 0)`; `None` when that exceeds any `i128`.
     divisor: Option<i128>,
+    estimate: Option<Estimate>,
+}
+
+/// A coefficient `multiplier / divisor` with a multiplier that fits `i64` and a divisor
+/// below 2^61, floored by estimate and correction instead of a division (a 64-bit `idiv`
+/// takes tens of cycles; this is a float multiplication and a few integer steps).
+///
+/// For `n` in `i64` the quotient `t = n · multiplier / divisor` is estimated as
+/// `p = n · ratio` in `f64`. Each of the five roundings (`n`, the multiplier, the
+/// divisor, their quotient, the product) is within 2^-53, so `|p − t| < |t| · 2^-50.6`,
+/// below 0.32 when `|p| < 2^49`. Rounding `p` to the nearest integer `q` (adding
+/// 1.5 · 2^52 leaves it in the low bits) gives `|q − t| < 0.82`, so `q` is `floor(t)` or
+/// `floor(t) + 1`. The exact remainder `n · multiplier − q · divisor` then lies in
+/// `[−divisor, divisor)`, within `i64`, so wrapping `i64` arithmetic gives it exactly,
+/// and its sign says which.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Estimate {
+    multiplier: i64,
+    divisor: i64,
+    ratio: f64,
+}
+
+/// Divisors below 2^61 keep a remainder within a divisor of 0 inside `i64`.
+const ESTIMATE_MAX_DIVISOR: i128 = 1 << 61;
+/// Quotients the `f64` estimate is trusted for: within 2^49, its error is below 0.32.
+const ESTIMATE_MAX_QUOTIENT: f64 = (1u64 << 49) as f64;
+/// 1.5 · 2^52: added to an `f64` below 2^51 in magnitude, it rounds it to the nearest
+/// integer and leaves that integer in the low bits (the sum lies in `[2^52, 2^53)`, where
+/// the spacing of `f64` is 1).
+const ROUNDING_SHIFT: f64 = (3u64 << 51) as f64;
+
+impl Estimate {
+    /// `floor(n · multiplier / divisor)`, or `None` when the quotient reaches 2^49.
+    #[inline(always)]
+    pub fn floor_times(&self, n: i64) -> Option<i64> {
+        let estimate = n as f64 * self.ratio;
+        if estimate.abs() >= ESTIMATE_MAX_QUOTIENT {
+            return None;
+        }
+        let nearest =
+            (estimate + ROUNDING_SHIFT).to_bits() as i64 - ROUNDING_SHIFT.to_bits() as i64;
+        let remainder = n
+            .wrapping_mul(self.multiplier)
+            .wrapping_sub(nearest.wrapping_mul(self.divisor));
+        Some(nearest - i64::from(remainder < 0))
+    }
 }
 
 /// `x` as a decimal with its trailing zeros removed from the mantissa.
@@ -112,15 +158,39 @@ impl Coefficient {
         } else {
             Some(i128::from(denominator))
         };
+        let estimate = match (i64::try_from(multiplier), divisor) {
+            (Ok(multiplier), Some(divisor)) if divisor < ESTIMATE_MAX_DIVISOR => Some(Estimate {
+                multiplier,
+                divisor: divisor as i64,
+                ratio: multiplier as f64 / divisor as f64,
+            }),
+            _ => None,
+        };
         Some(Coefficient {
             multiplier,
             divisor,
+            estimate,
         })
     }
 
+    /// The estimate-and-correct form, when the multiplier and divisor allow it.
+    pub fn estimate(&self) -> Option<Estimate> {
+        self.estimate
+    }
+
     /// `floor(n · self)` exactly, or `None` when it does not fit the `i128` fast path.
-    #[inline]
+    #[inline(always)]
     pub fn floor_times(&self, n: i128) -> Option<i64> {
+        if let (Some(estimate), Ok(n)) = (&self.estimate, i64::try_from(n)) {
+            if let Some(amount) = estimate.floor_times(n) {
+                return Some(amount);
+            }
+        }
+        self.floor_times_exact(n)
+    }
+
+    /// `floor(n · self)` by integer division.
+    fn floor_times_exact(&self, n: i128) -> Option<i64> {
         let value = match (i64::try_from(n), i64::try_from(self.multiplier)) {
             // Two 64-bit factors: one widening multiplication that cannot overflow.
             (Ok(n), Ok(multiplier)) => i128::from(n) * i128::from(multiplier),
@@ -523,6 +593,76 @@ pub struct AccountSums {
     pub amount: Vec<i64>,
 }
 
+impl AccountSums {
+    /// The sums of consecutive blocks of accounts, in block order.
+    pub fn concatenate(parts: Vec<AccountSums>) -> AccountSums {
+        let total = parts.iter().map(|part| part.amount.len()).sum();
+        let mut all = AccountSums {
+            account: Vec::with_capacity(total),
+            key: Vec::with_capacity(total),
+            amount: Vec::with_capacity(total),
+        };
+        for part in parts {
+            all.account.extend(part.account);
+            all.key.extend(part.key);
+            all.amount.extend(part.amount);
+        }
+        all
+    }
+}
+
+/// One account's sums per key at a time, for a block of accounts: [`CellSums::add`] each
+/// of an account's amounts, then [`CellSums::close`] the account to keep its non-zero
+/// sums, in key order.
+pub(crate) struct CellSums {
+    cells: Vec<i64>,
+    sums: AccountSums,
+}
+
+impl CellSums {
+    /// For the accounts with the row `offsets` given (as [`Grouping::offsets`], plus the
+    /// end): room for every sum they can have, at most one per row and per key.
+    pub(crate) fn new(n_keys: usize, offsets: &[usize]) -> Self {
+        let room = offsets
+            .windows(2)
+            .map(|rows| (rows[1] - rows[0]).min(n_keys))
+            .sum();
+        CellSums {
+            cells: vec![0; n_keys],
+            sums: AccountSums {
+                account: Vec::with_capacity(room),
+                key: Vec::with_capacity(room),
+                amount: Vec::with_capacity(room),
+            },
+        }
+    }
+
+    /// Adds `amount` to the open account's sum under `key`; `None` on overflow.
+    #[inline(always)]
+    pub(crate) fn add(&mut self, key: usize, amount: i64) -> Option<()> {
+        let cell = &mut self.cells[key];
+        *cell = cell.checked_add(amount)?;
+        Some(())
+    }
+
+    /// Keeps the open account's non-zero sums under `account` and starts the next.
+    #[inline(always)]
+    pub(crate) fn close(&mut self, account: usize) {
+        for (key, cell) in self.cells.iter_mut().enumerate() {
+            if *cell != 0 {
+                // Accounts and keys are below u32::MAX (checked when indexed).
+                self.sums.account.push(account as u32);
+                self.sums.key.push(key as u32);
+                self.sums.amount.push(std::mem::take(cell));
+            }
+        }
+    }
+
+    pub(crate) fn into_sums(self) -> AccountSums {
+        self.sums
+    }
+}
+
 /// Accounts per parallel block of [`sum_by_account`].
 const SUM_BLOCK: usize = 4096;
 
@@ -566,46 +706,20 @@ pub fn sum_by_account(
         .map(|block| {
             let first = block * SUM_BLOCK;
             let end = (first + SUM_BLOCK).min(groups.n_accounts());
-            // Most accounts settle in one or two assets: room for two cells each.
-            let room = 2 * (end - first);
-            let mut sums = AccountSums {
-                account: Vec::with_capacity(room),
-                key: Vec::with_capacity(room),
-                amount: Vec::with_capacity(room),
-            };
-            let mut cells = vec![0i64; n_keys];
+            let mut sums = CellSums::new(n_keys, &groups.offsets()[first..=end]);
             for account in first..end {
                 for row in groups.rows_of(account) {
-                    let cell = &mut cells[key_of[ids[row] as usize] as usize];
-                    *cell = cell.checked_add(amounts[row])?;
+                    sums.add(key_of[ids[row] as usize] as usize, amounts[row])?;
                 }
-                for (key, cell) in cells.iter_mut().enumerate() {
-                    if *cell != 0 {
-                        // Accounts and keys are below u32::MAX (checked when indexed).
-                        sums.account.push(account as u32);
-                        sums.key.push(key as u32);
-                        sums.amount.push(std::mem::take(cell));
-                    }
-                }
+                sums.close(account);
             }
-            Some(sums)
+            Some(sums.into_sums())
         })
         .collect::<Option<_>>()
         .ok_or(Error::Overflow {
             what: "an account's total",
         })?;
-    let total = blocks.iter().map(|block| block.amount.len()).sum();
-    let mut all = AccountSums {
-        account: Vec::with_capacity(total),
-        key: Vec::with_capacity(total),
-        amount: Vec::with_capacity(total),
-    };
-    for block in blocks {
-        all.account.extend(block.account);
-        all.key.extend(block.key);
-        all.amount.extend(block.amount);
-    }
-    Ok(all)
+    Ok(AccountSums::concatenate(blocks))
 }
 
 #[cfg(test)]
@@ -819,6 +933,89 @@ mod tests {
         let k = Coefficient::new(true, &[100.0, 0.0001], Some(50_000.0), 8 - 9).unwrap();
         assert_eq!(k.floor_times(10_000_000_000), Some(-200));
         assert_eq!(k.floor_times(1_000_000_000), Some(-20));
+    }
+
+    /// A deterministic stream of 64-bit values (xorshift64*), for sweeps without a
+    /// random-number crate.
+    fn stream(mut state: u64) -> impl FnMut() -> u64 {
+        move || {
+            state ^= state >> 12;
+            state ^= state << 25;
+            state ^= state >> 27;
+            state.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        }
+    }
+
+    #[test]
+    fn estimated_quotients_are_the_exact_floor() {
+        // Coefficients of realistic funding (decimal rates, marks and contract sizes at
+        // minor units from 0 to 18 places) and of extreme ones: divisors from 1 to past
+        // 2^64, multipliers of every size that fits i64.
+        let mut coefficients = vec![
+            Coefficient::new(true, &[0.001, 96_450.5, 0.0001], None, 6 - 9).unwrap(),
+            Coefficient::new(true, &[100.0, 0.0001], Some(50_000.0), 8 - 9).unwrap(),
+            Coefficient::new(false, &[0.01, 3_187.25, -0.000_375], None, 2 - 9).unwrap(),
+            Coefficient::new(true, &[0.001, 96_450.37, 0.000_123_456_78], None, 6 - 9).unwrap(),
+            Coefficient::new(true, &[1.0, 0.000_1], Some(96_450.37), 18 - 9).unwrap(),
+            Coefficient::new(false, &[1.0], None, 0).unwrap(),
+            Coefficient::new(false, &[7.0], None, -1).unwrap(),
+            Coefficient::new(false, &[3.0], Some(7.0), -25).unwrap(),
+            Coefficient::new(false, &[9.223e18], None, -20).unwrap(),
+            Coefficient::new(true, &[123_456_789.0, 987_654.321], Some(0.017), -3).unwrap(),
+        ];
+        let mut next = stream(0x9E37_79B9_7F4A_7C15);
+        for _ in 0..64 {
+            let factor = (next() % 1_000_000_007) as f64 / 1e4;
+            let divisor = (next() % 99_991 + 1) as f64 / 100.0;
+            let shift = (next() % 30) as i32 - 20;
+            coefficients.push(Coefficient::new(false, &[factor], Some(divisor), shift).unwrap());
+        }
+        let mut estimated = 0;
+        for k in &coefficients {
+            let check = |n: i64| {
+                let exact = k.floor_times_exact(i128::from(n));
+                assert_eq!(k.floor_times(i128::from(n)), exact, "{n} × {k:?}");
+            };
+            for n in [0, 1, -1, i64::MAX, i64::MIN, 1_000_000_000, -1_000_000_000] {
+                check(n);
+            }
+            // Quantities whose product is a multiple of the divisor give or take one,
+            // where the estimate lands on either side of an integer.
+            if let (Ok(m), Some(d)) = (i64::try_from(k.multiplier), k.divisor) {
+                if m != 0 && d < 1 << 60 {
+                    let step = (d / i128::from(m.unsigned_abs().min(1 << 62) as i64)).max(1);
+                    for j in 1..2_000i128 {
+                        for offset in [-1, 0, 1] {
+                            if let Ok(n) = i64::try_from(j * step + offset) {
+                                check(n);
+                                check(-n);
+                            }
+                        }
+                    }
+                }
+            }
+            for _ in 0..100_000 {
+                // Up to 9e6 contracts in 1e-9 units, scaled down at random.
+                let n = (next() % 18_000_000_000_000_001) as i64 - 9_000_000_000_000_000;
+                let n = n >> (next() % 50);
+                check(n);
+                estimated += usize::from(k.estimate.is_some());
+            }
+        }
+        assert!(estimated > 0);
+    }
+
+    #[test]
+    fn divisors_from_two_to_the_61_take_the_exact_division() {
+        // 10^19 > 2^61 > 10^18.
+        let k = Coefficient::new(false, &[3.0], None, -19).unwrap();
+        assert!(k.estimate.is_none());
+        assert_eq!(k.floor_times(-1), Some(-1));
+        let k = Coefficient::new(false, &[3.0], None, -18).unwrap();
+        assert!(k.estimate.is_some());
+        // 3 × (2^63 − 1) / 10^18 = 27.67…
+        assert_eq!(k.floor_times(i128::from(i64::MIN)), Some(-28));
+        assert_eq!(k.floor_times(i128::from(i64::MAX)), Some(27));
     }
 
     #[test]

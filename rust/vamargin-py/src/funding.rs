@@ -1,6 +1,6 @@
 //! Funding settlement and per-account integer sums.
 
-use numpy::{IntoPyArray, PyArray1, PyReadonlyArray1};
+use numpy::{IntoPyArray, PyReadonlyArray1};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyInt};
 use vamargin_core as core;
@@ -13,9 +13,12 @@ use crate::params::PyEngineParams;
 use crate::pool;
 
 /// Settles funding per position in minor units; `rates`+`marks` (one interval) or
-/// `index_now`+`position_index` (cumulative index), one value per instrument.
+/// `index_now`+`position_index` (cumulative index), one value per instrument. With the
+/// positions' `groups`, also each account's payments summed per settle asset:
+/// `by_account = (account_rows, assets, amounts)`, the non-zero sums in account then
+/// asset order.
 #[pyfunction]
-#[pyo3(signature = (params, position_instrument, qty, settle_decimals, *, rates=None, marks=None, index_now=None, position_index=None))]
+#[pyo3(signature = (params, position_instrument, qty, settle_decimals, *, rates=None, marks=None, index_now=None, position_index=None, groups=None))]
 #[allow(clippy::too_many_arguments)]
 pub fn settle_funding<'py>(
     py: Python<'py>,
@@ -27,6 +30,7 @@ pub fn settle_funding<'py>(
     marks: Option<PyReadonlyArray1<'py, f64>>,
     index_now: Option<PyReadonlyArray1<'py, f64>>,
     position_index: Option<PyReadonlyArray1<'py, f64>>,
+    groups: Option<PyRef<'py, PyGrouping>>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let n_instruments = params.inner.perpetuals.len();
     let instrument = position_instrument.as_slice()?;
@@ -76,15 +80,40 @@ pub fn settle_funding<'py>(
         isolated_margin: None,
         leverage: None,
     };
+    let groups = groups.as_ref().map(|g| &g.inner);
     let pool = pool::current()?;
-    let settlement = py
+    let (settlement, by_account) = py
         .detach(|| {
-            pool::install(&pool, || {
-                core::funding::settle_funding(&params.inner, &positions, basis, &settle_decimals)
+            pool::install(&pool, || match groups {
+                Some(groups) => core::funding::settle_funding_by_account(
+                    &params.inner,
+                    &positions,
+                    groups,
+                    basis,
+                    &settle_decimals,
+                )
+                .map(|(settlement, sums)| (settlement, Some(sums))),
+                None => core::funding::settle_funding(
+                    &params.inner,
+                    &positions,
+                    basis,
+                    &settle_decimals,
+                )
+                .map(|settlement| (settlement, None)),
             })
         })
         .map_err(|e| to_py(e, "funding"))?;
     let out = PyDict::new(py);
+    if let Some(sums) = by_account {
+        out.set_item(
+            "by_account",
+            (
+                sums.account.into_pyarray(py),
+                sums.key.into_pyarray(py),
+                sums.amount.into_pyarray(py),
+            ),
+        )?;
+    }
     out.set_item("payments", settlement.payments.into_pyarray(py))?;
     out.set_item("dust", settlement.dust.into_pyarray(py))?;
     out.set_item("house", settlement.house.into_pyarray(py))?;
@@ -155,37 +184,4 @@ pub fn funding_house<'py>(
         house.push(posting);
     }
     Ok(house)
-}
-
-/// Per account and key, the non-zero sums of integer amounts over each account's rows,
-/// row `r` counting under key `key_of[ids[r]]`: `(account_rows, keys, amounts)`, in
-/// account then key order.
-#[pyfunction]
-#[allow(clippy::type_complexity)]
-pub fn sum_by_account<'py>(
-    py: Python<'py>,
-    groups: &PyGrouping,
-    ids: PyReadonlyArray1<'py, u32>,
-    key_of: PyReadonlyArray1<'py, u32>,
-    amounts: PyReadonlyArray1<'py, i64>,
-    n_keys: usize,
-) -> PyResult<(
-    Bound<'py, PyArray1<u32>>,
-    Bound<'py, PyArray1<u32>>,
-    Bound<'py, PyArray1<i64>>,
-)> {
-    let (ids, key_of, amounts) = (ids.as_slice()?, key_of.as_slice()?, amounts.as_slice()?);
-    let pool = pool::current()?;
-    let sums = py
-        .detach(|| {
-            pool::install(&pool, || {
-                core::money::sum_by_account(&groups.inner, ids, key_of, amounts, n_keys)
-            })
-        })
-        .map_err(|e| to_py(e, "by account"))?;
-    Ok((
-        sums.account.into_pyarray(py),
-        sums.key.into_pyarray(py),
-        sums.amount.into_pyarray(py),
-    ))
 }

@@ -38,7 +38,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(stress::stressed_equity, m)?)?;
     m.add_function(wrap_pyfunction!(funding::settle_funding, m)?)?;
     m.add_function(wrap_pyfunction!(funding::funding_house, m)?)?;
-    m.add_function(wrap_pyfunction!(funding::sum_by_account, m)?)?;
     m.add_function(wrap_pyfunction!(liquidation::liquidation_queue, m)?)?;
     m.add_function(wrap_pyfunction!(liquidation::adl_queue, m)?)?;
     m.add_function(wrap_pyfunction!(liquidation::liquidate, m)?)?;
