@@ -322,8 +322,20 @@ def test_firm_totals_are_sums_of_account_figures(
     expected_order = sorted((a for a in debit if debit[a] > 0), key=lambda a: -debit[a])[:10]
     assert sorted(top["debit"].tolist(), reverse=True) == top["debit"].tolist()
     assert top["debit"].tolist() == [debit[a] for a in expected_order]
+    # The client view's figures, bitwise: the report sums each account's holdings in the
+    # account pass's order.
+    client_view = {
+        int(a): (c, ltv)
+        for a, c, ltv in zip(
+            accounts["account_id"].tolist(),
+            accounts["collateral_value"].tolist(),
+            accounts["ltv"].tolist(),
+            strict=True,
+        )
+    }
     for row in _rows(top):
         assert row["share_of_loans"] == pytest.approx(row["debit"] / total, rel=1e-12)
+        assert (row["collateral_value"], row["ltv"]) == client_view[int(row["account_id"])]
     limit_rows = [r for r in _rows(report.breaches) if r["rule"] == "max_loans_to_capital"]
     assert len(limit_rows) == (1 if total / capital > HK.policy.max_loans_to_capital else 0)
 

@@ -8,7 +8,7 @@ use std::sync::{Mutex, PoisonError};
 
 use rayon::prelude::*;
 
-use crate::book::Book;
+use crate::book::{Book, RowsOf};
 use crate::error::{Error, Result};
 use crate::money::ExactAmount;
 use crate::parallel::{column_bundle, for_each_chunk};
@@ -180,6 +180,7 @@ pub fn collateral_figures(
         collateral: &mut figures.collateral,
         ltv: &mut figures.ltv,
     };
+    let eligible: Vec<bool> = params.assets.iter().map(|asset| asset.eligible).collect();
     // (first account, per-asset sums) of every chunk.
     let chunk_sums = Mutex::new(Vec::new());
     for_each_chunk(
@@ -188,21 +189,43 @@ pub fn collateral_figures(
         &|first, chunk: CollateralRows<'_>| {
             let mut by_asset = vec![0.0; n_assets];
             for i in 0..chunk.recognised.len() {
-                let account = first + i;
-                let mut recognised = 0.0;
-                book.holding_groups.for_each_row(account, |row| {
-                    let asset = book.holdings.asset[row] as usize;
-                    let value = book.holdings.amount[row] * prices[asset];
-                    if value > 0.0 {
-                        recognised += value * weights[asset];
-                        by_asset[asset] += value;
+                // One pass over the account's holdings: the figures of the account pass
+                // (its debit and eligible collateral, in the same order of additions)
+                // beside the capital view's.
+                let mut sums = CollateralSums::default();
+                match book.holding_groups.rows_of(first + i) {
+                    RowsOf::InPlace(rows) => {
+                        let assets = &book.holdings.asset[rows.clone()];
+                        for (&asset, &amount) in assets.iter().zip(&book.holdings.amount[rows]) {
+                            sums.add(
+                                asset as usize,
+                                amount,
+                                prices,
+                                weights,
+                                &eligible,
+                                &mut by_asset,
+                            );
+                        }
                     }
-                });
-                let totals = crate::valuation::holding_totals(params, book, prices, account);
-                chunk.recognised[i] = recognised;
-                chunk.debit[i] = totals.debit;
-                chunk.collateral[i] = totals.collateral;
-                chunk.ltv[i] = crate::valuation::loan_to_value(totals.debit, totals.collateral);
+                    reordered => {
+                        for row in reordered {
+                            let (asset, amount) =
+                                (book.holdings.asset[row], book.holdings.amount[row]);
+                            sums.add(
+                                asset as usize,
+                                amount,
+                                prices,
+                                weights,
+                                &eligible,
+                                &mut by_asset,
+                            );
+                        }
+                    }
+                }
+                chunk.recognised[i] = sums.recognised;
+                chunk.debit[i] = sums.debit;
+                chunk.collateral[i] = sums.collateral;
+                chunk.ltv[i] = crate::valuation::loan_to_value(sums.debit, sums.collateral);
             }
             chunk_sums
                 .lock()
@@ -220,6 +243,41 @@ pub fn collateral_figures(
         }
     }
     figures
+}
+
+/// One account's sums in [`collateral_figures`].
+#[derive(Default)]
+struct CollateralSums {
+    recognised: f64,
+    debit: f64,
+    collateral: f64,
+}
+
+impl CollateralSums {
+    /// Adds a holding of `amount` of `asset`: a loan to the debit, a positive value to
+    /// the recognised value (weighted), to its asset's total and, when eligible, to the
+    /// collateral.
+    #[inline(always)]
+    fn add(
+        &mut self,
+        asset: usize,
+        amount: f64,
+        prices: &[f64],
+        weights: &[f64],
+        eligible: &[bool],
+        by_asset: &mut [f64],
+    ) {
+        let value = amount * prices[asset];
+        if value < 0.0 {
+            self.debit -= value;
+        } else if value > 0.0 {
+            self.recognised += value * weights[asset];
+            by_asset[asset] += value;
+            if eligible[asset] {
+                self.collateral += value;
+            }
+        }
+    }
 }
 
 /// Bands of the credited value `T`: `(from, to, factor)` covering `[0, ∞)`.
