@@ -180,7 +180,11 @@ pub fn collateral_figures(
         collateral: &mut figures.collateral,
         ltv: &mut figures.ltv,
     };
-    let eligible: Vec<bool> = params.assets.iter().map(|asset| asset.eligible).collect();
+    let rates = AssetRates {
+        prices,
+        weights,
+        eligible: params.assets.iter().map(|asset| asset.eligible).collect(),
+    };
     // (first account, per-asset sums) of every chunk.
     let chunk_sums = Mutex::new(Vec::new());
     for_each_chunk(
@@ -197,28 +201,14 @@ pub fn collateral_figures(
                     RowsOf::InPlace(rows) => {
                         let assets = &book.holdings.asset[rows.clone()];
                         for (&asset, &amount) in assets.iter().zip(&book.holdings.amount[rows]) {
-                            sums.add(
-                                asset as usize,
-                                amount,
-                                prices,
-                                weights,
-                                &eligible,
-                                &mut by_asset,
-                            );
+                            sums.add(&rates, asset, amount, &mut by_asset);
                         }
                     }
                     reordered => {
                         for row in reordered {
                             let (asset, amount) =
                                 (book.holdings.asset[row], book.holdings.amount[row]);
-                            sums.add(
-                                asset as usize,
-                                amount,
-                                prices,
-                                weights,
-                                &eligible,
-                                &mut by_asset,
-                            );
+                            sums.add(&rates, asset, amount, &mut by_asset);
                         }
                     }
                 }
@@ -253,27 +243,27 @@ struct CollateralSums {
     collateral: f64,
 }
 
+/// What [`CollateralSums::add`] reads per asset.
+struct AssetRates<'a> {
+    prices: &'a [f64],
+    weights: &'a [f64],
+    eligible: Vec<bool>,
+}
+
 impl CollateralSums {
     /// Adds a holding of `amount` of `asset`: a loan to the debit, a positive value to
     /// the recognised value (weighted), to its asset's total and, when eligible, to the
     /// collateral.
     #[inline(always)]
-    fn add(
-        &mut self,
-        asset: usize,
-        amount: f64,
-        prices: &[f64],
-        weights: &[f64],
-        eligible: &[bool],
-        by_asset: &mut [f64],
-    ) {
-        let value = amount * prices[asset];
+    fn add(&mut self, rates: &AssetRates<'_>, asset: u32, amount: f64, by_asset: &mut [f64]) {
+        let asset = asset as usize;
+        let value = amount * rates.prices[asset];
         if value < 0.0 {
             self.debit -= value;
         } else if value > 0.0 {
-            self.recognised += value * weights[asset];
+            self.recognised += value * rates.weights[asset];
             by_asset[asset] += value;
-            if eligible[asset] {
+            if rates.eligible[asset] {
                 self.collateral += value;
             }
         }
