@@ -221,7 +221,7 @@ class RiskEngine:
         asset_names = [a.symbol for a in config.assets]
         settle_of = np.array([config.asset_ids[p.settle] for p in config.perpetuals], np.uint32)
         payments = raw["payments"]
-        # Each row's payment counts under its instrument's settle asset.
+        # Each account's payments, summed per settle asset by the kernel.
         account_rows, asset_ids, amounts = raw["by_account"]
         by_account = Table(
             {

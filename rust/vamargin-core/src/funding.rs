@@ -237,9 +237,9 @@ pub fn settle_funding(
 /// settlement's postings by account, in account then asset order (as
 /// [`crate::money::sum_by_account`] gives them).
 ///
-/// When the positions are laid out by account (`groups` is sorted), one pass over blocks
-/// of accounts makes each account's payments and sums them while they are in cache;
-/// otherwise the payments are made, then summed.
+/// When the positions are laid out by account (`groups` is sorted), each block of
+/// accounts makes its rows' payments, then sums them per account while they are in
+/// cache; otherwise the payments are made, then summed.
 pub fn settle_funding_by_account(
     params: &EngineParams,
     positions: &Positions<'_>,

@@ -39,14 +39,6 @@ pub fn settle_funding<'py>(
     if instrument.len() != qty.len() {
         return Err(fail("instrument and qty lengths differ"));
     }
-    if let Some(bad) = instrument
-        .iter()
-        .position(|&id| id as usize >= n_instruments)
-    {
-        return Err(fail(&format!(
-            "positions row {bad}: instrument id out of range"
-        )));
-    }
     if settle_decimals.len() != params.inner.assets.len() {
         return Err(fail("one minor-unit scale per asset is required"));
     }
