@@ -11,6 +11,7 @@ use rayon::prelude::*;
 use crate::columns::{Columns, Zeroed};
 use crate::error::{Error, Result};
 use crate::params::EngineParams;
+use crate::perp;
 use crate::scan::first_id_out_of_range;
 
 /// Rows of a table grouped by account: account `a` owns rows
@@ -683,6 +684,26 @@ impl Positions<'_> {
         self.isolated_margin
             .map(|col| col[row])
             .filter(|m| !m.is_nan())
+    }
+
+    /// The leverage chosen for row `row`, NaN when none (its contract's maximum applies).
+    #[inline]
+    pub fn leverage(&self, row: usize) -> f64 {
+        self.leverage.map_or(f64::NAN, |col| col[row])
+    }
+
+    /// Row `row`'s margins with its contract marked at `marks[instrument]`. In line in
+    /// the loops that call it (stress calls it per row and scenario).
+    #[inline(always)]
+    pub fn margins_at(&self, params: &EngineParams, marks: &[f64], row: usize) -> perp::Margins {
+        let instrument = self.instrument[row] as usize;
+        perp::margins(
+            &params.perpetuals[instrument],
+            self.qty[row],
+            self.entry_price[row],
+            marks[instrument],
+            self.leverage(row),
+        )
     }
 }
 

@@ -71,17 +71,7 @@ pub fn order_impact(
     let contract = &params.perpetuals[instrument];
     let mark = market.marks[instrument];
     let settle_price = prices[contract.settle_asset as usize];
-    let chosen = |row: usize| positions.leverage.map_or(f64::NAN, |col| col[row]);
-    let at_mark = |row: usize| {
-        let id = positions.instrument[row] as usize;
-        perp::margins(
-            &params.perpetuals[id],
-            positions.qty[row],
-            positions.entry_price[row],
-            market.marks[id],
-            chosen(row),
-        )
-    };
+    let at_mark = |row: usize| positions.margins_at(params, market.marks, row);
 
     let held = holding_totals(params, book, prices, account);
     let before = cross_totals(params, book, prices, account, at_mark);
@@ -127,7 +117,7 @@ pub fn order_impact(
         (if reducing { entry_before } else { price }, pnl)
     };
     let leverage_after = if leverage.is_nan() {
-        existing.map_or(f64::NAN, chosen)
+        existing.map_or(f64::NAN, |row| positions.leverage(row))
     } else {
         leverage
     };

@@ -22,10 +22,9 @@
 
 use rayon::prelude::*;
 
-use crate::book::{check_len, Book, Positions};
+use crate::book::{check_len, Book};
 use crate::error::{Error, Result};
 use crate::params::EngineParams;
-use crate::perp;
 use crate::valuation::{cross_totals, holding_totals, value_account, Status};
 
 /// Accounts per block: a block's rows are priced under every scenario before moving on.
@@ -116,25 +115,6 @@ pub struct StressedAccount {
     pub isolated_liquidations: u64,
 }
 
-/// Row `row`'s margins at the scenario's `marks`. Called from two loops: as a closure
-/// the compiler kept it out of line, a call per row.
-#[inline(always)]
-fn margins_at_marks(
-    params: &EngineParams,
-    positions: &Positions<'_>,
-    marks: &[f64],
-    row: usize,
-) -> perp::Margins {
-    let instrument = positions.instrument[row] as usize;
-    perp::margins(
-        &params.perpetuals[instrument],
-        positions.qty[row],
-        positions.entry_price[row],
-        marks[instrument],
-        positions.leverage.map_or(f64::NAN, |col| col[row]),
-    )
-}
-
 /// Values one account at one scenario's prices (margins computed inline).
 pub fn stress_account(
     params: &EngineParams,
@@ -144,7 +124,7 @@ pub fn stress_account(
     account: usize,
 ) -> StressedAccount {
     let positions = &book.positions;
-    let margins_at = |row: usize| margins_at_marks(params, positions, marks, row);
+    let margins_at = |row: usize| positions.margins_at(params, marks, row);
     let held = holding_totals(params, book, asset_prices, account);
     let mut has_cross = false;
     let cross = cross_totals(params, book, asset_prices, account, |row| {
