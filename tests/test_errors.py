@@ -880,6 +880,8 @@ FLAVOUR_ERRORS = [
     ("negative BTC", "holdings", "amount", 0, -1.0, vm.DataError, ".*BTC is not borrowable"),
     ("unknown class", "accounts", "investor_class", 2, "pro", vm.DataError, "'pro' is not one"),
     ("bad credit limit", "accounts", "credit_limit", 1, -1.0, vm.DataError, ".*not a limit"),
+    # NaN is "not a limit ≥ 0", or a missing value where pandas turns it into a null.
+    ("nan credit limit", "accounts", "credit_limit", 2, np.nan, vm.DataError, ""),
     ("unknown instrument", "positions", "instrument", 2, "X", vm.DataError, "unknown instrument"),
     ("inf qty", "positions", "qty", 1, np.inf, vm.DataError, "inf is not a finite number"),
     ("zero entry price", "positions", "entry_price", 0, 0.0, vm.DataError, ".*not a price > 0"),

@@ -238,9 +238,9 @@ class Finite:
 
 @dataclass(frozen=True)
 class AtLeast:
-    """Every value of ``column`` at least ``min`` (above it when ``strict``), NaN passing;
-    with ``where_nonzero``, only rows where that column is not 0. ``reason`` completes
-    the error after the bad value."""
+    """Every value of ``column`` at least ``min`` (above it when ``strict``), NaN passing
+    unless ``allow_nan`` is false; with ``where_nonzero``, only rows where that column is
+    not 0. ``reason`` completes the error after the bad value."""
 
     column: str
     values: F64
@@ -248,10 +248,11 @@ class AtLeast:
     reason: str
     strict: bool = False
     where_nonzero: F64 | None = None
+    allow_nan: bool = True
 
     @property
     def spec(self) -> tuple[F64, str, float, F64 | None]:
-        kind = "above" if self.strict else "at_least"
+        kind = ("above" if self.strict else "at_least") + ("_or_nan" if self.allow_nan else "")
         return (self.values, kind, self.min, self.where_nonzero)
 
 

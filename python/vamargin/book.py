@@ -100,11 +100,15 @@ class Book:
         self._investor_class_lut = np.maximum(lut, 0).astype(np.uint8)
         self.affiliate_market_maker: Bools = table.boolean("affiliate_market_maker", default=False)
         self.credit_limit: F64 = table.float64("credit_limit", default=np.inf, finite=False)
-        bad = np.isnan(self.credit_limit) | (self.credit_limit < 0)
-        if (row := first_true(bad)) is not None:
-            raise table.fail(
-                "credit_limit", row, f"{self.credit_limit[row]} is not a limit ≥ 0 (inf = none)"
+        table.require(
+            AtLeast(
+                "credit_limit",
+                self.credit_limit,
+                0.0,
+                "is not a limit ≥ 0 (inf = none)",
+                allow_nan=False,
             )
+        )
         self.margin_client: Bools = table.boolean("margin_client", default=False)
         self.credit_approved: Bools = table.boolean("credit_approved", default=False)
         # Related clients (a family, a corporate group) for concentration limits; optional.

@@ -29,13 +29,15 @@ fn first_where(
 pub enum Rule<'a> {
     /// No ±∞, and no NaN unless `allow_nan` (optional columns read null as NaN).
     Finite { values: &'a [f64], allow_nan: bool },
-    /// No value below `min`, nor equal to it when `strict`; NaN passes (a missing value
-    /// is not out of range). With `where_nonzero`, only rows where that column is not 0
-    /// count (a price is needed only where there is a position).
+    /// No value below `min`, nor equal to it when `strict`; NaN passes when `allow_nan`
+    /// (a missing value is not out of range) and fails otherwise. With `where_nonzero`,
+    /// only rows where that column is not 0 count (a price is needed only where there is
+    /// a position).
     AtLeast {
         values: &'a [f64],
         min: f64,
         strict: bool,
+        allow_nan: bool,
         where_nonzero: Option<&'a [f64]>,
     },
 }
@@ -64,8 +66,12 @@ impl Rule<'_> {
                 values,
                 min,
                 strict,
+                allow_nan,
                 where_nonzero,
-            } => below(values[row], min, strict) & where_nonzero.is_none_or(|m| m[row] != 0.0),
+            } => {
+                below(values[row], min, strict, allow_nan)
+                    & where_nonzero.is_none_or(|m| m[row] != 0.0)
+            }
         }
     }
 
@@ -81,20 +87,22 @@ impl Rule<'_> {
                 values,
                 min,
                 strict,
+                allow_nan,
                 where_nonzero: None,
             } => values[rows]
                 .iter()
-                .fold(false, |any, &v| any | below(v, min, strict)),
+                .fold(false, |any, &v| any | below(v, min, strict, allow_nan)),
             Rule::AtLeast {
                 values,
                 min,
                 strict,
+                allow_nan,
                 where_nonzero: Some(mask),
             } => values[rows.clone()]
                 .iter()
                 .zip(&mask[rows])
                 .fold(false, |any, (&v, &m)| {
-                    any | (below(v, min, strict) & (m != 0.0))
+                    any | (below(v, min, strict, allow_nan) & (m != 0.0))
                 }),
         }
     }
@@ -106,10 +114,10 @@ fn not_finite(v: f64, allow_nan: bool) -> bool {
     (v.abs() == f64::INFINITY) | (!allow_nan & v.is_nan())
 }
 
-/// `v < min`, or `v == min` when `strict`; false for NaN.
+/// `v < min`, or `v == min` when `strict`; for NaN, `!allow_nan`.
 #[inline]
-fn below(v: f64, min: f64, strict: bool) -> bool {
-    (v < min) | (strict & (v == min))
+fn below(v: f64, min: f64, strict: bool, allow_nan: bool) -> bool {
+    (v < min) | (strict & (v == min)) | (!allow_nan & v.is_nan())
 }
 
 /// The first rule of `rules` (in order) that some row breaks, and the first row that
@@ -188,6 +196,7 @@ mod tests {
             values,
             min,
             strict,
+            allow_nan: true,
             where_nonzero: mask,
         }
     }
@@ -203,6 +212,30 @@ mod tests {
         assert_eq!(first(at_least(&values, 1.0, false, Some(&qty))), Some(4));
         assert_eq!(first(at_least(&[], 0.0, true, None)), None);
         assert_eq!(first_broken(&[]), None);
+    }
+
+    #[test]
+    fn at_least_without_nan_fails_on_nan_in_the_fold_and_the_row_scan() {
+        // A NaN past the first block (found by the block fold, then the row scan) and one
+        // only the mask would exclude.
+        let mut values = vec![1.0; BLOCK + 10];
+        values[BLOCK + 3] = f64::NAN;
+        fn number<'a>(values: &'a [f64], mask: Option<&'a [f64]>) -> Rule<'a> {
+            Rule::AtLeast {
+                values,
+                min: 0.0,
+                strict: false,
+                allow_nan: false,
+                where_nonzero: mask,
+            }
+        }
+        assert_eq!(first_broken(&[number(&values, None)]), Some((0, BLOCK + 3)));
+        assert_eq!(first_broken(&[at_least(&values, 0.0, false, None)]), None);
+        let mut mask = vec![1.0; BLOCK + 10];
+        mask[BLOCK + 3] = 0.0;
+        assert_eq!(first_broken(&[number(&values, Some(&mask))]), None);
+        values[2] = f64::INFINITY; // ∞ is at least 0: no limit
+        assert_eq!(first_broken(&[number(&values, Some(&mask))]), None);
     }
 
     #[test]

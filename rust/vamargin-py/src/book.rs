@@ -361,7 +361,8 @@ pub fn bind_holdings<'py>(
 }
 
 /// A rule as Python states it: `(values, kind, bound, where_nonzero)`, `kind` one of
-/// `"finite"`, `"finite_or_nan"` (`bound` unused), `"at_least"` and `"above"`.
+/// `"finite"`, `"finite_or_nan"` (`bound` unused), `"at_least"` and `"above"` (NaN
+/// fails), `"at_least_or_nan"` and `"above_or_nan"` (NaN passes).
 type RuleSpec<'py> = (
     PyReadonlyArray1<'py, f64>,
     String,
@@ -391,10 +392,11 @@ pub fn first_broken_rule(
         let where_nonzero = optional_slice(where_nonzero)?;
         lengths.push(values.len());
         lengths.extend(where_nonzero.map(<[f64]>::len));
-        let at_least = |strict| core::scan::Rule::AtLeast {
+        let at_least = |strict, allow_nan| core::scan::Rule::AtLeast {
             values,
             min: *bound,
             strict,
+            allow_nan,
             where_nonzero,
         };
         checked.push(match kind.as_str() {
@@ -402,11 +404,14 @@ pub fn first_broken_rule(
                 values,
                 allow_nan: kind == "finite_or_nan",
             },
-            "at_least" => at_least(false),
-            "above" => at_least(true),
+            "at_least" => at_least(false, false),
+            "above" => at_least(true, false),
+            "at_least_or_nan" => at_least(false, true),
+            "above_or_nan" => at_least(true, true),
             _ => {
                 return Err(pyo3::exceptions::PyValueError::new_err(format!(
-                    "unknown rule {kind:?} (finite, finite_or_nan, at_least, above)"
+                    "unknown rule {kind:?} (finite, finite_or_nan, at_least, above, \
+                     at_least_or_nan, above_or_nan)"
                 )))
             }
         });
