@@ -255,9 +255,10 @@ pub fn settle_funding_by_account(
         });
     }
     let n_assets = params.assets.len();
+    // Each row's payment counts under its instrument's settle asset.
+    let settle_of: Vec<u32> = params.perpetuals.iter().map(|p| p.settle_asset).collect();
     let Some(starts) = groups.row_starts() else {
         let settlement = settle_funding(params, positions, basis, settle_decimals)?;
-        let settle_of: Vec<u32> = params.perpetuals.iter().map(|p| p.settle_asset).collect();
         let sums = sum_by_account(
             groups,
             positions.instrument,
@@ -268,11 +269,6 @@ pub fn settle_funding_by_account(
         return Ok((settlement, sums));
     };
     let settler = Settler::new(params, positions, basis, settle_decimals)?;
-    let settle_of: Vec<usize> = params
-        .perpetuals
-        .iter()
-        .map(|p| p.settle_asset as usize)
-        .collect();
     let mut payments = vec![0i64; positions.qty.len()];
     let errors = FirstError::default();
     let account_overflow = AtomicBool::new(false);
@@ -291,7 +287,7 @@ pub fn settle_funding_by_account(
         for (i, rows) in starts.windows(2).enumerate() {
             let rows = rows[0] - first_row..rows[1] - first_row;
             for (&amount, &id) in payments[rows.clone()].iter().zip(&instrument[rows]) {
-                if sums.add(settle_of[id as usize], amount).is_none() {
+                if sums.add(settle_of[id as usize] as usize, amount).is_none() {
                     account_overflow.store(true, Ordering::Relaxed);
                     return;
                 }
@@ -465,16 +461,18 @@ impl<'a> Settler<'a> {
                 len: n_instruments,
             });
         }
-        let per_instrument = match basis {
-            FundingBasis::Mark { rates, marks } => rates.len().min(marks.len()),
-            FundingBasis::Index { index_now, .. } => index_now.len(),
+        let per_instrument: &[(&'static str, &[f64])] = match &basis {
+            FundingBasis::Mark { rates, marks } => &[("funding rates", rates), ("marks", marks)],
+            FundingBasis::Index { index_now, .. } => &[("funding index", index_now)],
         };
-        if per_instrument != n_instruments {
-            return Err(Error::LengthMismatch {
-                column: "funding rates, marks or index",
-                expected: n_instruments,
-                actual: per_instrument,
-            });
+        for &(column, values) in per_instrument {
+            if values.len() != n_instruments {
+                return Err(Error::LengthMismatch {
+                    column,
+                    expected: n_instruments,
+                    actual: values.len(),
+                });
+            }
         }
         if let FundingBasis::Index { position_index, .. } = basis {
             if position_index.len() != positions.qty.len() {
@@ -1041,6 +1039,17 @@ mod tests {
         assert!(matches!(
             settle_funding(&params, &positions(&[0], &[1.0]), short, &[6, 8]),
             Err(Error::LengthMismatch { .. })
+        ));
+        let long_marks = FundingBasis::Mark {
+            rates: &[0.0001, 0.0],
+            marks: &[96_450.5, 1.0, 1.0],
+        };
+        assert!(matches!(
+            settle_funding(&params, &positions(&[0], &[1.0]), long_marks, &[6, 8]),
+            Err(Error::LengthMismatch {
+                column: "marks",
+                ..
+            })
         ));
         let groups = Grouping::build(&[0, 0], None, 1, "account").unwrap();
         assert!(matches!(

@@ -32,32 +32,22 @@ pub fn settle_funding<'py>(
     position_index: Option<PyReadonlyArray1<'py, f64>>,
     groups: Option<PyRef<'py, PyGrouping>>,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let n_instruments = params.inner.perpetuals.len();
     let instrument = position_instrument.as_slice()?;
     let qty = qty.as_slice()?;
     let fail = |message: &str| crate::errors::DataError::new_err(format!("funding: {message}"));
-    if instrument.len() != qty.len() {
-        return Err(fail("instrument and qty lengths differ"));
-    }
-    if settle_decimals.len() != params.inner.assets.len() {
-        return Err(fail("one minor-unit scale per asset is required"));
-    }
+    // Lengths and ids are checked by the core (`settle_funding`), which names the column.
     let rates = optional_slice(&rates)?;
     let marks = optional_slice(&marks)?;
     let index_now = optional_slice(&index_now)?;
     let position_index = optional_slice(&position_index)?;
     let basis = match (rates, marks, index_now, position_index) {
-        (Some(rates), Some(marks), None, None)
-            if rates.len() == n_instruments && marks.len() == n_instruments =>
-        {
+        (Some(rates), Some(marks), None, None) => {
             core::funding::FundingBasis::Mark { rates, marks }
         }
-        (None, None, Some(index_now), Some(position_index)) if index_now.len() == n_instruments => {
-            core::funding::FundingBasis::Index {
-                index_now,
-                position_index,
-            }
-        }
+        (None, None, Some(index_now), Some(position_index)) => core::funding::FundingBasis::Index {
+            index_now,
+            position_index,
+        },
         _ => {
             return Err(fail(
                 "give rates and marks, or index_now and position_index, one per instrument",
