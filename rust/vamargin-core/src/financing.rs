@@ -4,14 +4,12 @@
 //! (T piecewise linear in the holding's value), so applying any one of them brings the
 //! account back to its call target.
 
-use std::sync::{Mutex, PoisonError};
-
 use rayon::prelude::*;
 
 use crate::book::{Book, RowsOf};
 use crate::error::{Error, Result};
 use crate::money::ExactAmount;
-use crate::parallel::{column_bundle, for_each_chunk};
+use crate::parallel::{column_bundle, map_chunks};
 use crate::params::{CallTarget, EngineParams, Haircuts};
 use crate::tiers::SizeTiers;
 use crate::valuation::{Market, Revaluation, Status};
@@ -185,9 +183,8 @@ pub fn collateral_figures(
         weights,
         eligible: params.assets.iter().map(|asset| asset.eligible).collect(),
     };
-    // (first account, per-asset sums) of every chunk.
-    let chunk_sums = Mutex::new(Vec::new());
-    for_each_chunk(
+    // Per-asset sums of every chunk, in account order.
+    let chunk_sums = map_chunks(
         columns,
         COLLATERAL_CHUNK,
         &|first, chunk: CollateralRows<'_>| {
@@ -217,17 +214,10 @@ pub fn collateral_figures(
                 chunk.collateral[i] = sums.collateral;
                 chunk.ltv[i] = crate::valuation::loan_to_value(sums.debit, sums.collateral);
             }
-            chunk_sums
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .push((first, by_asset));
+            by_asset
         },
     );
-    let mut chunk_sums = chunk_sums
-        .into_inner()
-        .unwrap_or_else(PoisonError::into_inner);
-    chunk_sums.sort_unstable_by_key(|&(first, _)| first);
-    for (_, sums) in chunk_sums {
+    for sums in chunk_sums {
         for (total, sum) in figures.by_asset.iter_mut().zip(sums) {
             *total += sum;
         }

@@ -10,15 +10,12 @@
 //!   funding of a position opposite to the net open interest, rounded against the house;
 //! - `dust` is what rounding left over: `−(Σ payments + house)`, never negative.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
-
 use crate::book::{Grouping, Positions};
 use crate::error::{Error, Result};
 use crate::money::{
     sum_by_account, AccountSums, CellSums, Coefficient, Estimate, ExactAmount, ExactSum,
 };
-use crate::parallel::{column_bundle, for_each_chunk, SplitRows};
+use crate::parallel::{column_bundle, map_chunks, SplitRows};
 use crate::params::EngineParams;
 use crate::perp::ContractKind;
 
@@ -214,23 +211,21 @@ pub fn settle_funding(
 ) -> Result<FundingSettlement> {
     let settler = Settler::new(params, positions, basis, settle_decimals)?;
     let mut payments = vec![0i64; positions.qty.len()];
-    let errors = FirstError::default();
-    let chunk_totals: Mutex<Vec<Vec<Totals>>> = Mutex::new(Vec::new());
-    for_each_chunk(
+    // Per chunk, in row order: its totals, or the error of its first bad row (so the
+    // first error among them is the book's first).
+    let chunk_totals = map_chunks(
         Payments {
             payment: &mut payments,
         },
         CHUNK,
         &|first, chunk: Payments<'_>| {
             let mut lanes = settler.lanes();
-            if let Err((row, error)) = settler.settle_rows(first, chunk.payment, &mut lanes) {
-                return errors.record(row, error);
-            }
-            lock(&chunk_totals).push(settler.totals(lanes));
+            settler.settle_rows(first, chunk.payment, &mut lanes)?;
+            Ok(settler.totals(lanes))
         },
     );
-    errors.into_result()?;
-    settler.finish(payments, into_inner(chunk_totals))
+    let chunk_totals = chunk_totals.into_iter().collect::<Result<Vec<_>>>()?;
+    settler.finish(payments, chunk_totals)
 }
 
 /// [`settle_funding`], and each account's payments summed per settle asset: the
@@ -270,33 +265,31 @@ pub fn settle_funding_by_account(
     };
     let settler = Settler::new(params, positions, basis, settle_decimals)?;
     let mut payments = vec![0i64; positions.qty.len()];
-    let errors = FirstError::default();
-    let account_overflow = AtomicBool::new(false);
-    let blocks: Mutex<Vec<(usize, Vec<Totals>, AccountSums)>> = Mutex::new(Vec::new());
+    // Per block, in account order: its totals and its accounts' sums (`None` when an
+    // account's total overflowed), or the error of its first bad row.
     let work = |first: usize, block: AccountPayments<'_>| {
         let AccountPayments { payments, starts } = block;
         let first_row = starts[0];
         let mut lanes = settler.lanes();
         // The block's payments, then its accounts' sums while the payments are in cache.
-        if let Err((row, error)) = settler.settle_rows(first_row, payments, &mut lanes) {
-            return errors.record(row, error);
-        }
+        settler.settle_rows(first_row, payments, &mut lanes)?;
         let block_rows = first_row..starts[starts.len() - 1];
         let instrument = &positions.instrument[block_rows];
         let mut sums = CellSums::new(n_assets, starts);
-        for (i, rows) in starts.windows(2).enumerate() {
-            let rows = rows[0] - first_row..rows[1] - first_row;
-            for (&amount, &id) in payments[rows.clone()].iter().zip(&instrument[rows]) {
-                if sums.add(settle_of[id as usize] as usize, amount).is_none() {
-                    account_overflow.store(true, Ordering::Relaxed);
-                    return;
+        let mut summed = || {
+            for (i, rows) in starts.windows(2).enumerate() {
+                let rows = rows[0] - first_row..rows[1] - first_row;
+                for (&amount, &id) in payments[rows.clone()].iter().zip(&instrument[rows]) {
+                    sums.add(settle_of[id as usize] as usize, amount)?;
                 }
+                sums.close(first + i);
             }
-            sums.close(first + i);
-        }
-        lock(&blocks).push((first, settler.totals(lanes), sums.into_sums()));
+            Some(())
+        };
+        let summed = summed();
+        Ok((settler.totals(lanes), summed.map(|()| sums.into_sums())))
     };
-    for_each_chunk(
+    let blocks = map_chunks(
         AccountPayments {
             payments: &mut payments,
             starts,
@@ -305,20 +298,14 @@ pub fn settle_funding_by_account(
         &work,
     );
     // A row's error first, as settling then summing would report it.
-    errors.into_result()?;
-    if account_overflow.into_inner() {
-        return Err(Error::Overflow {
+    let blocks = blocks.into_iter().collect::<Result<Vec<_>>>()?;
+    let (totals, parts): (Vec<_>, Vec<_>) = blocks.into_iter().unzip();
+    let parts = parts
+        .into_iter()
+        .collect::<Option<Vec<_>>>()
+        .ok_or(Error::Overflow {
             what: "an account's total",
-        });
-    }
-    let mut blocks = into_inner(blocks);
-    blocks.sort_unstable_by_key(|(first, _, _)| *first);
-    let mut totals = Vec::with_capacity(blocks.len());
-    let mut parts = Vec::with_capacity(blocks.len());
-    for (_, block_totals, block_sums) in blocks {
-        totals.push(block_totals);
-        parts.push(block_sums);
-    }
+        })?;
     let settlement = settler.finish(payments, totals)?;
     Ok((settlement, AccountSums::concatenate(parts)))
 }
@@ -355,36 +342,6 @@ impl SplitRows for AccountPayments<'_> {
             },
         )
     }
-}
-
-/// The error of the lowest row any chunk failed at.
-#[derive(Default)]
-struct FirstError(Mutex<Option<(usize, Error)>>);
-
-impl FirstError {
-    fn record(&self, row: usize, error: Error) {
-        let mut first = lock(&self.0);
-        if first.as_ref().is_none_or(|(r, _)| row < *r) {
-            *first = Some((row, error));
-        }
-    }
-
-    fn into_result(self) -> Result<()> {
-        match into_inner(self.0) {
-            Some((_, error)) => Err(error),
-            None => Ok(()),
-        }
-    }
-}
-
-/// A lock that a panicked holder did not poison for good (no holder panics; the data
-/// are whole either way).
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn into_inner<T>(mutex: Mutex<T>) -> T {
-    mutex.into_inner().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Per-instrument exact totals of a chunk of rows: Σ payments, and the open interest (or
@@ -552,14 +509,9 @@ impl<'a> Settler<'a> {
             .collect()
     }
 
-    /// The payments of rows `first..first + payments.len()`, counted in `lanes`; at the
-    /// first row that cannot be settled, that row and its error.
-    fn settle_rows(
-        &self,
-        first: usize,
-        payments: &mut [i64],
-        lanes: &mut [Lane],
-    ) -> std::result::Result<(), (usize, Error)> {
+    /// The payments of rows `first..first + payments.len()`, counted in `lanes`; stops at
+    /// the first row that cannot be settled, with its error.
+    fn settle_rows(&self, first: usize, payments: &mut [i64], lanes: &mut [Lane]) -> Result<()> {
         let rows = first..first + payments.len();
         let columns = self.positions.qty[rows.clone()]
             .iter()
@@ -568,9 +520,7 @@ impl<'a> Settler<'a> {
             if qty == 0.0 {
                 continue;
             }
-            *slot = self
-                .settle_row(first + i, qty, &mut lanes[id as usize])
-                .map_err(|error| (first + i, error))?;
+            *slot = self.settle_row(first + i, qty, &mut lanes[id as usize])?;
         }
         Ok(())
     }

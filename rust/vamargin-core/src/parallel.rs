@@ -40,25 +40,41 @@ where
     T: SplitRows,
     F: Fn(usize, T) + Sync,
 {
-    fn recurse<T: SplitRows, F: Fn(usize, T) + Sync>(
+    // A `Vec<()>` holds no memory: the results are only counted.
+    map_chunks(columns, min_rows, work);
+}
+
+/// Runs `work(first_row, chunk)` over chunks of at most about `min_rows` rows, in
+/// parallel, and returns what it gave for each chunk, in row order (so the first error
+/// among them is the one of the lowest rows, and sums over them can be added in an
+/// order that does not depend on the thread count).
+pub(crate) fn map_chunks<T, R, F>(columns: T, min_rows: usize, work: &F) -> Vec<R>
+where
+    T: SplitRows,
+    R: Send,
+    F: Fn(usize, T) -> R + Sync,
+{
+    fn recurse<T: SplitRows, R: Send, F: Fn(usize, T) -> R + Sync>(
         columns: T,
         first: usize,
         min_rows: usize,
         work: &F,
-    ) {
+    ) -> Vec<R> {
         let rows = columns.rows();
         if rows <= min_rows {
-            work(first, columns);
+            vec![work(first, columns)]
         } else {
             let mid = rows / 2;
             let (left, right) = columns.split_at_row(mid);
-            rayon::join(
+            let (mut left, right) = rayon::join(
                 || recurse(left, first, min_rows, work),
                 || recurse(right, first + mid, min_rows, work),
             );
+            left.extend(right);
+            left
         }
     }
-    recurse(columns, 0, min_rows.max(1), work);
+    recurse(columns, 0, min_rows.max(1), work)
 }
 
 /// Declares a bundle of mutable output columns and its [`SplitRows`] impl.
@@ -88,3 +104,34 @@ macro_rules! column_bundle {
     };
 }
 pub(crate) use column_bundle;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunk_results_come_back_in_row_order() {
+        let mut column = vec![0u32; 10_007];
+        let chunks = map_chunks(column.as_mut_slice(), 64, &|first, chunk: &mut [u32]| {
+            chunk.fill(1);
+            (first, chunk.len())
+        });
+        // Consecutive chunks, each at most 64 rows, covering every row once.
+        let mut next = 0;
+        for &(first, len) in &chunks {
+            assert_eq!(first, next);
+            assert!((1..=64).contains(&len));
+            next += len;
+        }
+        assert_eq!(next, column.len());
+        assert!(column.iter().all(|&x| x == 1));
+        // Rows of 0 give one empty chunk.
+        assert_eq!(
+            map_chunks(&mut [0u32][..0], 64, &|first, c: &mut [u32]| (
+                first,
+                c.len()
+            )),
+            vec![(0, 0)]
+        );
+    }
+}
