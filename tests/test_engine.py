@@ -13,6 +13,7 @@ import pyarrow as pa
 import pytest
 
 import vamargin as vm
+from vamargin import _core
 from vamargin.engine import ACCOUNT_COLUMNS, POSITION_COLUMNS
 from vamargin.synthetic import synthetic_book
 
@@ -112,6 +113,43 @@ def test_results_are_bitwise_identical_for_one_and_two_threads(tmp_path: Path) -
         if name == "threads":
             continue
         assert dumps["1"][name].tobytes() == dumps["2"][name].tobytes(), name
+
+
+def _f64_columns(result: vm.Revaluation) -> dict[str, np.ndarray]:
+    columns = {f"accounts.{c}": result.accounts[c] for c in ACCOUNT_COLUMNS[1:]}
+    columns.update({f"positions.{c}": result.positions[c] for c in POSITION_COLUMNS[2:]})
+    return {name: c for name, c in columns.items() if c.dtype == np.float64}
+
+
+def test_freed_result_columns_are_reused_and_live_ones_never_are() -> None:
+    # An account count no other test uses, so the pool holds no column of these lengths
+    # (a request it cannot serve empties it). Account columns are 78 KB, over the pool's
+    # 64 KiB minimum.
+    synthetic = synthetic_book(n_accounts=9_973, seed=3)
+    book = vm.Book(synthetic.accounts, synthetic.holdings, synthetic.positions)
+    engine = vm.RiskEngine()
+    moved = {name: price * 0.9 for name, price in synthetic.prices.items()}
+    first = engine.revalue(book, synthetic.prices)
+    kept = {name: column.copy() for name, column in _f64_columns(first).items()}
+    second = engine.revalue(book, moved)
+    # A live result is never handed out: the first is untouched by the second.
+    for name, column in _f64_columns(first).items():
+        assert column.tobytes() == kept[name].tobytes(), name
+        assert not np.shares_memory(column, _f64_columns(second)[name]), name
+    # Each revaluation's first request missed, which emptied the pool; freeing the
+    # second result hands its 18 columns to it.
+    assert _core.column_pool_held() == (0, 0)
+    freed = {column.ctypes.data for column in _f64_columns(second).values()}
+    size = sum(column.nbytes for column in _f64_columns(second).values())
+    assert len(freed) == 18
+    del second
+    assert _core.column_pool_held() == (18, size)
+    third = engine.revalue(book, synthetic.prices)
+    # The third takes them, uncleared, and writes every element.
+    assert _core.column_pool_held() == (0, 0)
+    assert {column.ctypes.data for column in _f64_columns(third).values()} == freed
+    for name, column in _f64_columns(third).items():
+        assert column.tobytes() == kept[name].tobytes(), name
 
 
 def test_grouping_detects_unsorted_positions(small_book) -> None:  # type: ignore[no-untyped-def]

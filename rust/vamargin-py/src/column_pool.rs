@@ -8,8 +8,12 @@
 //! uncleared, to the next kernel that asks for columns of the same length (kernels write
 //! every element: see [`Columns`]).
 //!
-//! - Only columns of at least [`MIN_BYTES`] are kept; smaller ones go back to the
-//!   allocator, whose free lists already serve them.
+//! - Columns of at least [`MIN_BYTES`] (64 KiB) are kept; smaller ones go back to the
+//!   allocator. The allocator does not keep the larger ones warm: glibc maps a column of
+//!   a few MiB afresh, or trims it back to the system when it is freed, so until the pool
+//!   kept them a revaluation of 1M positions faulted in all 77 MB of its columns on every
+//!   call (18 700 page faults, 47 ms of system time against 85 ms of user time;
+//!   BENCHMARKS.md, sixth session).
 //! - At most `VAMARGIN_COLUMN_POOL_MB` MiB (default [`DEFAULT_MIB`]; `0` turns the pool
 //!   off) are kept; a column that does not fit is freed.
 //! - A request of a length the pool does not hold empties it: the book changed shape, and
@@ -28,8 +32,8 @@ use vamargin_core::Columns;
 
 use crate::huge_pages::HugePages;
 
-/// Columns under 8 MiB (a million `f64`) are not kept.
-pub const MIN_BYTES: usize = 8 << 20;
+/// Columns under 64 KiB (8 192 `f64`) are not kept: the allocator's free lists serve them.
+pub const MIN_BYTES: usize = 64 << 10;
 /// Pool size unless `VAMARGIN_COLUMN_POOL_MB` says otherwise: the columns of one
 /// revaluation of about 20M positions.
 pub const DEFAULT_MIB: usize = 2048;
@@ -102,6 +106,14 @@ fn keep(column: Vec<f64>) {
         spare.bytes += bytes;
         spare.columns.push(column);
     }
+}
+
+/// The columns the pool holds now, and their size in bytes (for tests and monitoring:
+/// a long-running caller can see what the pool keeps).
+#[pyfunction]
+pub fn column_pool_held() -> (usize, usize) {
+    let spare = spare();
+    (spare.columns.len(), spare.bytes)
 }
 
 /// Columns from the pool where it holds one of the length asked for; otherwise fresh,
