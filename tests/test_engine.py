@@ -152,6 +152,45 @@ def test_freed_result_columns_are_reused_and_live_ones_never_are() -> None:
         assert column.tobytes() == kept[name].tobytes(), name
 
 
+_THREADS = """
+import datetime as dt, os, vamargin as vm
+from vamargin.synthetic import synthetic_book
+def threads():
+    tasks = os.listdir("/proc/self/task")
+    return {t: open(f"/proc/self/task/{t}/comm").read().strip() for t in tasks}
+config = vm.RiskConfig.hk_default()
+engine = vm.RiskEngine(config)
+for shuffle in (False, True):  # sorted and unsorted groupings
+    s = synthetic_book(n_accounts=40_000, seed=5, shuffle_positions=shuffle)
+    before = threads()
+    book = vm.Book(s.accounts, s.holdings, s.positions)
+    engine.revalue(book, s.prices)
+    engine.funding(book, {p.symbol: 1e-4 for p in config.perpetuals}, s.prices)
+    engine.liquidation_queue(book, s.prices)
+    engine.adl_queue(book, s.prices)
+    engine.margin_calls(book, s.prices, dt.datetime(2026, 3, 2, 8, tzinfo=dt.UTC))
+    engine.accrue_interest(book)
+    engine.firm_report(book, s.prices, capital=1e9)
+    engine.stress(book, s.prices, "smf")
+    engine.stress_equity(book, s.prices, "smf")
+    new = {t: name for t, name in threads().items() if t not in before}
+    print(sorted(new.values()))
+"""
+
+
+def test_every_kernel_runs_on_the_configured_threads() -> None:
+    # Work handed to rayon outside the vamargin pool would start rayon's global pool, a
+    # thread per core whatever VAMARGIN_NUM_THREADS says.
+    if not Path("/proc/self/task").is_dir():
+        pytest.skip("needs /proc")
+    env = {**os.environ, "VAMARGIN_NUM_THREADS": "1"}
+    out = subprocess.run(
+        [sys.executable, "-c", _THREADS], check=True, env=env, capture_output=True, text=True
+    ).stdout.splitlines()
+    # The pool's one thread starts with the first kernel; nothing starts after it.
+    assert out == ["['vamargin-0']", "[]"]
+
+
 def test_grouping_detects_unsorted_positions(small_book) -> None:  # type: ignore[no-untyped-def]
     book, _, _ = small_book
     bound = book.bind(vm.RiskConfig.hk_default())

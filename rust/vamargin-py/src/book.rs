@@ -76,8 +76,9 @@ impl PyGrouping {
     ) -> PyResult<Self> {
         let rows = account_rows.as_slice()?;
         let keys = keys.as_ref().map(|k| k.as_slice()).transpose()?;
+        let pool = pool::current()?;
         let inner = py
-            .detach(|| Grouping::build(rows, keys, n_accounts, "account"))
+            .detach(|| pool::install(&pool, || Grouping::build(rows, keys, n_accounts, "account")))
             .map_err(|e| to_py(e, context))?;
         Ok(PyGrouping { inner })
     }
@@ -202,11 +203,25 @@ pub fn on_book<T: Send>(
     work: impl FnOnce(&Book<'_>, &[i64]) -> core::Result<T> + Send,
 ) -> PyResult<T> {
     let borrowed = book.borrow(py);
-    let core_book = borrowed.book(params)?;
+    let (accounts, holdings, positions) = borrowed.columns()?;
     let account_ids = borrowed.account_id.as_slice()?;
     let pool = pool::current()?;
-    py.detach(|| pool::install(&pool, || work(&core_book, account_ids)))
-        .map_err(|e| to_py(e, what))
+    // The book's id checks run in parallel too: inside the pool, without the GIL.
+    py.detach(|| {
+        pool::install(&pool, || {
+            let core_book = Book::new(
+                &params.inner,
+                accounts,
+                holdings,
+                positions,
+                borrowed.holding_groups,
+                borrowed.position_groups,
+            )
+            .map_err(|e| (e, "book"))?;
+            work(&core_book, account_ids).map_err(|e| (e, what))
+        })
+    })
+    .map_err(|(e, context)| to_py(e, context))
 }
 
 pub fn optional_slice<'a>(
@@ -219,20 +234,6 @@ pub fn optional_slice<'a>(
 }
 
 impl BorrowedBook<'_> {
-    /// The core's view of the book, checked against `params` (every id: O(rows)).
-    pub fn book(&self, params: &PyEngineParams) -> PyResult<Book<'_>> {
-        let (accounts, holdings, positions) = self.columns()?;
-        Book::new(
-            &params.inner,
-            accounts,
-            holdings,
-            positions,
-            self.holding_groups,
-            self.position_groups,
-        )
-        .map_err(|e| to_py(e, "book"))
-    }
-
     /// The core's view for a single-account kernel, which checks the ids it reads: O(1).
     pub fn account_book(&self) -> PyResult<Book<'_>> {
         let (accounts, holdings, positions) = self.columns()?;
