@@ -7,6 +7,7 @@
 use rayon::prelude::*;
 
 use crate::book::{Book, RowsOf};
+use crate::columns::Columns;
 use crate::error::{Error, Result};
 use crate::money::ExactAmount;
 use crate::parallel::{column_bundle, map_chunks};
@@ -153,24 +154,26 @@ column_bundle!(
 /// Accounts per parallel chunk of [`collateral_figures`].
 const COLLATERAL_CHUNK: usize = 4096;
 
-/// Collateral figures of every account. Each account's sums run over its rows in key
-/// order. The per-asset totals are summed per chunk of accounts and the chunks added in
-/// account order; chunks are cut by the number of accounts alone, so the figures do not
-/// depend on the thread count.
+/// Collateral figures of every account, in per-account columns from `columns` (every
+/// element is written). Each account's sums run over its rows in key order. The
+/// per-asset totals are summed per chunk of accounts and the chunks added in account
+/// order; chunks are cut by the number of accounts alone, so the figures do not depend
+/// on the thread count.
 pub fn collateral_figures(
     params: &EngineParams,
     book: &Book<'_>,
     prices: &[f64],
     weights: &[f64],
+    columns: &impl Columns,
 ) -> CollateralFigures {
     let n_accounts = book.n_accounts();
     let n_assets = weights.len();
     let mut figures = CollateralFigures {
         by_asset: vec![0.0; n_assets],
-        recognised: vec![0.0; n_accounts],
-        debit: vec![0.0; n_accounts],
-        collateral: vec![0.0; n_accounts],
-        ltv: vec![0.0; n_accounts],
+        recognised: columns.f64s(n_accounts),
+        debit: columns.f64s(n_accounts),
+        collateral: columns.f64s(n_accounts),
+        ltv: columns.f64s(n_accounts),
     };
     let columns = CollateralRows {
         recognised: &mut figures.recognised,
@@ -488,6 +491,77 @@ fn forced_sale_plan(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::book::{Accounts, Grouping, Holdings, Positions};
+    use crate::columns::{Stale, Zeroed};
+    use crate::params::AssetParams;
+
+    /// Three assets (USD eligible, BTC eligible, an ineligible token) and four accounts:
+    /// a loan against BTC, cash only, nothing, and a loan against the token and USD.
+    #[test]
+    fn collateral_figures_write_every_account_and_sum_per_asset() {
+        let asset = |eligible| {
+            AssetParams::new(
+                Haircuts::new(0.0, 0.0, 0.0).unwrap(),
+                eligible,
+                SizeTiers::default(),
+            )
+        };
+        let params = EngineParams::new(
+            vec![asset(true), asset(true), asset(false)],
+            vec![],
+            CallTarget::Initial,
+        )
+        .unwrap();
+        let h_account = [0, 0, 1, 3, 3, 3];
+        let h_asset = [1, 0, 0, 2, 0, 1];
+        let h_amount = [2.0, -50_000.0, 1_000.0, 400.0, 300.0, -0.5];
+        let credit = [f64::INFINITY; 4];
+        let holding_groups = Grouping::build(&h_account, Some(&h_asset), 4, "holdings").unwrap();
+        let position_groups = Grouping::build(&[], None, 4, "positions").unwrap();
+        let book = Book::new(
+            &params,
+            Accounts {
+                credit_limit: &credit,
+            },
+            Holdings {
+                account: &h_account,
+                asset: &h_asset,
+                amount: &h_amount,
+            },
+            Positions {
+                account: &[],
+                instrument: &[],
+                qty: &[],
+                entry_price: &[],
+                isolated_margin: None,
+                leverage: None,
+            },
+            &holding_groups,
+            &position_groups,
+        )
+        .unwrap();
+        // BTC at 60 000, the token at 2.5; capital weights 1 − haircut.
+        let prices = [1.0, 60_000.0, 2.5];
+        let weights = [1.0, 0.4, 0.0];
+        let zeroed = collateral_figures(&params, &book, &prices, &weights, &Zeroed);
+        let stale = collateral_figures(&params, &book, &prices, &weights, &Stale);
+        for (a, b) in [
+            (&zeroed.recognised, &stale.recognised),
+            (&zeroed.debit, &stale.debit),
+            (&zeroed.collateral, &stale.collateral),
+            (&zeroed.ltv, &stale.ltv),
+        ] {
+            let bits = |c: &[f64]| c.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(a), bits(b));
+        }
+        // Account 0: 2 BTC = 120 000 against a 50 000 USD loan. Account 3: 1 000 of the
+        // token (ineligible) and 300 USD against 0.5 BTC = 30 000.
+        assert_eq!(zeroed.debit, vec![50_000.0, 0.0, 0.0, 30_000.0]);
+        assert_eq!(zeroed.collateral, vec![120_000.0, 1_000.0, 0.0, 300.0]);
+        assert_eq!(zeroed.recognised, vec![48_000.0, 1_000.0, 0.0, 300.0]);
+        assert_eq!(zeroed.ltv, vec![50_000.0 / 120_000.0, 0.0, 0.0, 100.0]);
+        assert_eq!(zeroed.by_asset, vec![1_300.0, 120_000.0, 1_000.0]);
+    }
 
     #[test]
     fn interest_is_exact_and_never_under_charged() {

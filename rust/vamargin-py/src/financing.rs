@@ -9,6 +9,7 @@ use vamargin_core::financing::{
 use vamargin_core::Scope;
 
 use crate::book::{on_book, PyCoreBook};
+use crate::column_pool::{result_array, Recycled};
 use crate::columns::column;
 use crate::errors::{to_py, ConfigError, DataError};
 use crate::params::PyEngineParams;
@@ -160,13 +161,14 @@ pub fn collateral_figures<'py>(
             core_book,
             prices,
             weights,
+            &Recycled,
         ))
     })?;
     let out = PyDict::new(py);
     out.set_item("by_asset", figures.by_asset.into_pyarray(py))?;
-    out.set_item("recognised", figures.recognised.into_pyarray(py))?;
-    out.set_item("debit", figures.debit.into_pyarray(py))?;
-    out.set_item("collateral", figures.collateral.into_pyarray(py))?;
-    out.set_item("ltv", figures.ltv.into_pyarray(py))?;
+    out.set_item("recognised", result_array(py, figures.recognised)?)?;
+    out.set_item("debit", result_array(py, figures.debit)?)?;
+    out.set_item("collateral", result_array(py, figures.collateral)?)?;
+    out.set_item("ltv", result_array(py, figures.ltv)?)?;
     Ok(out)
 }
