@@ -812,3 +812,32 @@ def test_house_postings_checks_its_arguments() -> None:
     assert house_postings(
         CONFIG, {"BTCUSDT1": 10**9, "BTCUSDT": 10**9}, rates=rates, marks=marks
     ) == {"BTCUSDT1": 10_000_000, "BTCUSDT": 10_000}
+
+
+def test_freed_payments_are_reused_and_live_ones_never_are() -> None:
+    # An account count no other test uses: the pool holds no column of this length (a
+    # request it cannot serve empties it). The payments column (~380 KB) is over the
+    # pool's 64 KiB minimum; it shares the pool with the revaluation's f64 columns.
+    from vamargin import _core
+    from vamargin.synthetic import synthetic_book
+
+    synthetic = synthetic_book(n_accounts=9_967, seed=4)
+    book = vm.Book(synthetic.accounts, synthetic.holdings, synthetic.positions)
+    engine = vm.RiskEngine()
+    rates = {p.symbol: 0.0001 for p in engine.config.perpetuals}
+    first = engine.funding(book, rates, synthetic.prices)
+    kept = first.payments.copy()
+    second = engine.funding(book, {s: -3 * r for s, r in rates.items()}, synthetic.prices)
+    assert first.payments.tobytes() == kept.tobytes()
+    assert not np.shares_memory(first.payments, second.payments)
+    assert (second.payments != 0).any()
+    assert _core.column_pool_held() == (0, 0)
+    freed, size = second.payments.ctypes.data, second.payments.nbytes
+    del second
+    assert _core.column_pool_held() == (1, size)
+    third = engine.funding(book, rates, synthetic.prices)
+    assert _core.column_pool_held() == (0, 0)
+    # The third settlement takes the second's column, uncleared, and writes every row
+    # (the core's tests cover empty positions, which this book has none of).
+    assert third.payments.ctypes.data == freed
+    assert third.payments.tobytes() == kept.tobytes()

@@ -23,6 +23,10 @@ pub trait Columns: Sync {
         vec![0; n]
     }
 
+    fn i64s(&self, n: usize) -> Vec<i64> {
+        vec![0; n]
+    }
+
     /// Takes back a column the kernel no longer needs (by default: frees it).
     fn give_back(&self, column: Vec<f64>) {
         drop(column);
@@ -44,6 +48,7 @@ pub(crate) struct Stale;
 #[cfg(test)]
 impl Stale {
     pub(crate) const F64: f64 = f64::from_bits(0x7ff8_dead_beef_0001);
+    pub(crate) const I64: i64 = 0x5EAD_BEEF_DEAD_BEEF;
 }
 
 #[cfg(test)]
@@ -58,5 +63,9 @@ impl Columns for Stale {
 
     fn u32s(&self, n: usize) -> Vec<u32> {
         vec![0xDEAD_BEEF; n]
+    }
+
+    fn i64s(&self, n: usize) -> Vec<i64> {
+        vec![Self::I64; n]
     }
 }

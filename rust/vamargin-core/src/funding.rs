@@ -11,6 +11,7 @@
 //! - `dust` is what rounding left over: `−(Σ payments + house)`, never negative.
 
 use crate::book::{Grouping, Positions};
+use crate::columns::{Columns, Zeroed};
 use crate::error::{Error, Result};
 use crate::money::{
     sum_by_account, AccountSums, CellSums, Coefficient, Estimate, ExactAmount, ExactSum,
@@ -209,8 +210,20 @@ pub fn settle_funding(
     basis: FundingBasis<'_>,
     settle_decimals: &[u32],
 ) -> Result<FundingSettlement> {
+    settle_funding_into(params, positions, basis, settle_decimals, &Zeroed)
+}
+
+/// [`settle_funding`], the payments in a column from `columns` (every element is
+/// written).
+pub fn settle_funding_into(
+    params: &EngineParams,
+    positions: &Positions<'_>,
+    basis: FundingBasis<'_>,
+    settle_decimals: &[u32],
+    columns: &impl Columns,
+) -> Result<FundingSettlement> {
     let settler = Settler::new(params, positions, basis, settle_decimals)?;
-    let mut payments = vec![0i64; positions.qty.len()];
+    let mut payments = columns.i64s(positions.qty.len());
     // Per chunk, in row order: its totals, or the error of its first bad row (so the
     // first error among them is the book's first).
     let chunk_totals = map_chunks(
@@ -234,13 +247,15 @@ pub fn settle_funding(
 ///
 /// When the positions are laid out by account (`groups` is sorted), each block of
 /// accounts makes its rows' payments, then sums them per account while they are in
-/// cache; otherwise the payments are made, then summed.
+/// cache; otherwise the payments are made, then summed. The payments column comes from
+/// `columns`.
 pub fn settle_funding_by_account(
     params: &EngineParams,
     positions: &Positions<'_>,
     groups: &Grouping,
     basis: FundingBasis<'_>,
     settle_decimals: &[u32],
+    columns: &impl Columns,
 ) -> Result<(FundingSettlement, AccountSums)> {
     if groups.n_rows() != positions.qty.len() {
         return Err(Error::LengthMismatch {
@@ -253,7 +268,7 @@ pub fn settle_funding_by_account(
     // Each row's payment counts under its instrument's settle asset.
     let settle_of: Vec<u32> = params.perpetuals.iter().map(|p| p.settle_asset).collect();
     let Some(starts) = groups.row_starts() else {
-        let settlement = settle_funding(params, positions, basis, settle_decimals)?;
+        let settlement = settle_funding_into(params, positions, basis, settle_decimals, columns)?;
         let sums = sum_by_account(
             groups,
             positions.instrument,
@@ -264,7 +279,7 @@ pub fn settle_funding_by_account(
         return Ok((settlement, sums));
     };
     let settler = Settler::new(params, positions, basis, settle_decimals)?;
-    let mut payments = vec![0i64; positions.qty.len()];
+    let mut payments = columns.i64s(positions.qty.len());
     // Per block, in account order: its totals and its accounts' sums (`None` when an
     // account's total overflowed), or the error of its first bad row.
     let work = |first: usize, block: AccountPayments<'_>| {
@@ -517,10 +532,11 @@ impl<'a> Settler<'a> {
             .iter()
             .zip(&self.positions.instrument[rows]);
         for (i, (slot, (&qty, &id))) in payments.iter_mut().zip(columns).enumerate() {
-            if qty == 0.0 {
-                continue;
-            }
-            *slot = self.settle_row(first + i, qty, &mut lanes[id as usize])?;
+            *slot = if qty == 0.0 {
+                0
+            } else {
+                self.settle_row(first + i, qty, &mut lanes[id as usize])?
+            };
         }
         Ok(())
     }
@@ -669,6 +685,7 @@ impl<'a> Settler<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::columns::Stale;
     use crate::params::{AssetParams, CallTarget, Haircuts, PerpetualParams};
     use crate::tiers::{SizeTiers, TierTable};
 
@@ -897,11 +914,12 @@ mod tests {
         let sorted = Grouping::build(&account, None, n_accounts, "account").unwrap();
         assert!(sorted.is_sorted());
         let (settlement, sums) =
-            settle_funding_by_account(&params, &positions, &sorted, basis, &[6, 8]).unwrap();
+            settle_funding_by_account(&params, &positions, &sorted, basis, &[6, 8], &Stale)
+                .unwrap();
         assert_eq!(settlement, expected);
         assert_eq!(sums, expected_sums);
 
-        // Rows in another order: settled, then summed, to the same sums.
+        // Payments go to stale columns, and every one is written (empty rows' too).
         let order: Vec<usize> = (0..qty.len()).rev().collect();
         let account_r: Vec<u32> = order.iter().map(|&r| account[r]).collect();
         let instrument_r: Vec<u32> = order.iter().map(|&r| instrument[r]).collect();
@@ -914,6 +932,7 @@ mod tests {
             &reordered,
             basis,
             &[6, 8],
+            &Stale,
         )
         .unwrap();
         assert_eq!(sums_r, expected_sums);
@@ -941,6 +960,7 @@ mod tests {
             &groups,
             basis,
             &[6, 8],
+            &Zeroed,
         );
         assert!(
             matches!(err, Err(Error::Overflow { what }) if what == "an account's total"),
@@ -953,6 +973,7 @@ mod tests {
             &groups,
             basis,
             &[6, 8],
+            &Zeroed,
         );
         assert!(
             matches!(err, Err(Error::Overflow { what }) if what == "quantity"),
@@ -1003,7 +1024,14 @@ mod tests {
         ));
         let groups = Grouping::build(&[0, 0], None, 1, "account").unwrap();
         assert!(matches!(
-            settle_funding_by_account(&params, &positions(&[0], &[1.0]), &groups, basis, &[6, 8]),
+            settle_funding_by_account(
+                &params,
+                &positions(&[0], &[1.0]),
+                &groups,
+                basis,
+                &[6, 8],
+                &Zeroed
+            ),
             Err(Error::LengthMismatch { .. })
         ));
     }

@@ -14,6 +14,8 @@
 //!   kept them a revaluation of 1M positions faulted in all 77 MB of its columns on every
 //!   call (18 700 page faults, 47 ms of system time against 85 ms of user time;
 //!   BENCHMARKS.md, sixth session).
+//! - `f64` and `i64` columns share the pool (one size and alignment): the revaluation's
+//!   figures, the firm report's per-account figures and funding's payments.
 //! - At most `VAMARGIN_COLUMN_POOL_MB` MiB (default [`DEFAULT_MIB`]; `0` turns the pool
 //!   off) are kept; a column that does not fit is freed.
 //! - A request of a length the pool does not hold empties it: the book changed shape, and
@@ -134,6 +136,12 @@ impl Columns for Recycled {
         HugePages.u32s(n)
     }
 
+    /// An `i64` column shares the pool with the `f64` ones: the same size and alignment,
+    /// so a kept column's allocation serves either (its bits are overwritten).
+    fn i64s(&self, n: usize) -> Vec<i64> {
+        take(n).map_or_else(|| HugePages.i64s(n), bytemuck::allocation::cast_vec)
+    }
+
     fn give_back(&self, column: Vec<f64>) {
         keep(column);
     }
@@ -163,6 +171,20 @@ pub fn result_array(py: Python<'_>, column: Vec<f64>) -> PyResult<Bound<'_, PyAr
     // column lives as long as the array. `owner` is frozen and its column private: nothing
     // reallocates or moves the column's heap buffer until `owner` is dropped, which numpy
     // does only after the array itself is gone.
+    Ok(unsafe { PyArray1::borrow_from_array(&view, owner.clone().into_any()) })
+}
+
+/// [`result_array`] for an `i64` column (kept as the pool's `f64` allocation, viewed as
+/// `i64`).
+pub fn result_array_i64(py: Python<'_>, column: Vec<i64>) -> PyResult<Bound<'_, PyArray1<i64>>> {
+    if bytes_of(column.len()) < MIN_BYTES || capacity() == 0 {
+        return Ok(column.into_pyarray(py));
+    }
+    let column: Vec<f64> = bytemuck::allocation::cast_vec(column);
+    let owner = Bound::new(py, ResultColumn { column })?;
+    let view = ArrayView1::from(bytemuck::cast_slice::<f64, i64>(&owner.get().column));
+    // SAFETY: as in `result_array`: the array views `owner`'s column, which stays where it
+    // is until `owner`, the array's base object, is dropped after the array.
     Ok(unsafe { PyArray1::borrow_from_array(&view, owner.clone().into_any()) })
 }
 

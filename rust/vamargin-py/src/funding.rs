@@ -8,6 +8,7 @@ use vamargin_core::money::ExactSum;
 use vamargin_core::Positions;
 
 use crate::book::{optional_slice, PyGrouping};
+use crate::column_pool::{result_array_i64, Recycled};
 use crate::errors::to_py;
 use crate::params::PyEngineParams;
 use crate::pool;
@@ -73,13 +74,15 @@ pub fn settle_funding<'py>(
                     groups,
                     basis,
                     &settle_decimals,
+                    &Recycled,
                 )
                 .map(|(settlement, sums)| (settlement, Some(sums))),
-                None => core::funding::settle_funding(
+                None => core::funding::settle_funding_into(
                     &params.inner,
                     &positions,
                     basis,
                     &settle_decimals,
+                    &Recycled,
                 )
                 .map(|settlement| (settlement, None)),
             })
@@ -96,7 +99,7 @@ pub fn settle_funding<'py>(
             ),
         )?;
     }
-    out.set_item("payments", settlement.payments.into_pyarray(py))?;
+    out.set_item("payments", result_array_i64(py, settlement.payments)?)?;
     out.set_item("dust", settlement.dust.into_pyarray(py))?;
     out.set_item("house", settlement.house.into_pyarray(py))?;
     out.set_item("received", settlement.received.into_pyarray(py))?;

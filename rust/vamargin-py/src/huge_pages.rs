@@ -34,6 +34,12 @@ impl Columns for HugePages {
         advise(&column);
         column
     }
+
+    fn i64s(&self, n: usize) -> Vec<i64> {
+        let column = vec![0; n];
+        advise(&column);
+        column
+    }
 }
 
 const HUGE_PAGE: usize = 2 << 20;
