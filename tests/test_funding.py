@@ -841,3 +841,24 @@ def test_freed_payments_are_reused_and_live_ones_never_are() -> None:
     # (the core's tests cover empty positions, which this book has none of).
     assert third.payments.ctypes.data == freed
     assert third.payments.tobytes() == kept.tobytes()
+
+
+def test_by_account_needs_one_id_per_account_of_the_grouping() -> None:
+    from vamargin import _core
+    from vamargin.synthetic import synthetic_book
+
+    config = vm.RiskConfig.hk_default()
+    synthetic = synthetic_book(config, n_accounts=50, seed=2)
+    book = vm.Book(synthetic.accounts, positions=synthetic.positions)
+    bound = book.bind(config)
+    n = len(config.perpetuals)
+    with pytest.raises(vm.DataError, match="funding: 49 account ids for a grouping of 50"):
+        _core.settle_funding(
+            config.engine_params,
+            bound.position_instrument,
+            book.qty,
+            [a.minor_decimals for a in config.assets],
+            rates=np.zeros(n),
+            marks=np.ones(n),
+            by_account=(bound.position_groups, book.account_id[:-1]),
+        )

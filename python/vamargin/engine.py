@@ -195,7 +195,7 @@ class RiskEngine:
                 settle_decimals,
                 rates=rate_by_id,
                 marks=marks,
-                groups=bound.position_groups,
+                by_account=(bound.position_groups, book.account_id),
             )
         else:
             if book.funding_index is None:
@@ -210,7 +210,7 @@ class RiskEngine:
                 settle_decimals,
                 index_now=index_now,
                 position_index=book.funding_index,
-                groups=bound.position_groups,
+                by_account=(bound.position_groups, book.account_id),
             )
         return self._funding_settlement(book, bound, raw)
 
@@ -222,10 +222,10 @@ class RiskEngine:
         settle_of = np.array([config.asset_ids[p.settle] for p in config.perpetuals], np.uint32)
         payments = raw["payments"]
         # Each account's payments, summed per settle asset by the kernel.
-        account_rows, asset_ids, amounts = raw["by_account"]
+        account_ids, asset_ids, amounts = raw["by_account"]
         by_account = Table(
             {
-                "account_id": book.account_id[account_rows],
+                "account_id": account_ids,
                 "asset": category(asset_names, asset_ids),
                 "amount": amounts,
             }

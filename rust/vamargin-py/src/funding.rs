@@ -14,12 +14,12 @@ use crate::params::PyEngineParams;
 use crate::pool;
 
 /// Settles funding per position in minor units; `rates`+`marks` (one interval) or
-/// `index_now`+`position_index` (cumulative index), one value per instrument. With the
-/// positions' `groups`, also each account's payments summed per settle asset:
-/// `by_account = (account_rows, assets, amounts)`, the non-zero sums in account then
-/// asset order.
+/// `index_now`+`position_index` (cumulative index), one value per instrument. With
+/// `by_account = (groups, account_id)` (the positions' grouping and the accounts'
+/// ids), also each account's payments summed per settle asset: `by_account =
+/// (account_ids, assets, amounts)`, the non-zero sums in account then asset order.
 #[pyfunction]
-#[pyo3(signature = (params, position_instrument, qty, settle_decimals, *, rates=None, marks=None, index_now=None, position_index=None, groups=None))]
+#[pyo3(signature = (params, position_instrument, qty, settle_decimals, *, rates=None, marks=None, index_now=None, position_index=None, by_account=None))]
 #[allow(clippy::too_many_arguments)]
 pub fn settle_funding<'py>(
     py: Python<'py>,
@@ -31,7 +31,7 @@ pub fn settle_funding<'py>(
     marks: Option<PyReadonlyArray1<'py, f64>>,
     index_now: Option<PyReadonlyArray1<'py, f64>>,
     position_index: Option<PyReadonlyArray1<'py, f64>>,
-    groups: Option<PyRef<'py, PyGrouping>>,
+    by_account: Option<(PyRef<'py, PyGrouping>, PyReadonlyArray1<'py, i64>)>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let instrument = position_instrument.as_slice()?;
     let qty = qty.as_slice()?;
@@ -63,12 +63,25 @@ pub fn settle_funding<'py>(
         isolated_margin: None,
         leverage: None,
     };
-    let groups = groups.as_ref().map(|g| &g.inner);
+    let accounts = match &by_account {
+        Some((groups, account_id)) => {
+            let account_id = account_id.as_slice()?;
+            if account_id.len() != groups.inner.n_accounts() {
+                return Err(fail(&format!(
+                    "{} account ids for a grouping of {} accounts",
+                    account_id.len(),
+                    groups.inner.n_accounts()
+                )));
+            }
+            Some((&groups.inner, account_id))
+        }
+        None => None,
+    };
     let pool = pool::current()?;
     let (settlement, by_account) = py
         .detach(|| {
-            pool::install(&pool, || match groups {
-                Some(groups) => core::funding::settle_funding_by_account(
+            pool::install(&pool, || match accounts {
+                Some((groups, account_id)) => core::funding::settle_funding_by_account(
                     &params.inner,
                     &positions,
                     groups,
@@ -76,7 +89,15 @@ pub fn settle_funding<'py>(
                     &settle_decimals,
                     &Recycled,
                 )
-                .map(|(settlement, sums)| (settlement, Some(sums))),
+                .map(|(settlement, sums)| {
+                    // Each sum's account row (below the grouping's account count) as its id.
+                    let ids: Vec<i64> = sums
+                        .account
+                        .iter()
+                        .map(|&row| account_id[row as usize])
+                        .collect();
+                    (settlement, Some((ids, sums)))
+                }),
                 None => core::funding::settle_funding_into(
                     &params.inner,
                     &positions,
@@ -89,11 +110,11 @@ pub fn settle_funding<'py>(
         })
         .map_err(|e| to_py(e, "funding"))?;
     let out = PyDict::new(py);
-    if let Some(sums) = by_account {
+    if let Some((ids, sums)) = by_account {
         out.set_item(
             "by_account",
             (
-                sums.account.into_pyarray(py),
+                ids.into_pyarray(py),
                 sums.key.into_pyarray(py),
                 sums.amount.into_pyarray(py),
             ),
