@@ -217,14 +217,21 @@ fn sorted_offsets(account_of_row: &[u32], n_accounts: usize) -> Vec<usize> {
         .par_chunks_mut(SCAN_BLOCK)
         .enumerate()
         .for_each(|(block, out)| {
-            let first_account = block * SCAN_BLOCK;
-            let mut row = account_of_row.partition_point(|&a| (a as usize) < first_account);
-            for (i, offset) in out.iter_mut().enumerate() {
-                let account = first_account + i;
-                while row < account_of_row.len() && (account_of_row[row] as usize) < account {
-                    row += 1;
-                }
-                *offset = row;
+            // `out[i]` is where account `first + i` starts: the number of rows of the
+            // accounts before it. Each row of an account whose start lies after it in this
+            // block writes its end there (the last row's write stays), then a running
+            // maximum carries the starts over accounts without rows. No branch depends on
+            // how many rows an account has.
+            let first = block * SCAN_BLOCK;
+            let start_of =
+                |account: usize| account_of_row.partition_point(|&a| (a as usize) < account);
+            let rows = start_of(first)..start_of(first + out.len() - 1);
+            out[0] = rows.start;
+            for (row, &account) in account_of_row[rows.clone()].iter().enumerate() {
+                out[account as usize - first + 1] = rows.start + row + 1;
+            }
+            for i in 1..out.len() {
+                out[i] = out[i].max(out[i - 1]);
             }
         });
     offsets
