@@ -633,12 +633,19 @@ fn merge_lookup(sorted: &[i64], ids: &[i64], rows: &mut [u32]) -> Result<bool> {
                 if id < previous {
                     return Merged::Unordered;
                 }
+                // A row stays on its account or moves to the next one: the step depends on
+                // the ids alone, not on a load from `sorted`, so rows do not wait on each
+                // other's loads. Only past accounts without rows (or at an unknown id)
+                // does it search on.
+                at += usize::from(id != previous);
                 previous = id;
-                while at < sorted.len() && sorted[at] < id {
-                    at += 1;
-                }
-                if at == sorted.len() || sorted[at] != id {
-                    return Merged::Unknown(start + i);
+                if sorted.get(at) != Some(&id) {
+                    while at < sorted.len() && sorted[at] < id {
+                        at += 1;
+                    }
+                    if at == sorted.len() || sorted[at] != id {
+                        return Merged::Unknown(start + i);
+                    }
                 }
                 // The index holds fewer than u32::MAX ids (checked when built).
                 *slot = at as u32;
@@ -1129,6 +1136,9 @@ mod tests {
     fn sorted_lookups_merge_and_agree_with_the_hash() {
         let index = AccountIndex::build(&[3, 13, 23, 33]).unwrap();
         assert_eq!(index.lookup_all(&[3, 3, 23, 33]).unwrap(), vec![0, 0, 2, 3]);
+        // Accounts without rows are stepped over (13 here; 3 and 13 in the second).
+        assert_eq!(index.lookup_all(&[3, 23, 23, 33]).unwrap(), vec![0, 2, 2, 3]);
+        assert_eq!(index.lookup_all(&[23, 33, 33]).unwrap(), vec![2, 3, 3]);
         assert_eq!(index.lookup_all(&[33, 3]).unwrap(), vec![3, 0]); // unsorted: hashed
         assert_eq!(
             index.lookup_all(&[3, 13, 14, 33]).unwrap_err(),
