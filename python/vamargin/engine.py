@@ -503,8 +503,8 @@ class RiskEngine:
         prices_filled = np.nan_to_num(market.asset_prices, nan=0.0)
         # Holdings alone: a firm report revalues no position.
         figures = _core.collateral_figures(config.engine_params, bound.core, prices_filled, weights)
-        debit, by_asset, recognised = figures["debit"], figures["by_asset"], figures["recognised"]
-        total_loans = float(debit.sum())
+        debit, by_asset = figures["debit"], figures["by_asset"]
+        total_loans = float(figures["total_debit"])
         order = largest_positive(debit, top)
         top_clients = Table(
             {
@@ -541,7 +541,7 @@ class RiskEngine:
             }
         )
         va_value = sum(by_asset[i] for i in held if config.assets[i].asset_class == "va")
-        uncovered = float(np.maximum(0.0, debit - recognised).sum())
+        uncovered = float(figures["uncovered"])
         rules: list[tuple[str, str, float, float]] = []
         loans_to_capital = total_loans / capital
         if loans_to_capital > policy.max_loans_to_capital:

@@ -1137,7 +1137,10 @@ mod tests {
         let index = AccountIndex::build(&[3, 13, 23, 33]).unwrap();
         assert_eq!(index.lookup_all(&[3, 3, 23, 33]).unwrap(), vec![0, 0, 2, 3]);
         // Accounts without rows are stepped over (13 here; 3 and 13 in the second).
-        assert_eq!(index.lookup_all(&[3, 23, 23, 33]).unwrap(), vec![0, 2, 2, 3]);
+        assert_eq!(
+            index.lookup_all(&[3, 23, 23, 33]).unwrap(),
+            vec![0, 2, 2, 3]
+        );
         assert_eq!(index.lookup_all(&[23, 33, 33]).unwrap(), vec![2, 3, 3]);
         assert_eq!(index.lookup_all(&[33, 3]).unwrap(), vec![3, 0]); // unsorted: hashed
         assert_eq!(

@@ -131,20 +131,22 @@ pub fn accrue_interest(
 pub struct CollateralFigures {
     /// Per asset: Σ of positive holding values over all accounts.
     pub by_asset: Vec<f64>,
-    /// Per account: Σ of positive holding values weighted by `weights[asset]` (the capital
-    /// view's `1 − capital_haircut`).
-    pub recognised: Vec<f64>,
     /// Per account: loans (−Σ negative holding values), eligible collateral value and LTV
     /// (0 without loans, ∞ with loans and no collateral), as in the account pass.
     pub debit: Vec<f64>,
     pub collateral: Vec<f64>,
     pub ltv: Vec<f64>,
+    /// Σ debit over the accounts.
+    pub total_debit: f64,
+    /// Σ over the accounts of `max(0, debit − recognised)`, where an account's
+    /// recognised value is its positive holding values weighted by `weights[asset]` (the
+    /// capital view's `1 − capital_haircut`): loans the capital view does not cover.
+    pub uncovered: f64,
 }
 
 column_bundle!(
     /// Per-account outputs of [`collateral_figures`].
     CollateralRows {
-        recognised: f64,
         debit: f64,
         collateral: f64,
         ltv: f64,
@@ -170,13 +172,13 @@ pub fn collateral_figures(
     let n_assets = weights.len();
     let mut figures = CollateralFigures {
         by_asset: vec![0.0; n_assets],
-        recognised: columns.f64s(n_accounts),
         debit: columns.f64s(n_accounts),
         collateral: columns.f64s(n_accounts),
         ltv: columns.f64s(n_accounts),
+        total_debit: 0.0,
+        uncovered: 0.0,
     };
     let columns = CollateralRows {
-        recognised: &mut figures.recognised,
         debit: &mut figures.debit,
         collateral: &mut figures.collateral,
         ltv: &mut figures.ltv,
@@ -186,13 +188,14 @@ pub fn collateral_figures(
         weights,
         eligible: params.assets.iter().map(|asset| asset.eligible).collect(),
     };
-    // Per-asset sums of every chunk, in account order.
+    // Every chunk's per-asset sums and firm totals, in account order.
     let chunk_sums = map_chunks(
         columns,
         COLLATERAL_CHUNK,
         &|first, chunk: CollateralRows<'_>| {
             let mut by_asset = vec![0.0; n_assets];
-            for i in 0..chunk.recognised.len() {
+            let (mut debit, mut uncovered) = (0.0, 0.0);
+            for i in 0..chunk.debit.len() {
                 // One pass over the account's holdings: the figures of the account pass
                 // (its debit and eligible collateral, in the same order of additions)
                 // beside the capital view's.
@@ -212,18 +215,21 @@ pub fn collateral_figures(
                         }
                     }
                 }
-                chunk.recognised[i] = sums.recognised;
                 chunk.debit[i] = sums.debit;
                 chunk.collateral[i] = sums.collateral;
                 chunk.ltv[i] = crate::valuation::loan_to_value(sums.debit, sums.collateral);
+                debit += sums.debit;
+                uncovered += (sums.debit - sums.recognised).max(0.0);
             }
-            by_asset
+            (by_asset, debit, uncovered)
         },
     );
-    for sums in chunk_sums {
-        for (total, sum) in figures.by_asset.iter_mut().zip(sums) {
+    for (by_asset, debit, uncovered) in chunk_sums {
+        for (total, sum) in figures.by_asset.iter_mut().zip(by_asset) {
             *total += sum;
         }
+        figures.total_debit += debit;
+        figures.uncovered += uncovered;
     }
     figures
 }
@@ -546,7 +552,6 @@ mod tests {
         let zeroed = collateral_figures(&params, &book, &prices, &weights, &Zeroed);
         let stale = collateral_figures(&params, &book, &prices, &weights, &Stale);
         for (a, b) in [
-            (&zeroed.recognised, &stale.recognised),
             (&zeroed.debit, &stale.debit),
             (&zeroed.collateral, &stale.collateral),
             (&zeroed.ltv, &stale.ltv),
@@ -558,9 +563,12 @@ mod tests {
         // token (ineligible) and 300 USD against 0.5 BTC = 30 000.
         assert_eq!(zeroed.debit, vec![50_000.0, 0.0, 0.0, 30_000.0]);
         assert_eq!(zeroed.collateral, vec![120_000.0, 1_000.0, 0.0, 300.0]);
-        assert_eq!(zeroed.recognised, vec![48_000.0, 1_000.0, 0.0, 300.0]);
         assert_eq!(zeroed.ltv, vec![50_000.0 / 120_000.0, 0.0, 0.0, 100.0]);
         assert_eq!(zeroed.by_asset, vec![1_300.0, 120_000.0, 1_000.0]);
+        // Recognised: 48 000 (2 BTC at a weight of 0.4), 1 000, 0 and 300 (the token
+        // weighs 0). Uncovered: account 0's 50 000 − 48 000 and account 3's 30 000 − 300.
+        assert_eq!(zeroed.total_debit, 80_000.0);
+        assert_eq!(zeroed.uncovered, 2_000.0 + 29_700.0);
     }
 
     #[test]

@@ -138,8 +138,8 @@ pub fn accrue_interest<'py>(
     Ok(charges.into_pyarray(py))
 }
 
-/// Collateral figures from holdings alone: `{"by_asset", "recognised", "debit",
-/// "collateral", "ltv"}`.
+/// Collateral figures from holdings alone: `{"by_asset", "debit", "collateral", "ltv",
+/// "total_debit", "uncovered"}`.
 #[pyfunction]
 pub fn collateral_figures<'py>(
     py: Python<'py>,
@@ -166,9 +166,10 @@ pub fn collateral_figures<'py>(
     })?;
     let out = PyDict::new(py);
     out.set_item("by_asset", figures.by_asset.into_pyarray(py))?;
-    out.set_item("recognised", result_array(py, figures.recognised)?)?;
     out.set_item("debit", result_array(py, figures.debit)?)?;
     out.set_item("collateral", result_array(py, figures.collateral)?)?;
     out.set_item("ltv", result_array(py, figures.ltv)?)?;
+    out.set_item("total_debit", figures.total_debit)?;
+    out.set_item("uncovered", figures.uncovered)?;
     Ok(out)
 }
