@@ -233,11 +233,14 @@ def peers_checked(config: vm.RiskConfig) -> None:
 
 # -- the CI gate: speedup floors ---------------------------------------------------------------
 
+TARGET = 5.0
+"""The issue's floor for every job."""
 FLOORS: dict[str, float] = {
     # job → the least numpy_time ÷ vamargin_time a quick-mode run must show, with the
     # default engine threads (all cores; 2 on the CI machine). A floor fails when its job
-    # gets roughly 2–3× slower. The issue asks for 5× on every job: only some jobs reach
-    # it in some runs, and every floor here is a regression guard, NOT the target. A floor
+    # gets roughly 2–3× slower. The issue asks for 5× on every job: most cases reach it
+    # in every run, but on this shared machine a ratio can halve, so the floors are
+    # regression guards below the target, except the two set to TARGET (below). A floor
     # below 1 leaves room for the engine to be slower than numpy under load.
     # Raised on 2026-11-22 (fourth session: one-pass input checks, revaluation without
     # prices for the queue and calls, stress and funding fixes) to ~45% of the lowest
@@ -245,25 +248,26 @@ FLOORS: dict[str, float] = {
     # BENCHMARKS.md, "The CI gate"), as a loaded machine halves a ratio; none lowered.
     # Funding and the firm report raised again in the fifth session (division-free
     # floors and sums made with the payments; one pass over holdings), from three local
-    # quick runs and the clean-clone CI run's.
-    "revalue e2e": 2.3,  # [4.89–6.14] vs the faster of numpy and polars
-    "revalue built": 4.0,  # [7.56–8.07]
-    "stress built": 2.4,  # [5.18–6.10]
-    "stress e2e": 2.5,  # [5.60–7.46] (was 2.1)
-    "funding e2e": 0.8,  # [1.86–2.17] (was 0.6)
-    "funding built": 1.5,  # [3.41–4.09] (was 1.0)
-    "liquidation_queue e2e": 1.7,  # [3.87–5.12]
-    "liquidation_queue built": 3.2,  # [7.02–7.84] (was 2.4)
-    "margin_calls e2e": 2.0,  # [4.46–6.02]
-    "margin_calls built": 3.3,  # [7.30–10.56] (was 3.1)
-    "firm_report e2e": 0.7,  # [1.61–1.81] (was 0.6)
-    "firm_report built": 1.6,  # [3.65–4.37] (was 1.2)
+    # quick runs and the clean-clone CI run's. Sixth session (the column pool from 64 KiB,
+    # pooled funding payments, faster lookups and groupings): raised from five local quick
+    # runs (in brackets); the liquidation queue and margin calls on a built Book now gate
+    # the issue's 5× itself, at half or less of their lowest ratio.
+    "revalue e2e": 2.3,  # [4.77–8.04]
+    "revalue built": 4.0,  # [7.13–10.14]
+    "stress built": 2.4,  # [5.23–7.52]
+    "stress e2e": 2.5,  # [5.28–7.23]
+    "funding e2e": 1.0,  # [2.36–2.79] (was 0.8)
+    "funding built": 2.3,  # [5.27–6.52] (was 1.5)
+    "liquidation_queue e2e": 2.4,  # [5.40–7.10] (was 1.7)
+    "liquidation_queue built": TARGET,  # [10.29–15.36] (was 3.2)
+    "margin_calls e2e": 2.9,  # [6.40–8.91] (was 2.0)
+    "margin_calls built": TARGET,  # [11.51–21.17] (was 3.3)
+    "firm_report e2e": 0.85,  # [1.90–2.19] (was 0.7)
+    "firm_report built": 2.1,  # [4.60–5.64] (was 1.6)
 }
 GATED_SIZES = ("1M", "1M positions", "200k accounts")
 """Sizes the floors were measured at (quick mode). Ratios at the full-mode sizes are
 reported; they are asserted only when ``VAMARGIN_MIN_SPEEDUP`` is set."""
-TARGET = 5.0
-"""The issue's floor for every job."""
 GATES: list[dict[str, Any]] = []
 """Every ratio a gate test measured in this run (printed in the summary)."""
 
