@@ -502,10 +502,12 @@ class RiskEngine:
         weights = np.array([1.0 - a.effective_capital_haircut for a in config.assets])
         prices_filled = np.nan_to_num(market.asset_prices, nan=0.0)
         # Holdings alone: a firm report revalues no position.
-        figures = _core.collateral_figures(config.engine_params, bound.core, prices_filled, weights)
+        figures = _core.collateral_figures(
+            config.engine_params, bound.core, prices_filled, weights, max(top, 0)
+        )
         debit, by_asset = figures["debit"], figures["by_asset"]
         total_loans = float(figures["total_debit"])
-        order = largest_positive(debit, top)
+        order = figures["top_debits"].astype(np.intp)
         top_clients = Table(
             {
                 "account_id": book.account_id[order],

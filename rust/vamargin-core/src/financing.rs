@@ -142,6 +142,8 @@ pub struct CollateralFigures {
     /// recognised value is its positive holding values weighted by `weights[asset]` (the
     /// capital view's `1 − capital_haircut`): loans the capital view does not cover.
     pub uncovered: f64,
+    /// The rows of the `top` largest positive debits, largest first, ties by row.
+    pub top_debits: Vec<u32>,
 }
 
 column_bundle!(
@@ -157,7 +159,7 @@ column_bundle!(
 const COLLATERAL_CHUNK: usize = 4096;
 
 /// Collateral figures of every account, in per-account columns from `columns` (every
-/// element is written). Each account's sums run over its rows in key order. The
+/// element is written), and the `top` largest debits. Each account's sums run over its rows in key order. The
 /// per-asset totals are summed per chunk of accounts and the chunks added in account
 /// order; chunks are cut by the number of accounts alone, so the figures do not depend
 /// on the thread count.
@@ -166,6 +168,7 @@ pub fn collateral_figures(
     book: &Book<'_>,
     prices: &[f64],
     weights: &[f64],
+    top: usize,
     columns: &impl Columns,
 ) -> CollateralFigures {
     let n_accounts = book.n_accounts();
@@ -177,6 +180,7 @@ pub fn collateral_figures(
         ltv: columns.f64s(n_accounts),
         total_debit: 0.0,
         uncovered: 0.0,
+        top_debits: Vec::new(),
     };
     let columns = CollateralRows {
         debit: &mut figures.debit,
@@ -195,6 +199,7 @@ pub fn collateral_figures(
         &|first, chunk: CollateralRows<'_>| {
             let mut by_asset = vec![0.0; n_assets];
             let (mut debit, mut uncovered) = (0.0, 0.0);
+            let mut largest = LargestDebits::new(top);
             for i in 0..chunk.debit.len() {
                 // One pass over the account's holdings: the figures of the account pass
                 // (its debit and eligible collateral, in the same order of additions)
@@ -220,18 +225,50 @@ pub fn collateral_figures(
                 chunk.ltv[i] = crate::valuation::loan_to_value(sums.debit, sums.collateral);
                 debit += sums.debit;
                 uncovered += (sums.debit - sums.recognised).max(0.0);
+                largest.offer(sums.debit, first + i);
             }
-            (by_asset, debit, uncovered)
+            (by_asset, debit, uncovered, largest.0)
         },
     );
-    for (by_asset, debit, uncovered) in chunk_sums {
+    let mut candidates = Vec::new();
+    for (by_asset, debit, uncovered, largest) in chunk_sums {
         for (total, sum) in figures.by_asset.iter_mut().zip(by_asset) {
             *total += sum;
         }
         figures.total_debit += debit;
         figures.uncovered += uncovered;
+        candidates.extend(largest);
     }
+    // Each chunk's largest, in account order: a stable sort by debit keeps ties by row.
+    candidates.sort_by(|a, b| b.0.total_cmp(&a.0));
+    figures.top_debits = candidates.iter().take(top).map(|&(_, row)| row).collect();
     figures
+}
+
+/// The `top` largest positive debits of a chunk of accounts and their rows, largest
+/// first, ties by row (rows are offered in increasing order).
+struct LargestDebits(Vec<(f64, u32)>, usize);
+
+impl LargestDebits {
+    fn new(top: usize) -> Self {
+        // A chunk keeps at most `top` of its accounts (and `top` may be any size).
+        LargestDebits(Vec::with_capacity(top.min(COLLATERAL_CHUNK) + 1), top)
+    }
+
+    #[inline]
+    fn offer(&mut self, debit: f64, row: usize) {
+        let LargestDebits(largest, top) = self;
+        // NaN and debits ≤ 0 are never among the largest; a debit equal to the smallest
+        // kept loses to its earlier row.
+        let enters =
+            debit > 0.0 && (largest.len() < *top || largest.last().is_some_and(|l| debit > l.0));
+        if enters {
+            let at = largest.partition_point(|&(kept, _)| kept >= debit);
+            // Fewer accounts than u32::MAX (checked when the book was indexed).
+            largest.insert(at, (debit, row as u32));
+            largest.truncate(*top);
+        }
+    }
 }
 
 /// One account's sums in [`collateral_figures`].
@@ -549,8 +586,8 @@ mod tests {
         // BTC at 60 000, the token at 2.5; capital weights 1 − haircut.
         let prices = [1.0, 60_000.0, 2.5];
         let weights = [1.0, 0.4, 0.0];
-        let zeroed = collateral_figures(&params, &book, &prices, &weights, &Zeroed);
-        let stale = collateral_figures(&params, &book, &prices, &weights, &Stale);
+        let zeroed = collateral_figures(&params, &book, &prices, &weights, 3, &Zeroed);
+        let stale = collateral_figures(&params, &book, &prices, &weights, 3, &Stale);
         for (a, b) in [
             (&zeroed.debit, &stale.debit),
             (&zeroed.collateral, &stale.collateral),
@@ -569,6 +606,42 @@ mod tests {
         // weighs 0). Uncovered: account 0's 50 000 − 48 000 and account 3's 30 000 − 300.
         assert_eq!(zeroed.total_debit, 80_000.0);
         assert_eq!(zeroed.uncovered, 2_000.0 + 29_700.0);
+        // Two accounts borrow: the top 3 has only them, the top 1 the larger.
+        assert_eq!(zeroed.top_debits, vec![0, 3]);
+        let top1 = collateral_figures(&params, &book, &prices, &weights, 1, &Zeroed);
+        assert_eq!(top1.top_debits, vec![0]);
+        assert!(
+            collateral_figures(&params, &book, &prices, &weights, 0, &Zeroed)
+                .top_debits
+                .is_empty()
+        );
+    }
+
+    /// The largest debits across chunks: largest first, ties by row, as a stable sort
+    /// of every positive debit would give.
+    #[test]
+    fn largest_debits_keep_ties_in_row_order_across_chunks() {
+        let debits: Vec<f64> = (0..3 * COLLATERAL_CHUNK + 5)
+            .map(|row| {
+                [0.0, 7.0, 3.0, 7.0, 1.0, f64::NAN][row % 6] * (1.0 + (row % 5 == 0) as u8 as f64)
+            })
+            .collect();
+        for top in [1, 4, 10, 50] {
+            let mut chunks: Vec<(f64, u32)> = Vec::new();
+            for (c, chunk) in debits.chunks(COLLATERAL_CHUNK).enumerate() {
+                let mut largest = LargestDebits::new(top);
+                for (i, &d) in chunk.iter().enumerate() {
+                    largest.offer(d, c * COLLATERAL_CHUNK + i);
+                }
+                chunks.extend(largest.0);
+            }
+            chunks.sort_by(|a, b| b.0.total_cmp(&a.0));
+            let got: Vec<u32> = chunks.iter().take(top).map(|&(_, r)| r).collect();
+            let mut all: Vec<usize> = (0..debits.len()).filter(|&r| debits[r] > 0.0).collect();
+            all.sort_by(|&a, &b| debits[b].total_cmp(&debits[a]));
+            let want: Vec<u32> = all.iter().take(top).map(|&r| r as u32).collect();
+            assert_eq!(got, want, "top {top}");
+        }
     }
 
     #[test]

@@ -139,7 +139,8 @@ pub fn accrue_interest<'py>(
 }
 
 /// Collateral figures from holdings alone: `{"by_asset", "debit", "collateral", "ltv",
-/// "total_debit", "uncovered"}`.
+/// "total_debit", "uncovered", "top_debits"}` (the rows of the `top` largest debits,
+/// largest first, ties by row).
 #[pyfunction]
 pub fn collateral_figures<'py>(
     py: Python<'py>,
@@ -147,6 +148,7 @@ pub fn collateral_figures<'py>(
     book: &PyCoreBook,
     asset_prices: PyReadonlyArray1<'py, f64>,
     weights: PyReadonlyArray1<'py, f64>,
+    top: usize,
 ) -> PyResult<Bound<'py, PyDict>> {
     let prices = asset_prices.as_slice()?;
     let weights = weights.as_slice()?;
@@ -161,6 +163,7 @@ pub fn collateral_figures<'py>(
             core_book,
             prices,
             weights,
+            top,
             &Recycled,
         ))
     })?;
@@ -171,5 +174,6 @@ pub fn collateral_figures<'py>(
     out.set_item("ltv", result_array(py, figures.ltv)?)?;
     out.set_item("total_debit", figures.total_debit)?;
     out.set_item("uncovered", figures.uncovered)?;
+    out.set_item("top_debits", figures.top_debits.into_pyarray(py))?;
     Ok(out)
 }
