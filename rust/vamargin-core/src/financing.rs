@@ -159,10 +159,10 @@ column_bundle!(
 const COLLATERAL_CHUNK: usize = 4096;
 
 /// Collateral figures of every account, in per-account columns from `columns` (every
-/// element is written), and the `top` largest debits. Each account's sums run over its rows in key order. The
-/// per-asset totals are summed per chunk of accounts and the chunks added in account
-/// order; chunks are cut by the number of accounts alone, so the figures do not depend
-/// on the thread count.
+/// element is written), and the `top` largest debits. Each account's sums run over its
+/// rows in key order. The per-asset and firm totals are summed per chunk of accounts and
+/// the chunks added in account order; chunks are cut by the number of accounts alone, so
+/// the figures do not depend on the thread count.
 pub fn collateral_figures(
     params: &EngineParams,
     book: &Book<'_>,

@@ -910,7 +910,8 @@ mod tests {
         assert!(expected_sums.amount.iter().all(|&a| a != 0));
         assert!(expected_sums.amount.len() > n_accounts);
 
-        // Laid out by account: the one-pass walk, over several blocks.
+        // Laid out by account: the one-pass walk, over several blocks. Payments go to
+        // stale columns here and below, and every one is written (empty rows' too).
         let sorted = Grouping::build(&account, None, n_accounts, "account").unwrap();
         assert!(sorted.is_sorted());
         let (settlement, sums) =
@@ -919,7 +920,7 @@ mod tests {
         assert_eq!(settlement, expected);
         assert_eq!(sums, expected_sums);
 
-        // Payments go to stale columns, and every one is written (empty rows' too).
+        // Rows in another order: settled, then summed, to the same sums.
         let order: Vec<usize> = (0..qty.len()).rev().collect();
         let account_r: Vec<u32> = order.iter().map(|&r| account[r]).collect();
         let instrument_r: Vec<u32> = order.iter().map(|&r| instrument[r]).collect();
@@ -936,6 +937,8 @@ mod tests {
         )
         .unwrap();
         assert_eq!(sums_r, expected_sums);
+        let payments_r: Vec<i64> = order.iter().map(|&r| expected.payments[r]).collect();
+        assert_eq!(settlement_r.payments, payments_r);
         assert_eq!(settlement_r.house, expected.house);
         assert_eq!(settlement_r.dust, expected.dust);
     }

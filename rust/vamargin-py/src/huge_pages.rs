@@ -6,9 +6,9 @@
 //! process asks for it (`madvise(MADV_HUGEPAGE)`; the default `transparent_hugepage`
 //! mode is `madvise`), so the big columns are advised before their first write.
 //!
-//! This is one of the project's two `unsafe` calls (the core forbids `unsafe`; the other
-//! lends a pooled column to numpy, in `column_pool`). It is only advice: the kernel may
-//! ignore it, and a failure changes nothing but speed.
+//! This is one of the project's three `unsafe` calls (the core forbids `unsafe`; the
+//! other two lend a pooled `f64` or `i64` column to numpy, in `column_pool`). It is only
+//! advice: the kernel may ignore it, and a failure changes nothing but speed.
 
 use vamargin_core::Columns;
 
