@@ -160,31 +160,24 @@ impl Drop for ResultColumn {
     }
 }
 
-/// A numpy array of `column`, which goes to the pool when the array is freed.
-pub fn result_array(py: Python<'_>, column: Vec<f64>) -> PyResult<Bound<'_, PyArray1<f64>>> {
-    if bytes_of(column.len()) < MIN_BYTES || capacity() == 0 {
-        return Ok(column.into_pyarray(py));
-    }
-    let owner = Bound::new(py, ResultColumn { column })?;
-    let view = ArrayView1::from(owner.get().column.as_slice());
-    // SAFETY: the array views `owner`'s column and takes `owner` as its base object, so the
-    // column lives as long as the array. `owner` is frozen and its column private: nothing
-    // reallocates or moves the column's heap buffer until `owner` is dropped, which numpy
-    // does only after the array itself is gone.
-    Ok(unsafe { PyArray1::borrow_from_array(&view, owner.clone().into_any()) })
-}
-
-/// [`result_array`] for an `i64` column (kept as the pool's `f64` allocation, viewed as
-/// `i64`).
-pub fn result_array_i64(py: Python<'_>, column: Vec<i64>) -> PyResult<Bound<'_, PyArray1<i64>>> {
+/// A numpy array of `column` (`f64` or `i64`), which goes to the pool when the array is
+/// freed. The pool keeps it as an `f64` allocation (the same size and alignment) and the
+/// array views it as `T`.
+pub fn result_array<T>(py: Python<'_>, column: Vec<T>) -> PyResult<Bound<'_, PyArray1<T>>>
+where
+    T: numpy::Element + bytemuck::Pod,
+{
+    const { assert!(size_of::<T>() == size_of::<f64>() && align_of::<T>() == align_of::<f64>()) };
     if bytes_of(column.len()) < MIN_BYTES || capacity() == 0 {
         return Ok(column.into_pyarray(py));
     }
     let column: Vec<f64> = bytemuck::allocation::cast_vec(column);
     let owner = Bound::new(py, ResultColumn { column })?;
-    let view = ArrayView1::from(bytemuck::cast_slice::<f64, i64>(&owner.get().column));
-    // SAFETY: as in `result_array`: the array views `owner`'s column, which stays where it
-    // is until `owner`, the array's base object, is dropped after the array.
+    let view = ArrayView1::from(bytemuck::cast_slice::<f64, T>(&owner.get().column));
+    // SAFETY: the array views `owner`'s column and takes `owner` as its base object, so the
+    // column lives as long as the array. `owner` is frozen and its column private: nothing
+    // reallocates or moves the column's heap buffer until `owner` is dropped, which numpy
+    // does only after the array itself is gone.
     Ok(unsafe { PyArray1::borrow_from_array(&view, owner.clone().into_any()) })
 }
 

@@ -8,7 +8,7 @@ use vamargin_core::money::ExactSum;
 use vamargin_core::Positions;
 
 use crate::book::{optional_slice, PyGrouping};
-use crate::column_pool::{result_array_i64, Recycled};
+use crate::column_pool::{result_array, Recycled};
 use crate::errors::to_py;
 use crate::params::PyEngineParams;
 use crate::pool;
@@ -120,7 +120,7 @@ pub fn settle_funding<'py>(
             ),
         )?;
     }
-    out.set_item("payments", result_array_i64(py, settlement.payments)?)?;
+    out.set_item("payments", result_array(py, settlement.payments)?)?;
     out.set_item("dust", settlement.dust.into_pyarray(py))?;
     out.set_item("house", settlement.house.into_pyarray(py))?;
     out.set_item("received", settlement.received.into_pyarray(py))?;

@@ -6,9 +6,9 @@
 //! process asks for it (`madvise(MADV_HUGEPAGE)`; the default `transparent_hugepage`
 //! mode is `madvise`), so the big columns are advised before their first write.
 //!
-//! This is one of the project's three `unsafe` calls (the core forbids `unsafe`; the
-//! other two lend a pooled `f64` or `i64` column to numpy, in `column_pool`). It is only
-//! advice: the kernel may ignore it, and a failure changes nothing but speed.
+//! This is one of the project's two `unsafe` calls (the core forbids `unsafe`; the other
+//! lends a pooled column to numpy, in `column_pool`). It is only advice: the kernel may
+//! ignore it, and a failure changes nothing but speed.
 
 use vamargin_core::Columns;
 
@@ -18,28 +18,27 @@ pub struct HugePages;
 
 impl Columns for HugePages {
     fn f64s(&self, n: usize) -> Vec<f64> {
-        let column = vec![0.0; n];
-        advise(&column);
-        column
+        advised(n)
     }
 
     fn u8s(&self, n: usize) -> Vec<u8> {
-        let column = vec![0; n];
-        advise(&column);
-        column
+        advised(n)
     }
 
     fn u32s(&self, n: usize) -> Vec<u32> {
-        let column = vec![0; n];
-        advise(&column);
-        column
+        advised(n)
     }
 
     fn i64s(&self, n: usize) -> Vec<i64> {
-        let column = vec![0; n];
-        advise(&column);
-        column
+        advised(n)
     }
+}
+
+/// A zeroed column of `n` numbers (from the allocator's zeroed memory), advised.
+fn advised<T: Clone + Default>(n: usize) -> Vec<T> {
+    let column = vec![T::default(); n];
+    advise(&column);
+    column
 }
 
 const HUGE_PAGE: usize = 2 << 20;
