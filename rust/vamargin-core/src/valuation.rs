@@ -615,7 +615,7 @@ impl PositionRows<'_> {
             qty,
             positions.entry_price[row],
             quote.mark,
-            positions.leverage.map_or(f64::NAN, |col| col[row]),
+            positions.leverage(row),
         );
         let cross = if is_cross(positions, row) {
             CrossSums::of(&figures, quote.settle_price)
