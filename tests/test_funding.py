@@ -25,8 +25,10 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import vamargin as vm
+from vamargin import _core
 from vamargin.config import AssetSpec, MarginTier, PerpetualSpec
 from vamargin.funding import house_postings
+from vamargin.synthetic import synthetic_book
 
 FLAT = (MarginTier(0, 0.005, 100),)
 
@@ -818,9 +820,6 @@ def test_freed_payments_are_reused_and_live_ones_never_are() -> None:
     # An account count no other test uses: the pool holds no column of this length (a
     # request it cannot serve empties it). The payments column (~380 KB) is over the
     # pool's 64 KiB minimum; it shares the pool with the revaluation's f64 columns.
-    from vamargin import _core
-    from vamargin.synthetic import synthetic_book
-
     synthetic = synthetic_book(n_accounts=9_967, seed=4)
     book = vm.Book(synthetic.accounts, synthetic.holdings, synthetic.positions)
     engine = vm.RiskEngine()
@@ -844,9 +843,6 @@ def test_freed_payments_are_reused_and_live_ones_never_are() -> None:
 
 
 def test_by_account_needs_one_id_per_account_of_the_grouping() -> None:
-    from vamargin import _core
-    from vamargin.synthetic import synthetic_book
-
     config = vm.RiskConfig.hk_default()
     synthetic = synthetic_book(config, n_accounts=50, seed=2)
     book = vm.Book(synthetic.accounts, positions=synthetic.positions)
