@@ -57,67 +57,117 @@ impl Rule<'_> {
         }
     }
 
-    /// Whether row `row` breaks the rule.
-    #[inline]
-    fn broken_at(&self, row: usize) -> bool {
+    /// The column checked, the optional mask, and what breaks the rule.
+    fn parts(&self) -> (&[f64], Option<&[f64]>, Breaks) {
         match *self {
-            Rule::Finite { values, allow_nan } => not_finite(values[row], allow_nan),
+            Rule::Finite { values, allow_nan } => (values, None, Breaks::finite(allow_nan)),
             Rule::AtLeast {
                 values,
                 min,
                 strict,
                 allow_nan,
                 where_nonzero,
-            } => {
-                below(values[row], min, strict, allow_nan)
-                    & where_nonzero.is_none_or(|m| m[row] != 0.0)
-            }
+            } => (
+                values,
+                where_nonzero,
+                Breaks::at_least(min, strict, allow_nan),
+            ),
         }
+    }
+
+    /// Whether row `row` breaks the rule.
+    #[inline]
+    fn broken_at(&self, row: usize) -> bool {
+        let (values, mask, breaks) = self.parts();
+        breaks.by(values[row]) & mask.is_none_or(|m| m[row] != 0.0)
     }
 
     /// Whether any row of `rows` breaks the rule: a branch-free fold over every row,
-    /// which the compiler vectorises.
+    /// which the compiler vectorises. Each kind of test gets its own fold, so the loop
+    /// body is one comparison (and one more for a mask).
     #[inline]
     fn broken_in(&self, rows: Range<usize>) -> bool {
-        match *self {
-            Rule::Finite { values, allow_nan } => values[rows]
-                .iter()
-                .fold(false, |any, &v| any | not_finite(v, allow_nan)),
-            Rule::AtLeast {
-                values,
-                min,
-                strict,
-                allow_nan,
-                where_nonzero: None,
-            } => values[rows]
-                .iter()
-                .fold(false, |any, &v| any | below(v, min, strict, allow_nan)),
-            Rule::AtLeast {
-                values,
-                min,
-                strict,
-                allow_nan,
-                where_nonzero: Some(mask),
-            } => values[rows.clone()]
-                .iter()
-                .zip(&mask[rows])
-                .fold(false, |any, (&v, &m)| {
-                    any | (below(v, min, strict, allow_nan) & (m != 0.0))
-                }),
+        let (values, mask, breaks) = self.parts();
+        let values = &values[rows.clone()];
+        let mask = mask.map(|m| &m[rows]);
+        match breaks {
+            Breaks::Infinite => any_breaks(values, mask, |v| Breaks::Infinite.by(v)),
+            Breaks::NotFinite => any_breaks(values, mask, |v| Breaks::NotFinite.by(v)),
+            Breaks::Below(min) => any_breaks(values, mask, |v| Breaks::Below(min).by(v)),
+            Breaks::NotAtLeast(min) => any_breaks(values, mask, |v| Breaks::NotAtLeast(min).by(v)),
+            Breaks::AtMost(min) => any_breaks(values, mask, |v| Breaks::AtMost(min).by(v)),
+            Breaks::NotAbove(min) => any_breaks(values, mask, |v| Breaks::NotAbove(min).by(v)),
         }
     }
 }
 
-/// `|v| == ∞` for ±∞, `v != v` for NaN: comparisons only, combined with `|`.
-#[inline]
-fn not_finite(v: f64, allow_nan: bool) -> bool {
-    (v.abs() == f64::INFINITY) | (!allow_nan & v.is_nan())
+/// What breaks a rule, as one comparison of the value: NaN fails every comparison, so
+/// the `Not…` forms (written `!(v ≥ min)`) reject NaN and the others let it pass.
+#[derive(Debug, Clone, Copy)]
+enum Breaks {
+    /// `|v| = ∞` (NaN passes).
+    Infinite,
+    /// `|v| = ∞` or NaN.
+    NotFinite,
+    /// `v < min` (NaN passes).
+    Below(f64),
+    /// `v < min` or NaN.
+    NotAtLeast(f64),
+    /// `v ≤ min` (NaN passes).
+    AtMost(f64),
+    /// `v ≤ min` or NaN.
+    NotAbove(f64),
 }
 
-/// `v < min`, or `v == min` when `strict`; for NaN, `!allow_nan`.
+impl Breaks {
+    fn finite(allow_nan: bool) -> Self {
+        if allow_nan {
+            Breaks::Infinite
+        } else {
+            Breaks::NotFinite
+        }
+    }
+
+    /// Values below `min` (or equal to it when `strict`) break the rule; NaN does unless
+    /// `allow_nan`.
+    fn at_least(min: f64, strict: bool, allow_nan: bool) -> Self {
+        match (strict, allow_nan) {
+            (false, true) => Breaks::Below(min),
+            (false, false) => Breaks::NotAtLeast(min),
+            (true, true) => Breaks::AtMost(min),
+            (true, false) => Breaks::NotAbove(min),
+        }
+    }
+
+    /// Whether `v` breaks the rule.
+    #[inline]
+    #[allow(
+        clippy::neg_cmp_op_on_partial_ord,
+        reason = "a negated comparison is how NaN fails the rule"
+    )]
+    fn by(self, v: f64) -> bool {
+        match self {
+            Breaks::Infinite => v.abs() == f64::INFINITY,
+            Breaks::NotFinite => !(v.abs() < f64::INFINITY),
+            Breaks::Below(min) => v < min,
+            Breaks::NotAtLeast(min) => !(v >= min),
+            Breaks::AtMost(min) => v <= min,
+            Breaks::NotAbove(min) => !(v > min),
+        }
+    }
+}
+
+/// Whether `bad` holds for some value (where `mask` is not 0, with a mask): an `|`-fold
+/// over every value, no early exit, so it vectorises.
 #[inline]
-fn below(v: f64, min: f64, strict: bool, allow_nan: bool) -> bool {
-    (v < min) | (strict & (v == min)) | (!allow_nan & v.is_nan())
+fn any_breaks(values: &[f64], mask: Option<&[f64]>, bad: impl Fn(f64) -> bool) -> bool {
+    match mask {
+        None => values.iter().fold(false, |any, &v| any | bad(v)),
+        Some(mask) => values
+            .iter()
+            .zip(mask)
+            .fold(false, |any, (&v, &m)| any | (bad(v) & (m != 0.0))),
+    }
 }
 
 /// The first rule of `rules` (in order) that some row breaks, and the first row that
