@@ -251,6 +251,80 @@ mod tests {
         }
     }
 
+    /// `values` checked against `rule` (which says whether its column with its mask
+    /// breaks the rule): each value alone, without a mask and with a mask of ones, then
+    /// the first row that breaks it.
+    fn check_kind(
+        values: &[f64],
+        reference: impl Fn(f64) -> bool,
+        rule: impl Fn(&[f64], Option<&[f64]>) -> bool,
+    ) {
+        for &v in values {
+            assert_eq!(rule(&[v], None), reference(v), "{v}");
+            assert_eq!(rule(&[v], Some(&[1.0])), reference(v), "{v}");
+        }
+        let first = values.iter().position(|&v| reference(v));
+        let found = (0..values.len()).find(|&row| rule(&values[row..=row], None));
+        assert_eq!(found, first);
+    }
+
+    #[test]
+    fn every_kind_of_rule_breaks_on_the_values_its_reference_rejects() {
+        // The reference spells the NaN policy out; the folds get it from the direction
+        // of one comparison.
+        let values = [
+            -2.0,
+            -0.0,
+            0.0,
+            1.0,
+            f64::NAN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+        ];
+        let agree = |rule: Rule<'_>| {
+            let fold = rule.broken_in(0..rule.rows());
+            let rows = (0..rule.rows()).any(|row| rule.broken_at(row));
+            assert_eq!(fold, rows);
+            assert_eq!(first_broken(&[rule]).is_some(), fold);
+            fold
+        };
+        for allow_nan in [false, true] {
+            check_kind(
+                &values,
+                |v| v.is_infinite() || (v.is_nan() && !allow_nan),
+                |values, _| agree(Rule::Finite { values, allow_nan }),
+            );
+        }
+        for (strict, allow_nan, min) in [
+            (false, false, 0.0),
+            (false, true, 0.0),
+            (true, false, 0.0),
+            (true, true, 1.0),
+        ] {
+            let reference = |v: f64| {
+                if v.is_nan() {
+                    !allow_nan
+                } else {
+                    v < min || (strict && v == min)
+                }
+            };
+            let check = |values: &[f64], where_nonzero: Option<&[f64]>| {
+                agree(Rule::AtLeast {
+                    values,
+                    min,
+                    strict,
+                    allow_nan,
+                    where_nonzero,
+                })
+            };
+            check_kind(&values, reference, check);
+            // A zero in the mask excuses every value.
+            for v in values {
+                assert!(!check(&[v], Some(&[0.0])), "{v}");
+            }
+        }
+    }
+
     #[test]
     fn at_least_passes_nan_and_rows_the_mask_excludes() {
         let values = [2.0, f64::NAN, 0.0, -1.0, 0.5];
