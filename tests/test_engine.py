@@ -122,12 +122,13 @@ def _f64_columns(result: vm.Revaluation) -> dict[str, np.ndarray]:
 
 
 def test_freed_result_columns_are_reused_and_live_ones_never_are() -> None:
-    # An account count no other test uses, so the pool holds no column of these lengths
-    # (a request it cannot serve empties it). Account columns are 78 KB, over the pool's
-    # 64 KiB minimum.
+    # The pool starts empty, after the book is bound (binding frees a column of grouping
+    # keys to it). Account columns are 78 KB, over the pool's 64 KiB minimum.
     synthetic = synthetic_book(n_accounts=9_973, seed=3)
     book = vm.Book(synthetic.accounts, synthetic.holdings, synthetic.positions)
     engine = vm.RiskEngine()
+    book.bind(engine.config)
+    _core.column_pool_clear()
     moved = {name: price * 0.9 for name, price in synthetic.prices.items()}
     first = engine.revalue(book, synthetic.prices)
     kept = {name: column.copy() for name, column in _f64_columns(first).items()}
@@ -136,8 +137,9 @@ def test_freed_result_columns_are_reused_and_live_ones_never_are() -> None:
     for name, column in _f64_columns(first).items():
         assert column.tobytes() == kept[name].tobytes(), name
         assert not np.shares_memory(column, _f64_columns(second)[name]), name
-    # Each revaluation's first request missed, which emptied the pool; freeing the
-    # second result hands its 18 columns to it.
+    # Both results are alive, so the pool has nothing (the Book's own columns are alive
+    # too); freeing the second result hands its 18 f64 columns to it (its status and
+    # tier codes are under the pool's minimum at this size).
     assert _core.column_pool_held() == (0, 0)
     freed = {column.ctypes.data for column in _f64_columns(second).values()}
     size = sum(column.nbytes for column in _f64_columns(second).values())
@@ -150,6 +152,53 @@ def test_freed_result_columns_are_reused_and_live_ones_never_are() -> None:
     assert {column.ctypes.data for column in _f64_columns(third).values()} == freed
     for name, column in _f64_columns(third).items():
         assert column.tobytes() == kept[name].tobytes(), name
+
+
+def _book_columns(book: vm.Book, config: vm.RiskConfig) -> dict[str, int]:
+    """Addresses of a Book's u32 columns bound to ``config``: account rows, config ids."""
+    bound = book.bind(config)
+    columns = {
+        "position_account": book.position_account,
+        "holding_account": book.holding_account,
+        "position_instrument": bound.position_instrument,
+        "holding_asset": bound.holding_asset,
+    }
+    return {name: column.ctypes.data for name, column in columns.items()}
+
+
+def test_a_freed_books_columns_serve_the_next_book_of_its_shape() -> None:
+    # Two books of different shapes, built in alternation: each one's columns survive the
+    # other's requests (a request of another shape does not empty the pool).
+    engine = vm.RiskEngine()
+    books = {n: synthetic_book(n_accounts=n, seed=5) for n in (9_931, 7_919)}
+
+    def built(n: int) -> vm.Book:
+        s = books[n]
+        book = vm.Book(s.accounts, s.holdings, s.positions)
+        book.bind(engine.config)
+        return book
+
+    _core.column_pool_clear()
+    first = {n: _book_columns(built(n), engine.config) for n in books}  # each Book freed at once
+    # Per book: its four columns, and the grouping keys binding freed: ten in all.
+    assert _core.column_pool_held()[0] == 10
+    for n in books:
+        # Each book takes its five columns from the pool (three of its positions' length,
+        # two of its holdings') and binding hands the keys column back.
+        held = _core.column_pool_held()[0]
+        again = built(n)
+        assert _core.column_pool_held()[0] == held - 4
+        columns = _book_columns(again, engine.config)
+        holdings = ("holding_account", "holding_asset")
+        assert {columns[c] for c in holdings} == {first[n][c] for c in holdings}, n
+        # The book's values, though its columns came from the pool uncleared.
+        fresh = vm.Book(books[n].accounts, books[n].holdings, books[n].positions)
+        assert np.array_equal(again.position_account, fresh.position_account)
+        assert np.array_equal(again.holding_account, fresh.holding_account)
+        del again, fresh
+    freed = _core.column_pool_clear()
+    assert freed > 0
+    assert _core.column_pool_held() == (0, 0)
 
 
 _THREADS = """

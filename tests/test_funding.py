@@ -817,12 +817,14 @@ def test_house_postings_checks_its_arguments() -> None:
 
 
 def test_freed_payments_are_reused_and_live_ones_never_are() -> None:
-    # An account count no other test uses: the pool holds no column of this length (a
-    # request it cannot serve empties it). The payments column (~380 KB) is over the
-    # pool's 64 KiB minimum; it shares the pool with the revaluation's f64 columns.
+    # The pool starts empty, after the book is bound. The payments column (~380 KB) is
+    # over the pool's 64 KiB minimum; it shares the pool with the revaluation's f64
+    # columns.
     synthetic = synthetic_book(n_accounts=9_967, seed=4)
     book = vm.Book(synthetic.accounts, synthetic.holdings, synthetic.positions)
     engine = vm.RiskEngine()
+    book.bind(engine.config)
+    _core.column_pool_clear()
     rates = {p.symbol: 0.0001 for p in engine.config.perpetuals}
     first = engine.funding(book, rates, synthetic.prices)
     kept = first.payments.copy()

@@ -91,6 +91,7 @@ pub fn bind_positions(
                 let resolved = resolve(lut, codes[row]);
                 if resolved as usize >= n_instruments {
                     first_unknown.get_or_insert(row);
+                    (*id, *k) = (0, 0);
                     continue;
                 }
                 *id = resolved;
@@ -142,6 +143,7 @@ pub fn bind_holdings(
                 let resolved = resolve(lut, codes[row]);
                 if resolved as usize >= n_assets {
                     firsts.0.get_or_insert(row);
+                    *id = 0;
                     continue;
                 }
                 *id = resolved;
@@ -186,7 +188,7 @@ pub fn bind_holdings(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::columns::Zeroed;
+    use crate::columns::{Stale, Zeroed};
 
     #[test]
     fn positions_resolve_key_and_mark_live_instruments() {
@@ -200,9 +202,11 @@ mod tests {
         // Perp 0's first row is empty, its second live; perp 1 is unheld.
         assert_eq!(bound.used, vec![true, false, true]);
         assert_eq!(bound.first_unknown, None);
-        let bound = bind_positions(&[0, 2, 2, -1], &lut, &[1.0; 4], None, 3, &Zeroed);
+        // Unknown rows read 0 even in a column handed over with stale values.
+        let bound = bind_positions(&[0, 2, 2, -1], &lut, &[1.0; 4], None, 3, &Stale);
         assert_eq!(bound.first_unknown, Some(1));
-        assert_eq!(bound.key[0], 4);
+        assert_eq!(bound.instrument, vec![2, 0, 0, 0]);
+        assert_eq!(bound.key, vec![4, 0, 0, 0]);
     }
 
     #[test]
@@ -236,5 +240,17 @@ mod tests {
         assert_eq!(bound.first_unknown, None);
         assert_eq!(bound.first_unborrowable_loan, Some(2));
         assert_eq!(bound.first_unapproved_loan, Some(3));
+        // Code 2 is not configured: its row reads 0 in a column of stale values.
+        let bound = bind_holdings(
+            &[1, 2],
+            &lut,
+            &[1.0, 1.0],
+            &[0, 0],
+            &[true, false],
+            &[true],
+            &Stale,
+        );
+        assert_eq!(bound.asset, vec![1, 0]);
+        assert_eq!(bound.first_unknown, Some(1));
     }
 }

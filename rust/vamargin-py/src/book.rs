@@ -6,8 +6,8 @@ use pyo3::prelude::*;
 use vamargin_core as core;
 use vamargin_core::{AccountIndex, Accounts, Book, Grouping, Holdings, Positions};
 
+use crate::column_pool::{result_array, Recycled};
 use crate::errors::{to_py, DataError};
-use crate::huge_pages::HugePages;
 use crate::params::PyEngineParams;
 use crate::pool;
 
@@ -50,9 +50,9 @@ impl PyAccountIndex {
         let ids = ids.as_slice()?;
         let pool = pool::current()?;
         let rows = py
-            .detach(|| pool::install(&pool, || self.inner.lookup_all_into(ids, &HugePages)))
+            .detach(|| pool::install(&pool, || self.inner.lookup_all_into(ids, &Recycled)))
             .map_err(|e| to_py(e, context))?;
-        Ok(rows.into_pyarray(py))
+        result_array(py, rows)
     }
 }
 
@@ -309,12 +309,12 @@ pub fn bind_positions<'py>(
     let pool = pool::current()?;
     let bound = py.detach(|| {
         pool::install(&pool, || {
-            core::binding::bind_positions(codes, lut, qty, isolated, n_instruments, &HugePages)
+            core::binding::bind_positions(codes, lut, qty, isolated, n_instruments, &Recycled)
         })
     });
     Ok((
-        bound.instrument.into_pyarray(py),
-        bound.key.into_pyarray(py),
+        result_array(py, bound.instrument)?,
+        result_array(py, bound.key)?,
         bound.used.into_pyarray(py),
         bound.first_unknown,
     ))
@@ -348,12 +348,12 @@ pub fn bind_holdings<'py>(
     let bound = py.detach(|| {
         pool::install(&pool, || {
             core::binding::bind_holdings(
-                codes, lut, amount, account, borrowable, may_borrow, &HugePages,
+                codes, lut, amount, account, borrowable, may_borrow, &Recycled,
             )
         })
     });
     Ok((
-        bound.asset.into_pyarray(py),
+        result_array(py, bound.asset)?,
         bound.used.into_pyarray(py),
         bound.first_unknown,
         bound.first_unborrowable_loan,

@@ -5,30 +5,41 @@
 //! first write: a fifth of the CPU time of a revaluation on a built book (BENCHMARKS.md,
 //! "Where the time goes"). Intraday and batch callers revalue the same book again and
 //! again, so the columns of a result that Python has freed are kept here and handed,
-//! uncleared, to the next kernel that asks for columns of the same length (kernels write
+//! uncleared, to the next kernel that asks for columns of the same shape (kernels write
 //! every element: see [`Columns`]).
 //!
+//! - A column's shape is its element width (8, 4 or 1 bytes) and its length. `f64`,
+//!   `i64` and `usize` columns share the 8-byte allocations (one size and alignment),
+//!   `u32` columns (a book's account rows, config ids and grouping keys) the 4-byte
+//!   ones, `u8` columns (status and tier codes) the 1-byte ones.
 //! - Columns of at least [`MIN_BYTES`] (64 KiB) are kept; smaller ones go back to the
 //!   allocator. The allocator does not keep the larger ones warm: glibc maps a column of
 //!   a few MiB afresh, or trims it back to the system when it is freed, so until the pool
 //!   kept them a revaluation of 1M positions faulted in all 77 MB of its columns on every
 //!   call (18 700 page faults, 47 ms of system time against 85 ms of user time;
 //!   BENCHMARKS.md, sixth session).
-//! - `f64` and `i64` columns share the pool (one size and alignment): the revaluation's
-//!   figures, the firm report's per-account figures and funding's payments.
 //! - At most `VAMARGIN_COLUMN_POOL_MB` MiB (default [`DEFAULT_MIB`]; `0` turns the pool
 //!   off) are kept; a column that does not fit is freed.
-//! - A request of a length the pool does not hold empties it: the book changed shape, and
-//!   what is kept would only hold memory.
+//! - Only columns of the [`RECENT_SHAPES`] shapes asked for most recently are kept. A
+//!   book has about six shapes (accounts, holdings and positions long, in two or three
+//!   widths), so the pool serves two books, or two jobs on one book, in alternation; the
+//!   columns of a shape that drops off the list are freed. (Until the seventh session a
+//!   request the pool could not serve emptied it, so a job asking for one more column
+//!   than the pool held, or another job's lengths, threw every kept column away.)
+//! - [`column_pool_clear`] frees everything kept, for a caller done with its books.
 //!
 //! Result columns reach Python as numpy arrays whose base object owns the column; when
 //! the last reference to the array (or to an Arrow or pandas view of it) goes, the base
 //! object's `Drop` hands the column to the pool.
 
-use std::sync::{Mutex, OnceLock};
+use std::collections::VecDeque;
+use std::sync::{Mutex, MutexGuard, OnceLock};
 
+use bytemuck::allocation::try_cast_vec;
+use bytemuck::{AnyBitPattern, NoUninit, Pod};
 use numpy::ndarray::ArrayView1;
 use numpy::{IntoPyArray, PyArray1};
+use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use vamargin_core::Columns;
 
@@ -39,16 +50,110 @@ pub const MIN_BYTES: usize = 64 << 10;
 /// Pool size unless `VAMARGIN_COLUMN_POOL_MB` says otherwise: the columns of one
 /// revaluation of about 20M positions.
 pub const DEFAULT_MIB: usize = 2048;
+/// Shapes whose columns the pool keeps: the ones asked for most recently.
+pub const RECENT_SHAPES: usize = 16;
 
-/// The spare columns and their total size in bytes.
+/// A column's element width and length.
+type Shape = (usize, usize);
+
+/// A kept column, held as the allocation of its width.
+enum Column {
+    Eight(Vec<f64>),
+    Four(Vec<u32>),
+    One(Vec<u8>),
+}
+
+impl Column {
+    /// `column` as the allocation of its width, or `column` back when `T` is of no width
+    /// the pool holds (or of another alignment than that width's).
+    fn of<T: NoUninit>(column: Vec<T>) -> Result<Self, Vec<T>> {
+        match size_of::<T>() {
+            8 => try_cast_vec(column).map(Column::Eight),
+            4 => try_cast_vec(column).map(Column::Four),
+            1 => try_cast_vec(column).map(Column::One),
+            _ => return Err(column),
+        }
+        .map_err(|(_, column)| column)
+    }
+
+    /// The column as a vector of `T` (its bits reinterpreted), if `T` has its width and
+    /// alignment.
+    fn into_vec<T: AnyBitPattern>(self) -> Option<Vec<T>> {
+        match self {
+            Column::Eight(column) => try_cast_vec(column).ok(),
+            Column::Four(column) => try_cast_vec(column).ok(),
+            Column::One(column) => try_cast_vec(column).ok(),
+        }
+    }
+
+    /// A view of the column as `T`: `None` if `T` is not of the column's width.
+    fn view<T: AnyBitPattern>(&self) -> Option<&[T]> {
+        if size_of::<T>() != self.shape().0 {
+            return None;
+        }
+        match self {
+            Column::Eight(column) => bytemuck::try_cast_slice(column).ok(),
+            Column::Four(column) => bytemuck::try_cast_slice(column).ok(),
+            Column::One(column) => bytemuck::try_cast_slice(column).ok(),
+        }
+    }
+
+    fn shape(&self) -> Shape {
+        match self {
+            Column::Eight(column) => (8, column.len()),
+            Column::Four(column) => (4, column.len()),
+            Column::One(column) => (1, column.len()),
+        }
+    }
+}
+
+fn bytes_of((width, n): Shape) -> usize {
+    n.saturating_mul(width)
+}
+
+/// The spare columns, their total size in bytes, and the shapes asked for most recently
+/// (newest first).
 struct Spare {
-    columns: Vec<Vec<f64>>,
+    columns: Vec<Column>,
     bytes: usize,
+    recent: VecDeque<Shape>,
+}
+
+impl Spare {
+    /// Moves `shape` to the front of the recent shapes; the columns of a shape pushed
+    /// off the end are returned, for the caller to free outside the lock.
+    fn ask_for(&mut self, shape: Shape) -> Vec<Column> {
+        if let Some(k) = self.recent.iter().position(|&s| s == shape) {
+            self.recent.remove(k);
+        }
+        self.recent.push_front(shape);
+        let mut stale = Vec::new();
+        while self.recent.len() > RECENT_SHAPES {
+            let Some(old) = self.recent.pop_back() else {
+                break;
+            };
+            let (gone, kept) = std::mem::take(&mut self.columns)
+                .into_iter()
+                .partition(|c| c.shape() == old);
+            self.columns = kept;
+            stale.extend(gone);
+        }
+        self.bytes -= stale.iter().map(|c| bytes_of(c.shape())).sum::<usize>();
+        stale
+    }
+
+    /// Takes out a kept column of `shape`, if there is one.
+    fn take(&mut self, shape: Shape) -> Option<Column> {
+        let k = self.columns.iter().position(|c| c.shape() == shape)?;
+        self.bytes -= bytes_of(shape);
+        Some(self.columns.swap_remove(k))
+    }
 }
 
 static SPARE: Mutex<Spare> = Mutex::new(Spare {
     columns: Vec::new(),
     bytes: 0,
+    recent: VecDeque::new(),
 });
 
 /// Pool capacity in bytes, read from the environment once.
@@ -63,7 +168,7 @@ fn capacity() -> usize {
     })
 }
 
-fn spare() -> std::sync::MutexGuard<'static, Spare> {
+fn spare() -> MutexGuard<'static, Spare> {
     // A panic while the lock was held cannot leave `Spare` inconsistent in a way that
     // matters (at worst `bytes` miscounts a column), so a poisoned lock is still used.
     SPARE
@@ -71,41 +176,36 @@ fn spare() -> std::sync::MutexGuard<'static, Spare> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-fn bytes_of(n: usize) -> usize {
-    n.saturating_mul(std::mem::size_of::<f64>())
+/// Whether columns of `shape` are worth keeping at all.
+fn poolable(shape: Shape) -> bool {
+    bytes_of(shape) >= MIN_BYTES && capacity() > 0
 }
 
-/// A kept column of exactly `n` elements, if there is one.
-fn take(n: usize) -> Option<Vec<f64>> {
-    if bytes_of(n) < MIN_BYTES {
+/// A kept column of `n` elements of `T`, if there is one; the request makes the shape
+/// the most recent.
+fn take<T: AnyBitPattern>(n: usize) -> Option<Vec<T>> {
+    let shape = (size_of::<T>(), n);
+    if !poolable(shape) {
         return None;
     }
     let mut spare = spare();
-    match spare.columns.iter().position(|c| c.len() == n) {
-        Some(k) => {
-            let column = spare.columns.swap_remove(k);
-            spare.bytes -= bytes_of(n);
-            Some(column)
-        }
-        None => {
-            let dropped = std::mem::take(&mut spare.columns);
-            spare.bytes = 0;
-            drop(spare);
-            drop(dropped);
-            None
-        }
-    }
+    let stale = spare.ask_for(shape);
+    let column = spare.take(shape);
+    drop(spare);
+    drop(stale);
+    column?.into_vec()
 }
 
-/// Keeps `column` for a later request, or frees it.
-fn keep(column: Vec<f64>) {
-    let bytes = bytes_of(column.len());
-    if bytes < MIN_BYTES {
+/// Keeps `column` for a later request, or frees it: too small, of a shape not asked for
+/// recently, or over capacity.
+fn keep(column: Column) {
+    let shape = column.shape();
+    if !poolable(shape) {
         return;
     }
     let mut spare = spare();
-    if spare.bytes + bytes <= capacity() {
-        spare.bytes += bytes;
+    if spare.recent.contains(&shape) && spare.bytes + bytes_of(shape) <= capacity() {
+        spare.bytes += bytes_of(shape);
         spare.columns.push(column);
     }
 }
@@ -118,7 +218,21 @@ pub fn column_pool_held() -> (usize, usize) {
     (spare.columns.len(), spare.bytes)
 }
 
-/// Columns from the pool where it holds one of the length asked for; otherwise fresh,
+/// Frees every column the pool holds and forgets the recent shapes; returns the bytes
+/// freed. Results alive now still go to the pool when freed if their shape is asked for
+/// again first.
+#[pyfunction]
+pub fn column_pool_clear() -> usize {
+    let mut spare = spare();
+    let columns = std::mem::take(&mut spare.columns);
+    let bytes = std::mem::replace(&mut spare.bytes, 0);
+    spare.recent.clear();
+    drop(spare);
+    drop(columns);
+    bytes
+}
+
+/// Columns from the pool where it holds one of the shape asked for; otherwise fresh,
 /// advised for huge pages.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Recycled;
@@ -129,21 +243,19 @@ impl Columns for Recycled {
     }
 
     fn u8s(&self, n: usize) -> Vec<u8> {
-        HugePages.u8s(n)
+        take(n).unwrap_or_else(|| HugePages.u8s(n))
     }
 
     fn u32s(&self, n: usize) -> Vec<u32> {
-        HugePages.u32s(n)
+        take(n).unwrap_or_else(|| HugePages.u32s(n))
     }
 
-    /// An `i64` column shares the pool with the `f64` ones: the same size and alignment,
-    /// so a kept column's allocation serves either (its bits are overwritten).
     fn i64s(&self, n: usize) -> Vec<i64> {
-        take(n).map_or_else(|| HugePages.i64s(n), bytemuck::allocation::cast_vec)
+        take(n).unwrap_or_else(|| HugePages.i64s(n))
     }
 
     fn give_back(&self, column: Vec<f64>) {
-        keep(column);
+        keep(Column::Eight(column));
     }
 }
 
@@ -151,29 +263,34 @@ impl Columns for Recycled {
 /// the pool when Python frees it. Not exported: Python sees it only as `array.base`.
 #[pyclass(frozen, module = "vamargin._core", name = "ResultColumn")]
 struct ResultColumn {
-    column: Vec<f64>,
+    column: Column,
 }
 
 impl Drop for ResultColumn {
     fn drop(&mut self) {
-        keep(std::mem::take(&mut self.column));
+        // An empty column in its place: too small to keep, so dropping it frees nothing.
+        keep(std::mem::replace(&mut self.column, Column::One(Vec::new())));
     }
 }
 
-/// A numpy array of `column` (`f64` or `i64`), which goes to the pool when the array is
-/// freed. The pool keeps it as an `f64` allocation (the same size and alignment) and the
-/// array views it as `T`.
+/// A numpy array of `column`, which goes to the pool when the array is freed (a column
+/// too small to keep, or of a type the pool does not hold, becomes a plain array).
 pub fn result_array<T>(py: Python<'_>, column: Vec<T>) -> PyResult<Bound<'_, PyArray1<T>>>
 where
-    T: numpy::Element + bytemuck::Pod,
+    T: numpy::Element + Pod,
 {
-    const { assert!(size_of::<T>() == size_of::<f64>() && align_of::<T>() == align_of::<f64>()) };
-    if bytes_of(column.len()) < MIN_BYTES || capacity() == 0 {
+    if !poolable((size_of::<T>(), column.len())) {
         return Ok(column.into_pyarray(py));
     }
-    let column: Vec<f64> = bytemuck::allocation::cast_vec(column);
+    let column = match Column::of(column) {
+        Ok(column) => column,
+        Err(column) => return Ok(column.into_pyarray(py)),
+    };
     let owner = Bound::new(py, ResultColumn { column })?;
-    let view = ArrayView1::from(bytemuck::cast_slice::<f64, T>(&owner.get().column));
+    let values = owner.get().column.view::<T>().ok_or_else(|| {
+        PyRuntimeError::new_err("a result column does not view as its own element type")
+    })?;
+    let view = ArrayView1::from(values);
     // SAFETY: the array views `owner`'s column and takes `owner` as its base object, so the
     // column lives as long as the array. `owner` is frozen and its column private: nothing
     // reallocates or moves the column's heap buffer until `owner` is dropped, which numpy
@@ -187,7 +304,8 @@ mod tests {
 
     /// One test owns the process-wide pool (tests run in parallel threads).
     #[test]
-    fn the_pool_serves_kept_columns_by_length_and_empties_on_a_miss() {
+    fn the_pool_serves_kept_columns_by_shape_and_forgets_old_shapes() {
+        column_pool_clear();
         let n = MIN_BYTES / 8;
         let mut a = Recycled.f64s(n);
         a[0] = 42.0;
@@ -198,11 +316,49 @@ mod tests {
         assert_eq!(again.as_ptr(), address);
         assert_eq!(again[0], 42.0); // handed back as it was, not cleared
         Recycled.give_back(again);
-        assert_eq!(spare().columns.len(), 1);
-        let other = Recycled.f64s(n + 1); // another length: the pool empties
+        assert_eq!(column_pool_held(), (1, n * 8));
+        // An i64 column of the same length is the same shape: it takes the f64 column.
+        let ints = Recycled.i64s(n);
+        assert_eq!(ints.as_ptr() as usize, address as usize);
+        assert_eq!(ints[0], 42.0f64.to_bits() as i64);
+        keep(Column::of(ints).unwrap_or_else(|_| unreachable!()));
+        // Another length is another shape: the kept column stays.
+        let other = Recycled.f64s(n + 1);
         assert_eq!(other.len(), n + 1);
-        assert!(other.iter().all(|&x| x == 0.0));
-        assert_eq!(spare().columns.len(), 0);
-        assert_eq!(spare().bytes, 0);
+        assert_eq!(column_pool_held(), (1, n * 8));
+        // u32 columns are kept apart from the 8-byte ones.
+        let narrow = Recycled.u32s(2 * n);
+        assert!(narrow.iter().all(|&x| x == 0));
+        keep(Column::of(narrow).unwrap_or_else(|_| unreachable!()));
+        assert_eq!(column_pool_held(), (2, 2 * n * 8));
+        // A column whose shape was never asked for is not kept.
+        keep(Column::Eight(vec![0.0; n + 5]));
+        assert_eq!(column_pool_held(), (2, 2 * n * 8));
+        // Three shapes were asked for: (8, n), (8, n + 1), (4, 2n). Asking for other
+        // shapes pushes them off the recent list, oldest first, and frees their columns.
+        for k in 0..RECENT_SHAPES - 3 {
+            drop(Recycled.u8s(MIN_BYTES + k));
+        }
+        assert_eq!(column_pool_held(), (2, 2 * n * 8));
+        drop(Recycled.u8s(MIN_BYTES + RECENT_SHAPES)); // (8, n) drops off
+        assert_eq!(column_pool_held(), (1, n * 8));
+        drop(Recycled.u8s(MIN_BYTES + RECENT_SHAPES + 1)); // then (8, n + 1)
+        assert_eq!(column_pool_held(), (1, n * 8));
+        drop(Recycled.u8s(MIN_BYTES + RECENT_SHAPES + 2)); // then (4, 2n)
+        assert_eq!(column_pool_held(), (0, 0));
+        assert_eq!(column_pool_clear(), 0);
+    }
+
+    #[test]
+    fn columns_convert_only_between_types_of_one_width() {
+        assert!(matches!(Column::of(vec![1.5f64]), Ok(Column::Eight(_))));
+        assert!(matches!(Column::of(vec![7usize]), Ok(Column::Eight(_))));
+        assert!(matches!(Column::of(vec![7u32]), Ok(Column::Four(_))));
+        assert!(matches!(Column::of(vec![7u8]), Ok(Column::One(_))));
+        assert!(Column::of(vec![7u16]).is_err());
+        let column = Column::of(vec![-1i64]).unwrap_or_else(|_| unreachable!());
+        assert_eq!(column.view::<u64>(), Some(&[u64::MAX][..]));
+        assert!(column.view::<u32>().is_none());
+        assert_eq!(Column::Four(vec![3]).into_vec::<f64>(), None);
     }
 }

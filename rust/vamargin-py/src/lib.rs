@@ -47,6 +47,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(financing::collateral_figures, m)?)?;
     m.add_function(wrap_pyfunction!(pool::thread_count, m)?)?;
     m.add_function(wrap_pyfunction!(column_pool::column_pool_held, m)?)?;
+    m.add_function(wrap_pyfunction!(column_pool::column_pool_clear, m)?)?;
     m.add("STATUS_NAMES", vamargin_core::Status::NAMES.to_vec())?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())

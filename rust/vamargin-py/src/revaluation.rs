@@ -1,6 +1,6 @@
 //! `revalue`: the account pass over a `CoreBook`.
 
-use numpy::{IntoPyArray, PyReadonlyArray1};
+use numpy::PyReadonlyArray1;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use vamargin_core as core;
@@ -129,12 +129,12 @@ pub fn revalue<'py>(
     for (name, column) in columns.accounts {
         accounts.set_item(name, result_array(py, column)?)?;
     }
-    accounts.set_item("status", columns.status.into_pyarray(py))?;
+    accounts.set_item("status", result_array(py, columns.status)?)?;
     let positions = PyDict::new(py);
     for (name, column) in columns.positions {
         positions.set_item(name, result_array(py, column)?)?;
     }
-    positions.set_item("tier", columns.tier.into_pyarray(py))?;
+    positions.set_item("tier", result_array(py, columns.tier)?)?;
     let out = PyDict::new(py);
     out.set_item("accounts", accounts)?;
     out.set_item("positions", positions)?;
