@@ -534,9 +534,9 @@ fn forced_sale_plan(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::book::{Accounts, Grouping, Holdings, Positions};
     use crate::columns::{Stale, Zeroed};
     use crate::params::AssetParams;
+    use crate::test_book::TestBook;
 
     /// Three assets (USD eligible, BTC eligible, an ineligible token) and four accounts:
     /// a loan against BTC, cash only, nothing, and a loan against the token and USD.
@@ -555,34 +555,20 @@ mod tests {
             CallTarget::Initial,
         )
         .unwrap();
-        let h_account = [0, 0, 1, 3, 3, 3];
-        let h_asset = [1, 0, 0, 2, 0, 1];
-        let h_amount = [2.0, -50_000.0, 1_000.0, 400.0, 300.0, -0.5];
-        let credit = [f64::INFINITY; 4];
-        let holding_groups = Grouping::build(&h_account, Some(&h_asset), 4, "holdings").unwrap();
-        let position_groups = Grouping::build(&[], None, 4, "positions").unwrap();
-        let book = Book::new(
-            &params,
-            Accounts {
-                credit_limit: &credit,
-            },
-            Holdings {
-                account: &h_account,
-                asset: &h_asset,
-                amount: &h_amount,
-            },
-            Positions {
-                account: &[],
-                instrument: &[],
-                qty: &[],
-                entry_price: &[],
-                isolated_margin: None,
-                leverage: None,
-            },
-            &holding_groups,
-            &position_groups,
-        )
-        .unwrap();
+        let owned = TestBook::new(
+            &[f64::INFINITY; 4],
+            &[
+                (0, 1, 2.0),
+                (0, 0, -50_000.0),
+                (1, 0, 1_000.0),
+                (3, 2, 400.0),
+                (3, 0, 300.0),
+                (3, 1, -0.5),
+            ],
+            &[],
+            None,
+        );
+        let book = owned.book(&params);
         // BTC at 60 000, the token at 2.5; capital weights 1 − haircut.
         let prices = [1.0, 60_000.0, 2.5];
         let weights = [1.0, 0.4, 0.0];

@@ -20,6 +20,8 @@ pub mod perp;
 pub mod pretrade;
 pub mod scan;
 pub mod stress;
+#[cfg(test)]
+mod test_book;
 pub mod tiers;
 pub mod valuation;
 

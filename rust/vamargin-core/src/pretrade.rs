@@ -152,8 +152,8 @@ pub fn order_impact(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::book::{Accounts, Grouping, Holdings, Positions};
     use crate::params::{AssetParams, CallTarget, Haircuts, PerpetualParams};
+    use crate::test_book::TestBook;
     use crate::tiers::{SizeTiers, TierTable};
 
     #[test]
@@ -171,32 +171,13 @@ mod tests {
         )
         .unwrap();
         // 10 000 USDT and a long of 1 at 50 000; mark 50 000.
-        let (credit, h_account, h_asset, h_amount) = ([f64::INFINITY], [0u32], [0u32], [10_000.0]);
-        let (p_account, p_instrument, qty, entry) = ([0u32], [0u32], [1.0], [50_000.0]);
-        let hg = Grouping::build(&h_account, None, 1, "h").unwrap();
-        let pg = Grouping::build(&p_account, None, 1, "p").unwrap();
-        let book = Book::new(
-            &params,
-            Accounts {
-                credit_limit: &credit,
-            },
-            Holdings {
-                account: &h_account,
-                asset: &h_asset,
-                amount: &h_amount,
-            },
-            Positions {
-                account: &p_account,
-                instrument: &p_instrument,
-                qty: &qty,
-                entry_price: &entry,
-                isolated_margin: None,
-                leverage: None,
-            },
-            &hg,
-            &pg,
-        )
-        .unwrap();
+        let owned = TestBook::new(
+            &[f64::INFINITY],
+            &[(0, 0, 10_000.0)],
+            &[(0, 0, 1.0, 50_000.0)],
+            None,
+        );
+        let book = owned.book(&params);
         let market = Market {
             asset_prices: &[1.0],
             marks: &[50_000.0],

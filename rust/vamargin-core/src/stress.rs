@@ -272,9 +272,9 @@ pub fn stressed_equity(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::book::{Accounts, Grouping, Holdings, Positions};
     use crate::params::{AssetParams, CallTarget, Haircuts, PerpetualParams};
     use crate::perp::ContractKind;
+    use crate::test_book::TestBook;
     use crate::tiers::{SizeTiers, TierTable};
 
     #[test]
@@ -300,34 +300,13 @@ mod tests {
         .unwrap();
         // Account 0: 1 BTC against a 40 000 USD loan. Account 1: 10 000 USD and a cross
         // long of 1 entered at 100 000.
-        let credit = [f64::INFINITY; 2];
-        let (h_account, h_asset, h_amount) =
-            ([0u32, 0, 1], [1u32, 0, 0], [1.0, -40_000.0, 10_000.0]);
-        let (p_account, p_instrument, qty, entry) = ([1u32], [0u32], [1.0], [100_000.0]);
-        let hg = Grouping::build(&h_account, None, 2, "h").unwrap();
-        let pg = Grouping::build(&p_account, None, 2, "p").unwrap();
-        let book = Book::new(
-            &params,
-            Accounts {
-                credit_limit: &credit,
-            },
-            Holdings {
-                account: &h_account,
-                asset: &h_asset,
-                amount: &h_amount,
-            },
-            Positions {
-                account: &p_account,
-                instrument: &p_instrument,
-                qty: &qty,
-                entry_price: &entry,
-                isolated_margin: None,
-                leverage: None,
-            },
-            &hg,
-            &pg,
-        )
-        .unwrap();
+        let owned = TestBook::new(
+            &[f64::INFINITY; 2],
+            &[(0, 1, 1.0), (0, 0, -40_000.0), (1, 0, 10_000.0)],
+            &[(1, 0, 1.0, 100_000.0)],
+            None,
+        );
+        let book = owned.book(&params);
         // BTC −30% and −70%, the mark with it.
         let scenarios = Scenarios {
             count: 2,

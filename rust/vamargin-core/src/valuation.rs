@@ -882,10 +882,10 @@ impl<'k, 'b> Kernel<'k, 'b> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::book::{Accounts, Grouping, Holdings};
     use crate::columns::Stale;
     use crate::params::{AssetParams, Haircuts, PerpetualParams};
     use crate::perp::ContractKind;
+    use crate::test_book::TestBook;
     use crate::tiers::{SizeTiers, TierTable};
 
     fn params() -> EngineParams {
@@ -939,19 +939,9 @@ mod tests {
     /// A small book covering linear and inverse, long and short, cross and isolated, an
     /// empty position, a loan, a size-tiered holding and an account with nothing; its
     /// positions in the given order of the rows below.
-    struct SmallBook {
-        account: Vec<u32>,
-        instrument: Vec<u32>,
-        qty: Vec<f64>,
-        entry: Vec<f64>,
-        isolated: Vec<f64>,
-    }
+    struct SmallBook(TestBook);
 
     impl SmallBook {
-        const H_ACCOUNT: [u32; 4] = [0, 1, 1, 2];
-        const H_ASSET: [u32; 4] = [0, 1, 0, 1];
-        const H_AMOUNT: [f64; 4] = [20_000.0, 3.5, -40_000.0, 0.25];
-        const CREDIT: [f64; 4] = [f64::INFINITY, 50_000.0, 0.0, f64::INFINITY];
         const MARKET: Market<'static> = Market {
             asset_prices: &[1.0, 61_000.0],
             marks: &[61_000.0, 61_000.0],
@@ -966,13 +956,22 @@ mod tests {
             ];
             let nan = f64::NAN;
             let isolated = [nan, nan, nan, 500.0, nan, 0.002, nan];
-            SmallBook {
-                account: order.iter().map(|&r| account[r]).collect(),
-                instrument: order.iter().map(|&r| instrument[r]).collect(),
-                qty: order.iter().map(|&r| qty[r]).collect(),
-                entry: order.iter().map(|&r| entry[r]).collect(),
-                isolated: order.iter().map(|&r| isolated[r]).collect(),
-            }
+            let rows: Vec<_> = order
+                .iter()
+                .map(|&r| (account[r], instrument[r], qty[r], entry[r]))
+                .collect();
+            let isolated: Vec<f64> = order.iter().map(|&r| isolated[r]).collect();
+            SmallBook(TestBook::new(
+                &[f64::INFINITY, 50_000.0, 0.0, f64::INFINITY],
+                &[
+                    (0, 0, 20_000.0),
+                    (1, 1, 3.5),
+                    (1, 0, -40_000.0),
+                    (2, 1, 0.25),
+                ],
+                &rows,
+                Some(&isolated),
+            ))
         }
 
         /// Revalues the book walking it as `walk` asks (`None`: as `revalue_into` picks),
@@ -988,33 +987,8 @@ mod tests {
             scope: Scope,
         ) -> Revaluation {
             let params = params();
-            let n_accounts = Self::CREDIT.len();
-            let position_groups =
-                Grouping::build(&self.account, None, n_accounts, "positions.account_id").unwrap();
-            let holding_groups =
-                Grouping::build(&Self::H_ACCOUNT, None, n_accounts, "holdings.account_id").unwrap();
-            let book = Book::new(
-                &params,
-                Accounts {
-                    credit_limit: &Self::CREDIT,
-                },
-                Holdings {
-                    account: &Self::H_ACCOUNT,
-                    asset: &Self::H_ASSET,
-                    amount: &Self::H_AMOUNT,
-                },
-                Positions {
-                    account: &self.account,
-                    instrument: &self.instrument,
-                    qty: &self.qty,
-                    entry_price: &self.entry,
-                    isolated_margin: Some(&self.isolated),
-                    leverage: None,
-                },
-                &holding_groups,
-                &position_groups,
-            )
-            .unwrap();
+            let book = self.0.book(&params);
+            let position_groups = &self.0.position_groups;
             match walk {
                 None => revalue_into(&params, &book, &Self::MARKET, columns, scope).unwrap(),
                 Some(in_account_order) => {
