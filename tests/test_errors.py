@@ -569,6 +569,20 @@ def test_duplicate_account_asset_holding() -> None:
         ENGINE.revalue(book, PRICES)
 
 
+def test_the_first_repeat_in_table_order_is_named() -> None:
+    # Account 20 repeats BTC (rows 0 and 1) and USDT (rows 2 and 3). Its rows are checked
+    # in asset order, USDT before BTC, but row 1 is the first repeat in the table.
+    holdings = {
+        "account_id": np.array([20, 20, 20, 20], dtype=np.int64),
+        "asset": np.array(["BTC", "BTC", "USDT", "USDT"]),
+        "amount": np.array([1.0, 2.0, 5.0, 6.0]),
+    }
+    assert CFG.asset_ids["USDT"] < CFG.asset_ids["BTC"]
+    match = "^holdings row 1: account 20 already has a BTC holding"
+    with pytest.raises(vm.DataError, match=match):
+        ENGINE.revalue(_book(holdings=holdings), PRICES)
+
+
 def test_zero_qty_is_allowed_and_ignored() -> None:
     base = _positions()
     positions = {

@@ -909,8 +909,10 @@ pub fn first_repeated_key(keys: &[u32], groups: &Grouping, qty: Option<&[f64]>) 
                     return;
                 }
                 let key = keys[row];
-                if previous == Some(key) && first_repeat.is_none() {
-                    first_repeat = Some(row);
+                if previous == Some(key) {
+                    // The account's rows run in key order: a repeat of a smaller key can
+                    // come later in the table than one of a larger key.
+                    first_repeat = Some(first_repeat.map_or(row, |first: usize| first.min(row)));
                 }
                 previous = Some(key);
             });
@@ -1103,6 +1105,14 @@ mod tests {
         let unique = [7, 4, 2, 5, 3];
         let groups = Grouping::build(&account, Some(&unique), 2, "account").unwrap();
         assert_eq!(first_repeated_key(&unique, &groups, None), None);
+        // One account repeating two keys: key 5 at rows 0 and 1, key 3 at rows 2 and 3.
+        // The walk meets key 3's repeat first; row 1 comes first in the table.
+        let keys = [5, 5, 3, 3];
+        let groups = Grouping::build(&[0; 4], Some(&keys), 1, "account").unwrap();
+        assert_eq!(first_repeated_key(&keys, &groups, None), Some(1));
+        // An empty row does not count: with row 0 empty, row 1 repeats nothing.
+        let qty = [0.0, 1.0, 1.0, 1.0];
+        assert_eq!(first_repeated_key(&keys, &groups, Some(&qty)), Some(3));
     }
 
     #[test]
