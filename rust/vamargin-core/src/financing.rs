@@ -290,19 +290,19 @@ impl CollateralSums {
     /// Adds a holding of `amount` of `asset`: a loan to the debit, a positive value to
     /// the recognised value (weighted), to its asset's total and, when eligible, to the
     /// collateral.
+    ///
+    /// Without a branch on the sign or the eligibility (a book mixes loans, coins and
+    /// cash): each sum adds its part of the value, a zero where it has none. A zero added
+    /// leaves a sum's bits as they were: the sums start at +0 and never become −0.
     #[inline(always)]
     fn add(&mut self, rates: &AssetRates<'_>, asset: u32, amount: f64, by_asset: &mut [f64]) {
         let asset = asset as usize;
         let value = amount * rates.prices[asset];
-        if value < 0.0 {
-            self.debit -= value;
-        } else if value > 0.0 {
-            self.recognised += value * rates.weights[asset];
-            by_asset[asset] += value;
-            if rates.eligible[asset] {
-                self.collateral += value;
-            }
-        }
+        let (loan, credit) = (-value.min(0.0), value.max(0.0));
+        self.debit += loan;
+        self.recognised += credit * rates.weights[asset];
+        by_asset[asset] += credit;
+        self.collateral += if rates.eligible[asset] { credit } else { 0.0 };
     }
 }
 
