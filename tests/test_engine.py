@@ -170,7 +170,7 @@ def test_a_freed_books_columns_serve_the_next_book_of_its_shape() -> None:
     # Two books of different shapes, built in alternation: each one's columns survive the
     # other's requests (a request of another shape does not empty the pool).
     engine = vm.RiskEngine()
-    books = {n: synthetic_book(n_accounts=n, seed=5) for n in (9_931, 7_919)}
+    books = {n: synthetic_book(n_accounts=n, seed=5) for n in (9_931, 8_887)}
 
     def built(n: int) -> vm.Book:
         s = books[n]
@@ -180,14 +180,15 @@ def test_a_freed_books_columns_serve_the_next_book_of_its_shape() -> None:
 
     _core.column_pool_clear()
     first = {n: _book_columns(built(n), engine.config) for n in books}  # each Book freed at once
-    # Per book: its four columns, and the grouping keys binding freed: ten in all.
-    assert _core.column_pool_held()[0] == 10
+    # Per book: its four columns, the grouping keys binding freed, and its two
+    # groupings' offsets: fourteen in all.
+    assert _core.column_pool_held()[0] == 14
     for n in books:
-        # Each book takes its five columns from the pool (three of its positions' length,
-        # two of its holdings') and binding hands the keys column back.
+        # Each book takes its seven columns from the pool (three of its positions'
+        # length, two of its holdings', two offsets) and binding hands the keys back.
         held = _core.column_pool_held()[0]
         again = built(n)
-        assert _core.column_pool_held()[0] == held - 4
+        assert _core.column_pool_held()[0] == held - 6
         columns = _book_columns(again, engine.config)
         holdings = ("holding_account", "holding_asset")
         assert {columns[c] for c in holdings} == {first[n][c] for c in holdings}, n

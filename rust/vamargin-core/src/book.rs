@@ -34,6 +34,18 @@ impl Grouping {
         n_accounts: usize,
         column: &'static str,
     ) -> Result<Self> {
+        Self::build_into(account_of_row, key_of_row, n_accounts, column, &Zeroed)
+    }
+
+    /// [`Grouping::build`] with its columns (offsets, order, and the radix sort's
+    /// scratch, which it hands back) from `columns`.
+    pub fn build_into(
+        account_of_row: &[u32],
+        key_of_row: Option<&[u32]>,
+        n_accounts: usize,
+        column: &'static str,
+        columns: &impl Columns,
+    ) -> Result<Self> {
         if account_of_row.len() > u32::MAX as usize {
             return Err(Error::LengthMismatch {
                 column,
@@ -93,17 +105,21 @@ impl Grouping {
                 }
             }
             return Ok(Grouping {
-                offsets: sorted_offsets(account_of_row, n_accounts),
+                offsets: sorted_offsets(account_of_row, n_accounts, columns),
                 order: None,
             });
         }
         if let Some(row) = first_id_out_of_range(account_of_row, n_accounts) {
             return Err(out_of_range(row));
         }
-        if let Some(grouping) = radix_grouping(account_of_row, key_of_row, n_accounts) {
+        if let Some(grouping) = radix_grouping(account_of_row, key_of_row, n_accounts, columns) {
             return Ok(grouping);
         }
-        let offsets = counted_offsets(account_of_row.iter().map(|&a| a as usize), n_accounts);
+        let offsets = counted_offsets(
+            account_of_row.iter().map(|&a| a as usize),
+            n_accounts,
+            columns,
+        );
         let mut next = offsets[..n_accounts].to_vec();
         let mut order = vec![0u32; account_of_row.len()];
         for (row, &account) in account_of_row.iter().enumerate() {
@@ -125,6 +141,13 @@ impl Grouping {
 
     pub fn n_accounts(&self) -> usize {
         self.offsets.len() - 1
+    }
+
+    /// The grouping's columns (offsets, and the order unless rows are sorted), for a
+    /// caller that reuses them; the grouping is left with no accounts.
+    pub fn take_columns(&mut self) -> (Vec<usize>, Option<Vec<u32>>) {
+        let offsets = std::mem::replace(&mut self.offsets, vec![0]);
+        (offsets, self.order.take())
     }
 
     /// The row of each (account, position in account) slot: for tests and checks.
@@ -197,8 +220,13 @@ impl Iterator for RowsOf<'_> {
 
 /// Where each account's rows start when rows are laid out by account (plus the row count
 /// at the end), from the account of every row (each `< n_accounts`, in any order).
-fn counted_offsets(accounts: impl Iterator<Item = usize>, n_accounts: usize) -> Vec<usize> {
-    let mut offsets = vec![0usize; n_accounts + 1];
+fn counted_offsets(
+    accounts: impl Iterator<Item = usize>,
+    n_accounts: usize,
+    columns: &impl Columns,
+) -> Vec<usize> {
+    let mut offsets = columns.usizes(n_accounts + 1);
+    offsets.fill(0);
     for account in accounts {
         offsets[account + 1] += 1;
     }
@@ -211,12 +239,14 @@ fn counted_offsets(accounts: impl Iterator<Item = usize>, n_accounts: usize) -> 
 /// Where each account's rows start in rows sorted by account (plus the row count at the
 /// end): blocks of accounts in parallel, each finding its first row by binary search and
 /// then walking forward.
-fn sorted_offsets(account_of_row: &[u32], n_accounts: usize) -> Vec<usize> {
-    let mut offsets = vec![0usize; n_accounts + 1];
+fn sorted_offsets(account_of_row: &[u32], n_accounts: usize, columns: &impl Columns) -> Vec<usize> {
+    let mut offsets = columns.usizes(n_accounts + 1);
     offsets
         .par_chunks_mut(SCAN_BLOCK)
         .enumerate()
         .for_each(|(block, out)| {
+            // The column may hold stale values: accounts without rows need a 0 here.
+            out.fill(0);
             // `out[i]` is where account `first + i` starts: the number of rows of the
             // accounts before it. Each row of an account whose start lies after it in this
             // block writes its end there (the last row's write stays), then a running
@@ -256,6 +286,7 @@ fn radix_grouping(
     account_of_row: &[u32],
     key_of_row: Option<&[u32]>,
     n_accounts: usize,
+    columns: &impl Columns,
 ) -> Option<Grouping> {
     let n_keys = key_of_row.map_or(1, |keys| keys.iter().max().map_or(1, |&k| k as u64 + 1));
     let span = n_accounts as u64 * n_keys;
@@ -264,14 +295,14 @@ fn radix_grouping(
     }
     // Both factors fit in 32 bits because their product does.
     let n_keys = n_keys as u32;
-    let composite: Vec<u32> = match key_of_row {
-        Some(keys) => account_of_row
-            .par_iter()
-            .zip(keys)
-            .map(|(&account, &key)| account * n_keys + key)
-            .collect(),
-        None => account_of_row.to_vec(),
-    };
+    let mut composite = columns.u32s(account_of_row.len());
+    match key_of_row {
+        Some(keys) => composite
+            .par_iter_mut()
+            .zip(account_of_row.par_iter().zip(keys))
+            .for_each(|(c, (&account, &key))| *c = account * n_keys + key),
+        None => composite.copy_from_slice(account_of_row),
+    }
     let bits = u64::BITS - span.saturating_sub(1).leading_zeros();
     // As few passes as digits of at most RADIX_BITS allow, the bits spread evenly.
     let passes = bits.div_ceil(RADIX_BITS).max(1);
@@ -302,15 +333,16 @@ fn radix_grouping(
     for part in 1..n_parts {
         next[part] = next[part - 1] + counts[part - 1];
     }
-    let mut sorted = vec![0u32; composite.len()];
-    let mut order = vec![0u32; composite.len()];
+    // Every slot of `sorted` and `order` is written once: the counts add up to the rows.
+    let mut sorted = columns.u32s(composite.len());
+    let mut order = columns.u32s(composite.len());
     for (row, &c) in composite.iter().enumerate() {
         let slot = &mut next[top_digit(c)];
         sorted[*slot] = c;
         order[*slot] = row as u32;
         *slot += 1;
     }
-    drop(composite);
+    columns.give_back_u32(composite);
 
     // Passes 2…: each part by the lower digits, least significant first.
     if passes > 1 {
@@ -328,7 +360,12 @@ fn radix_grouping(
         );
     }
     // Where each account starts, from the sorted composites.
-    let offsets = counted_offsets(sorted.iter().map(|&c| (c / n_keys) as usize), n_accounts);
+    let offsets = counted_offsets(
+        sorted.iter().map(|&c| (c / n_keys) as usize),
+        n_accounts,
+        columns,
+    );
+    columns.give_back_u32(sorted);
     Some(Grouping {
         offsets,
         order: Some(order),
@@ -924,6 +961,7 @@ pub fn first_repeated_key(keys: &[u32], groups: &Grouping, qty: Option<&[f64]>) 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::columns::Stale;
 
     #[test]
     fn grouping_keeps_row_order_within_each_account() {
@@ -994,6 +1032,27 @@ mod tests {
         for pair in rows.windows(2) {
             let (a, b) = (pair[0], pair[1]);
             assert!((account[a], a) < (account[b], b));
+        }
+    }
+
+    /// Groupings built in columns of stale values equal those built in zeroed ones: in
+    /// account order (empty accounts across blocks), radix-sorted, and by key.
+    #[test]
+    fn groupings_from_stale_columns_equal_fresh_ones() {
+        let n = 3 * SCAN_BLOCK + 5;
+        let n_accounts = 2 * n / 3 + 3;
+        let in_order: Vec<u32> = (0..n).map(|r| (r / 3 * 2) as u32).collect();
+        let scattered: Vec<u32> = (0..n).map(|r| (r * 7919 % n_accounts) as u32).collect();
+        let keys: Vec<u32> = (0..n).map(|r| (r % 5) as u32).collect();
+        for (accounts, keys) in [
+            (&in_order, None),
+            (&scattered, None),
+            (&scattered, Some(&keys[..])),
+        ] {
+            let fresh = Grouping::build(accounts, keys, n_accounts, "a").unwrap();
+            let stale = Grouping::build_into(accounts, keys, n_accounts, "a", &Stale).unwrap();
+            assert_eq!(stale, fresh);
+            assert_eq!(fresh.is_sorted(), keys.is_none() && accounts == &in_order);
         }
     }
 

@@ -27,8 +27,17 @@ pub trait Columns: Sync {
         vec![0; n]
     }
 
+    fn usizes(&self, n: usize) -> Vec<usize> {
+        vec![0; n]
+    }
+
     /// Takes back a column the kernel no longer needs (by default: frees it).
     fn give_back(&self, column: Vec<f64>) {
+        drop(column);
+    }
+
+    /// [`Columns::give_back`] for a `u32` column (a grouping's scratch).
+    fn give_back_u32(&self, column: Vec<u32>) {
         drop(column);
     }
 }
@@ -67,5 +76,9 @@ impl Columns for Stale {
 
     fn i64s(&self, n: usize) -> Vec<i64> {
         vec![Self::I64; n]
+    }
+
+    fn usizes(&self, n: usize) -> Vec<usize> {
+        vec![0x5EAD_BEEF; n]
     }
 }

@@ -6,7 +6,7 @@ use pyo3::prelude::*;
 use vamargin_core as core;
 use vamargin_core::{AccountIndex, Accounts, Book, Grouping, Holdings, Positions};
 
-use crate::column_pool::{result_array, Recycled};
+use crate::column_pool::{give_back, result_array, Recycled};
 use crate::errors::{to_py, DataError};
 use crate::params::PyEngineParams;
 use crate::pool;
@@ -78,7 +78,11 @@ impl PyGrouping {
         let keys = keys.as_ref().map(|k| k.as_slice()).transpose()?;
         let pool = pool::current()?;
         let inner = py
-            .detach(|| pool::install(&pool, || Grouping::build(rows, keys, n_accounts, "account")))
+            .detach(|| {
+                pool::install(&pool, || {
+                    Grouping::build_into(rows, keys, n_accounts, "account", &Recycled)
+                })
+            })
             .map_err(|e| to_py(e, context))?;
         Ok(PyGrouping { inner })
     }
@@ -91,6 +95,17 @@ impl PyGrouping {
     #[getter]
     fn n_accounts(&self) -> usize {
         self.inner.n_accounts()
+    }
+}
+
+impl Drop for PyGrouping {
+    /// The offsets and order go to the column pool, for the next book of this shape.
+    fn drop(&mut self) {
+        let (offsets, order) = self.inner.take_columns();
+        give_back(offsets);
+        if let Some(order) = order {
+            give_back(order);
+        }
     }
 }
 

@@ -254,8 +254,24 @@ impl Columns for Recycled {
         take(n).unwrap_or_else(|| HugePages.i64s(n))
     }
 
+    fn usizes(&self, n: usize) -> Vec<usize> {
+        take(n).unwrap_or_else(|| HugePages.usizes(n))
+    }
+
     fn give_back(&self, column: Vec<f64>) {
         keep(Column::Eight(column));
+    }
+
+    fn give_back_u32(&self, column: Vec<u32>) {
+        keep(Column::Four(column));
+    }
+}
+
+/// Hands a column the caller no longer needs to the pool (freed if the pool does not
+/// hold its type or shape).
+pub fn give_back<T: NoUninit>(column: Vec<T>) {
+    if let Ok(column) = Column::of(column) {
+        keep(column);
     }
 }
 

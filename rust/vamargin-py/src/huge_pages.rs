@@ -32,6 +32,10 @@ impl Columns for HugePages {
     fn i64s(&self, n: usize) -> Vec<i64> {
         advised(n)
     }
+
+    fn usizes(&self, n: usize) -> Vec<usize> {
+        advised(n)
+    }
 }
 
 /// A zeroed column of `n` numbers (from the allocator's zeroed memory), advised.
