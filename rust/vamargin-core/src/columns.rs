@@ -35,11 +35,6 @@ pub trait Columns: Sync {
     fn give_back(&self, column: Vec<f64>) {
         drop(column);
     }
-
-    /// [`Columns::give_back`] for a `u32` column (a grouping's scratch).
-    fn give_back_u32(&self, column: Vec<u32>) {
-        drop(column);
-    }
 }
 
 /// Plain zeroed vectors.

@@ -261,10 +261,6 @@ impl Columns for Recycled {
     fn give_back(&self, column: Vec<f64>) {
         keep(Column::Eight(column));
     }
-
-    fn give_back_u32(&self, column: Vec<u32>) {
-        keep(Column::Four(column));
-    }
 }
 
 /// Hands a column the caller no longer needs to the pool (freed if the pool does not
