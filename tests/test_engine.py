@@ -13,6 +13,7 @@ import pyarrow as pa
 import pytest
 
 import vamargin as vm
+from pooled import bound_in_empty_pool
 from vamargin import _core
 from vamargin.engine import ACCOUNT_COLUMNS, POSITION_COLUMNS
 from vamargin.synthetic import synthetic_book
@@ -122,13 +123,8 @@ def _f64_columns(result: vm.Revaluation) -> dict[str, np.ndarray]:
 
 
 def test_freed_result_columns_are_reused_and_live_ones_never_are() -> None:
-    # The pool starts empty, after the book is bound (binding frees a column of grouping
-    # keys to it). Account columns are 78 KB, over the pool's 64 KiB minimum.
-    synthetic = synthetic_book(n_accounts=9_973, seed=3)
-    book = vm.Book(synthetic.accounts, synthetic.holdings, synthetic.positions)
-    engine = vm.RiskEngine()
-    book.bind(engine.config)
-    _core.column_pool_clear()
+    # Account columns are 78 KB, over the pool's 64 KiB minimum.
+    synthetic, book, engine = bound_in_empty_pool(n_accounts=9_973, seed=3)
     moved = {name: price * 0.9 for name, price in synthetic.prices.items()}
     first = engine.revalue(book, synthetic.prices)
     kept = {name: column.copy() for name, column in _f64_columns(first).items()}

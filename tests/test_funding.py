@@ -25,6 +25,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import vamargin as vm
+from pooled import bound_in_empty_pool
 from vamargin import _core
 from vamargin.config import AssetSpec, MarginTier, PerpetualSpec
 from vamargin.funding import house_postings
@@ -817,14 +818,9 @@ def test_house_postings_checks_its_arguments() -> None:
 
 
 def test_freed_payments_are_reused_and_live_ones_never_are() -> None:
-    # The pool starts empty, after the book is bound. The payments column (~380 KB) is
-    # over the pool's 64 KiB minimum; it shares the pool with the revaluation's f64
-    # columns.
-    synthetic = synthetic_book(n_accounts=9_967, seed=4)
-    book = vm.Book(synthetic.accounts, synthetic.holdings, synthetic.positions)
-    engine = vm.RiskEngine()
-    book.bind(engine.config)
-    _core.column_pool_clear()
+    # The payments column (~380 KB) is over the pool's 64 KiB minimum; it shares the pool
+    # with the revaluation's f64 columns.
+    synthetic, book, engine = bound_in_empty_pool(n_accounts=9_967, seed=4)
     rates = {p.symbol: 0.0001 for p in engine.config.perpetuals}
     first = engine.funding(book, rates, synthetic.prices)
     kept = first.payments.copy()
