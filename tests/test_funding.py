@@ -819,7 +819,8 @@ def test_house_postings_checks_its_arguments() -> None:
 
 def test_freed_payments_are_reused_and_live_ones_never_are() -> None:
     # The payments column (~380 KB) is over the pool's 64 KiB minimum; it shares the pool
-    # with the revaluation's f64 columns.
+    # with the revaluation's f64 columns. So are the three columns of the sums by account
+    # (ids, asset codes, amounts; ~16 000 sums).
     synthetic, book, engine = bound_in_empty_pool(n_accounts=9_967, seed=4)
     rates = {p.symbol: 0.0001 for p in engine.config.perpetuals}
     first = engine.funding(book, rates, synthetic.prices)
@@ -830,8 +831,12 @@ def test_freed_payments_are_reused_and_live_ones_never_are() -> None:
     assert (second.payments != 0).any()
     assert _core.column_pool_held() == (0, 0)
     freed, size = second.payments.ctypes.data, second.payments.nbytes
-    del second
-    assert _core.column_pool_held() == (1, size)
+    by_account = second.by_account
+    sums = [by_account["account_id"], by_account.codes("asset").codes, by_account["amount"]]
+    assert min(c.nbytes for c in sums) >= 64 * 1024
+    size += sum(c.nbytes for c in sums)
+    del second, by_account, sums
+    assert _core.column_pool_held() == (4, size)
     third = engine.funding(book, rates, synthetic.prices)
     assert _core.column_pool_held() == (0, 0)
     # The third settlement takes the second's column, uncleared, and writes every row

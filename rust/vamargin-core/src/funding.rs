@@ -14,7 +14,7 @@ use crate::book::{Grouping, Positions};
 use crate::columns::{Columns, Zeroed};
 use crate::error::{Error, Result};
 use crate::money::{
-    sum_by_account, AccountSums, CellSums, Coefficient, Estimate, ExactAmount, ExactSum,
+    sum_by_account, AccountSumBlocks, CellSums, Coefficient, Estimate, ExactAmount, ExactSum,
 };
 use crate::parallel::{column_bundle, map_chunks, SplitRows};
 use crate::params::EngineParams;
@@ -256,7 +256,7 @@ pub fn settle_funding_by_account(
     basis: FundingBasis<'_>,
     settle_decimals: &[u32],
     columns: &impl Columns,
-) -> Result<(FundingSettlement, AccountSums)> {
+) -> Result<(FundingSettlement, AccountSumBlocks)> {
     if groups.n_rows() != positions.qty.len() {
         return Err(Error::LengthMismatch {
             column: "positions (grouping)",
@@ -322,7 +322,7 @@ pub fn settle_funding_by_account(
             what: "an account's total",
         })?;
     let settlement = settler.finish(payments, totals)?;
-    Ok((settlement, AccountSums::concatenate(parts)))
+    Ok((settlement, AccountSumBlocks { blocks: parts }))
 }
 
 /// Accounts per parallel block of [`settle_funding_by_account`].
@@ -380,6 +380,27 @@ impl Totals {
         self.received += i128::from(amount.max(0));
         self.paid += i128::from(amount.min(0));
     }
+
+    fn add_run(&mut self, run: &RunSums) {
+        self.rows += run.rows as usize;
+        self.received += i128::from(run.received);
+        self.paid += i128::from(run.paid);
+        self.units += i128::from(run.units);
+    }
+}
+
+/// Rows per run of [`Settler::settle_run_straight`]: on the straight path a payment is
+/// below 2^49 and a row's quantity units below 2^53 in magnitude, so a run's sums stay
+/// below 2^58 and 2^62, within `i64`.
+const RUN: usize = 512;
+
+/// One instrument's sums over a run of straight rows (see [`RUN`]).
+#[derive(Clone, Copy, Default)]
+struct RunSums {
+    rows: i64,
+    received: i64,
+    paid: i64,
+    units: i64,
 }
 
 /// One instrument as a chunk of rows sees it: its straight path, its id and the chunk's
@@ -526,7 +547,80 @@ impl<'a> Settler<'a> {
 
     /// The payments of rows `first..first + payments.len()`, counted in `lanes`; stops at
     /// the first row that cannot be settled, with its error.
+    ///
+    /// One interval settles runs of [`RUN`] rows on the straight path without a branch
+    /// per row ([`Settler::settle_run_straight`]); a run with a row off that path is
+    /// settled again row by row.
     fn settle_rows(&self, first: usize, payments: &mut [i64], lanes: &mut [Lane]) -> Result<()> {
+        if !self.one_interval() {
+            return self.settle_rows_one_by_one(first, payments, lanes);
+        }
+        let estimates: Vec<Estimate> = lanes
+            .iter()
+            .map(|lane| lane.straight.unwrap_or(Estimate::UNTRUSTED))
+            .collect();
+        let mut sums = vec![RunSums::default(); lanes.len()];
+        for (i, run) in payments.chunks_mut(RUN).enumerate() {
+            let start = first + i * RUN;
+            sums.fill(RunSums::default());
+            if self.settle_run_straight(start, run, &estimates, &mut sums) {
+                for (lane, sums) in lanes.iter_mut().zip(&sums) {
+                    lane.totals.add_run(sums);
+                }
+            } else {
+                self.settle_rows_one_by_one(start, run, lanes)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The one-interval payments of rows `first..first + payments.len()` (at most
+    /// [`RUN`]) on the straight path, summed per instrument in `sums`, without a branch
+    /// per row: `false` when a row is off the path (its quantity too large to read by
+    /// one multiplication, its instrument without an estimate, its quotient not trusted),
+    /// and then the payments and sums are to be discarded.
+    ///
+    /// A row of quantity 0 reads as 0 units, whose payment is 0: it needs no branch
+    /// either (only its count is kept out).
+    #[inline(never)]
+    fn settle_run_straight(
+        &self,
+        first: usize,
+        payments: &mut [i64],
+        estimates: &[Estimate],
+        sums: &mut [RunSums],
+    ) -> bool {
+        let rows = first..first + payments.len();
+        let columns = self.positions.qty[rows.clone()]
+            .iter()
+            .zip(&self.positions.instrument[rows]);
+        let mut on_path = true;
+        for (slot, (&qty, &id)) in payments.iter_mut().zip(columns) {
+            let id = id as usize;
+            let straight = qty.abs() < QTY_STRAIGHT_LIMIT;
+            // Off the path the quantity is read as 0, so the steps stay in range.
+            let units = round_half_away(if straight { qty } else { 0.0 } * 1e9);
+            let (amount, trusted) = estimates[id].floor_times_flagged(units);
+            on_path &= straight & trusted;
+            *slot = amount;
+            // Wrapping: a run off the path may sum meaningless amounts, but is discarded;
+            // on the path every sum is within i64 (see `RUN`), where wrapping is exact.
+            let sum = &mut sums[id];
+            sum.rows = sum.rows.wrapping_add(i64::from(qty != 0.0));
+            sum.received = sum.received.wrapping_add(amount.max(0));
+            sum.paid = sum.paid.wrapping_add(amount.min(0));
+            sum.units = sum.units.wrapping_add(units);
+        }
+        on_path
+    }
+
+    /// [`Settler::settle_rows`], one row at a time.
+    fn settle_rows_one_by_one(
+        &self,
+        first: usize,
+        payments: &mut [i64],
+        lanes: &mut [Lane],
+    ) -> Result<()> {
         let rows = first..first + payments.len();
         let columns = self.positions.qty[rows.clone()]
             .iter()
@@ -788,6 +882,67 @@ mod tests {
     }
 
     #[test]
+    fn straight_runs_pay_every_row_its_exact_floor() {
+        // Three runs and a part on the straight path, with flat rows, and one run with a
+        // row past it (2.5e7 contracts), which that run settles row by row: every payment
+        // is the exact amount floored, computed here without an estimate, and the totals
+        // are the payments' and the quantities' sums.
+        let params = params();
+        let basis = FundingBasis::Mark {
+            rates: &[0.000_123_4, -0.000_075],
+            marks: &[96_450.37, 3_187.25],
+        };
+        let n = 3 * RUN + 100;
+        let instrument: Vec<u32> = (0..n).map(|r| (r % 3 % 2) as u32).collect();
+        let mut qty: Vec<f64> = (0..n)
+            .map(|r| match r % 7 {
+                0 => 0.0,
+                1 => -((r * 37 % 10_007) as f64) / 1_000.0,
+                _ => (r * 131 % 1_000_003) as f64 / 100.0,
+            })
+            .collect();
+        let off_path = RUN + 77;
+        qty[off_path] = -2.5e7;
+        let positions = positions(&instrument, &qty);
+        let settlement = settle_funding(&params, &positions, basis, &[6, 8]).unwrap();
+
+        let settler = Settler::new(&params, &positions, basis, &[6, 8]).unwrap();
+        let (mut received, mut paid, mut units) = ([0i64; 2], [0i64; 2], [0i128; 2]);
+        for (row, (&q, &id)) in qty.iter().zip(&instrument).enumerate() {
+            let id = id as usize;
+            let row_units = qty_units(q).unwrap();
+            let exact = exact_payment(
+                &settler.instruments[id],
+                &basis,
+                id,
+                ExactAmount::one().times_integer(row_units),
+                Some(0),
+            )
+            .floor()
+            .unwrap();
+            let expected = if q == 0.0 { 0 } else { exact };
+            assert_eq!(settlement.payments[row], expected, "row {row}");
+            received[id] += expected.max(0);
+            paid[id] += expected.min(0);
+            units[id] += i128::from(row_units);
+        }
+        assert_ne!(settlement.payments[off_path], 0);
+        assert_eq!(settlement.received, received);
+        assert_eq!(settlement.paid, paid);
+        for id in 0..2 {
+            let mut open_interest = ExactSum::default();
+            open_interest.add(units[id]);
+            assert_eq!(
+                settlement.open_interest[id], open_interest,
+                "instrument {id}"
+            );
+            let house = house_posting(&params, &basis, &[6, 8], id, open_interest).unwrap();
+            assert_eq!(settlement.house[id], house);
+            assert_eq!(received[id] + paid[id] + house + settlement.dust[id], 0);
+        }
+    }
+
+    #[test]
     fn house_of_summed_parts_is_the_whole_books_house() {
         // The book of `longs_pay_shorts_and_postings_balance` in two parts: long 3 in
         // one, short 2 in the other. Open interest 3e9 and −2e9 units add to 1e9 (one
@@ -906,7 +1061,8 @@ mod tests {
             &expected.payments,
             2,
         )
-        .unwrap();
+        .unwrap()
+        .concatenate();
         assert!(expected_sums.amount.iter().all(|&a| a != 0));
         assert!(expected_sums.amount.len() > n_accounts);
 
@@ -918,7 +1074,7 @@ mod tests {
             settle_funding_by_account(&params, &positions, &sorted, basis, &[6, 8], &Stale)
                 .unwrap();
         assert_eq!(settlement, expected);
-        assert_eq!(sums, expected_sums);
+        assert_eq!(sums.concatenate(), expected_sums);
 
         // Rows in another order: settled, then summed, to the same sums.
         let order: Vec<usize> = (0..qty.len()).rev().collect();
@@ -936,7 +1092,7 @@ mod tests {
             &Stale,
         )
         .unwrap();
-        assert_eq!(sums_r, expected_sums);
+        assert_eq!(sums_r.concatenate(), expected_sums);
         let payments_r: Vec<i64> = order.iter().map(|&r| expected.payments[r]).collect();
         assert_eq!(settlement_r.payments, payments_r);
         assert_eq!(settlement_r.house, expected.house);

@@ -95,19 +95,38 @@ const ESTIMATE_MAX_QUOTIENT: f64 = (1u64 << 49) as f64;
 const ROUNDING_SHIFT: f64 = (3u64 << 51) as f64;
 
 impl Estimate {
+    /// An estimate no quotient is trusted with: [`Estimate::floor_times_flagged`] flags
+    /// every `n` (its ratio is NaN), so a branch-free loop can give every row of a table
+    /// an estimate and send the rows of this one down its exact path.
+    pub const UNTRUSTED: Estimate = Estimate {
+        multiplier: 0,
+        divisor: 1,
+        ratio: f64::NAN,
+    };
+
     /// `floor(n · multiplier / divisor)`, or `None` when the quotient reaches 2^49.
     #[inline(always)]
     pub fn floor_times(&self, n: i64) -> Option<i64> {
+        let (floor, trusted) = self.floor_times_flagged(n);
+        trusted.then_some(floor)
+    }
+
+    /// `(floor(n · multiplier / divisor), true)` when the quotient is below 2^49 in
+    /// magnitude; otherwise `(anything, false)`. No branch: a loop over many rows folds
+    /// the flags and redoes its rows another way when one is false.
+    #[inline(always)]
+    pub fn floor_times_flagged(&self, n: i64) -> (i64, bool) {
         let estimate = n as f64 * self.ratio;
-        if estimate.abs() >= ESTIMATE_MAX_QUOTIENT {
-            return None;
-        }
-        let nearest =
-            (estimate + ROUNDING_SHIFT).to_bits() as i64 - ROUNDING_SHIFT.to_bits() as i64;
+        // NaN compares false: not trusted.
+        let trusted = estimate.abs() < ESTIMATE_MAX_QUOTIENT;
+        // Beyond the trusted range the bits below are meaningless, but every step wraps
+        // rather than overflows.
+        let nearest = ((estimate + ROUNDING_SHIFT).to_bits() as i64)
+            .wrapping_sub(ROUNDING_SHIFT.to_bits() as i64);
         let remainder = n
             .wrapping_mul(self.multiplier)
             .wrapping_sub(nearest.wrapping_mul(self.divisor));
-        Some(nearest - i64::from(remainder < 0))
+        (nearest.wrapping_sub(i64::from(remainder < 0)), trusted)
     }
 }
 
@@ -593,29 +612,97 @@ pub struct AccountSums {
     pub amount: Vec<i64>,
 }
 
-impl AccountSums {
-    /// The sums of consecutive blocks of accounts, in block order.
-    pub fn concatenate(parts: Vec<AccountSums>) -> AccountSums {
-        let total = parts.iter().map(|part| part.amount.len()).sum();
+/// [`AccountSums`] as made: one part per consecutive block of accounts, in block order.
+/// [`AccountSumBlocks::write_into`] lays them out in caller-given columns in parallel,
+/// mapping each account row to its label on the way; [`AccountSumBlocks::concatenate`]
+/// joins them.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct AccountSumBlocks {
+    pub blocks: Vec<AccountSums>,
+}
+
+impl AccountSumBlocks {
+    /// How many sums there are.
+    pub fn len(&self) -> usize {
+        self.blocks.iter().map(|block| block.amount.len()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The sums as one [`AccountSums`].
+    pub fn concatenate(self) -> AccountSums {
+        let total = self.len();
         let mut all = AccountSums {
             account: Vec::with_capacity(total),
             key: Vec::with_capacity(total),
             amount: Vec::with_capacity(total),
         };
-        for part in parts {
-            all.account.extend(part.account);
-            all.key.extend(part.key);
-            all.amount.extend(part.amount);
+        for block in self.blocks {
+            all.account.extend(block.account);
+            all.key.extend(block.key);
+            all.amount.extend(block.amount);
         }
         all
+    }
+
+    /// Every sum, in order, into `account` (each account row `r` as `label(r)`), `key`
+    /// and `amount`, which are [`AccountSumBlocks::len`] long (an error otherwise). The
+    /// blocks are copied in parallel.
+    pub fn write_into<L: Send>(
+        &self,
+        label: impl Fn(u32) -> L + Sync,
+        account: &mut [L],
+        key: &mut [u32],
+        amount: &mut [i64],
+    ) -> Result<()> {
+        let total = self.len();
+        for (column, len) in [
+            ("account", account.len()),
+            ("key", key.len()),
+            ("amount", amount.len()),
+        ] {
+            if len != total {
+                return Err(Error::LengthMismatch {
+                    column,
+                    expected: total,
+                    actual: len,
+                });
+            }
+        }
+        // Each block's share of the three columns, split off in order.
+        let mut shares = Vec::with_capacity(self.blocks.len());
+        let (mut account, mut key, mut amount) = (account, key, amount);
+        for block in &self.blocks {
+            let n = block.amount.len();
+            let (a, rest_a) = account.split_at_mut(n);
+            let (k, rest_k) = key.split_at_mut(n);
+            let (m, rest_m) = amount.split_at_mut(n);
+            shares.push((block, a, k, m));
+            (account, key, amount) = (rest_a, rest_k, rest_m);
+        }
+        shares.into_par_iter().for_each(|(block, a, k, m)| {
+            for (slot, &row) in a.iter_mut().zip(&block.account) {
+                *slot = label(row);
+            }
+            k.copy_from_slice(&block.key);
+            m.copy_from_slice(&block.amount);
+        });
+        Ok(())
     }
 }
 
 /// One account's sums per key at a time, for a block of accounts: [`CellSums::add`] each
 /// of an account's amounts, then [`CellSums::close`] the account to keep its non-zero
 /// sums, in key order.
+///
+/// With at most 64 keys, `touched` marks the cells the open account added to, so closing
+/// an account visits only those (an account holds a few of the keys); with more, closing
+/// visits every cell.
 pub(crate) struct CellSums {
     cells: Vec<i64>,
+    touched: u64,
     sums: AccountSums,
 }
 
@@ -629,6 +716,7 @@ impl CellSums {
             .sum();
         CellSums {
             cells: vec![0; n_keys],
+            touched: 0,
             sums: AccountSums {
                 account: Vec::with_capacity(room),
                 key: Vec::with_capacity(room),
@@ -642,19 +730,37 @@ impl CellSums {
     pub(crate) fn add(&mut self, key: usize, amount: i64) -> Option<()> {
         let cell = &mut self.cells[key];
         *cell = cell.checked_add(amount)?;
+        // Past 64 keys the mask is not read (`close` visits every cell).
+        self.touched |= 1u64 << (key % 64);
         Some(())
     }
 
     /// Keeps the open account's non-zero sums under `account` and starts the next.
     #[inline(always)]
     pub(crate) fn close(&mut self, account: usize) {
-        for (key, cell) in self.cells.iter_mut().enumerate() {
-            if *cell != 0 {
-                // Accounts and keys are below u32::MAX (checked when indexed).
-                self.sums.account.push(account as u32);
-                self.sums.key.push(key as u32);
-                self.sums.amount.push(std::mem::take(cell));
+        if self.cells.len() <= 64 {
+            let mut touched = std::mem::take(&mut self.touched);
+            while touched != 0 {
+                let key = touched.trailing_zeros() as usize;
+                touched &= touched - 1;
+                self.keep(account, key);
             }
+        } else {
+            for key in 0..self.cells.len() {
+                self.keep(account, key);
+            }
+        }
+    }
+
+    /// Keeps cell `key` of the open account if it is not 0, and empties it.
+    #[inline(always)]
+    fn keep(&mut self, account: usize, key: usize) {
+        let amount = std::mem::take(&mut self.cells[key]);
+        if amount != 0 {
+            // Accounts and keys are below u32::MAX (checked when indexed).
+            self.sums.account.push(account as u32);
+            self.sums.key.push(key as u32);
+            self.sums.amount.push(amount);
         }
     }
 
@@ -676,7 +782,7 @@ pub fn sum_by_account(
     key_of: &[u32],
     amounts: &[i64],
     n_keys: usize,
-) -> Result<AccountSums> {
+) -> Result<AccountSumBlocks> {
     if ids.len() != amounts.len() || groups.n_rows() != amounts.len() {
         return Err(Error::LengthMismatch {
             column: "amounts",
@@ -719,7 +825,7 @@ pub fn sum_by_account(
         .ok_or(Error::Overflow {
             what: "an account's total",
         })?;
-    Ok(AccountSums::concatenate(blocks))
+    Ok(AccountSumBlocks { blocks })
 }
 
 #[cfg(test)]
@@ -874,7 +980,8 @@ mod tests {
         let groups = Grouping::build(&[1, 0, 1, 1], None, 3, "account").unwrap();
         let key_of = [0, 1, 0];
         assert_eq!(
-            sum_by_account(&groups, &[0, 1, 0, 2], &key_of, &[5, -3, 7, 0], 2),
+            sum_by_account(&groups, &[0, 1, 0, 2], &key_of, &[5, -3, 7, 0], 2)
+                .map(AccountSumBlocks::concatenate),
             Ok(AccountSums {
                 account: vec![0, 1],
                 key: vec![1, 0],
@@ -886,7 +993,25 @@ mod tests {
         let accounts: Vec<u32> = (0..n as u32).flat_map(|a| [a, a]).collect();
         let groups = Grouping::build(&accounts, None, n, "account").unwrap();
         let amounts: Vec<i64> = (0..n as i64).flat_map(|a| [a % 3, -(a % 2)]).collect();
-        let got = sum_by_account(&groups, &vec![0; 2 * n], &[0], &amounts, 1).unwrap();
+        let blocks = sum_by_account(&groups, &vec![0; 2 * n], &[0], &amounts, 1).unwrap();
+        assert_eq!(blocks.blocks.len(), 3);
+        let got = blocks.clone().concatenate();
+        // Laid out in columns, in parallel: the same sums, each account row labelled.
+        let mut label = vec![0i64; blocks.len()];
+        let (mut key, mut amount) = (vec![9u32; blocks.len()], vec![0i64; blocks.len()]);
+        blocks
+            .write_into(|row| -i64::from(row), &mut label, &mut key, &mut amount)
+            .unwrap();
+        let negated: Vec<i64> = got.account.iter().map(|&a| -i64::from(a)).collect();
+        assert_eq!((label, &key, &amount), (negated, &got.key, &got.amount));
+        let short = blocks.write_into(|row| row, &mut [0; 1], &mut key, &mut amount);
+        assert!(matches!(
+            short,
+            Err(Error::LengthMismatch {
+                column: "account",
+                ..
+            })
+        ));
         let want: Vec<(u32, i64)> = (0..n as i64)
             .map(|a| (a as u32, a % 3 - a % 2))
             .filter(|&(_, sum)| sum != 0)
@@ -901,6 +1026,45 @@ mod tests {
         assert!(matches!(err, Err(Error::IdOutOfRange { row: 1, .. })));
         let err = sum_by_account(&groups, &[0, 0, 0], &[2], &[1, 2, 3], 1);
         assert!(matches!(err, Err(Error::IdOutOfRange { row: 0, .. })));
+    }
+
+    #[test]
+    fn sums_keep_key_order_with_more_keys_than_the_mask() {
+        // 70 keys: closing visits every cell, and keys 0 and 64 share a bit of the mask
+        // that 64 keys or fewer use. Account 0's rows: keys 69, 64, 0, 64; account 1's:
+        // key 3, twice, cancelling.
+        let groups = Grouping::build(&[0, 0, 0, 0, 1, 1], None, 2, "account").unwrap();
+        let key_of = [69, 64, 0, 3];
+        let got = sum_by_account(
+            &groups,
+            &[0, 1, 2, 1, 3, 3],
+            &key_of,
+            &[5, 2, 7, 4, 9, -9],
+            70,
+        )
+        .unwrap()
+        .concatenate();
+        assert_eq!(
+            got,
+            AccountSums {
+                account: vec![0, 0, 0],
+                key: vec![0, 64, 69],
+                amount: vec![7, 6, 5],
+            }
+        );
+        // Within 64 keys the mask orders them too.
+        let got = sum_by_account(&groups, &[0, 1, 2, 1], &[63, 40, 0, 3], &[5, 2, 7, 4], 64);
+        assert!(got.is_err(), "rows and amounts of different lengths");
+        let got = sum_by_account(
+            &groups,
+            &[0, 1, 2, 1, 3, 3],
+            &[63, 40, 0, 3],
+            &[5, 2, 7, 4, 9, -9],
+            64,
+        )
+        .unwrap()
+        .concatenate();
+        assert_eq!((got.key, got.amount), (vec![0, 40, 63], vec![7, 6, 5]));
     }
 
     #[test]

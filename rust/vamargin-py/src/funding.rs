@@ -4,6 +4,7 @@ use numpy::{IntoPyArray, PyReadonlyArray1};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyInt};
 use vamargin_core as core;
+use vamargin_core::columns::Columns;
 use vamargin_core::money::ExactSum;
 use vamargin_core::Positions;
 
@@ -89,14 +90,19 @@ pub fn settle_funding<'py>(
                     &settle_decimals,
                     &Recycled,
                 )
-                .map(|(settlement, sums)| {
-                    // Each sum's account row (below the grouping's account count) as its id.
-                    let ids: Vec<i64> = sums
-                        .account
-                        .iter()
-                        .map(|&row| account_id[row as usize])
-                        .collect();
-                    (settlement, Some((ids, sums)))
+                .and_then(|(settlement, sums)| {
+                    // Laid out in pooled columns, each sum's account row (below the
+                    // grouping's account count) as its id.
+                    let n = sums.len();
+                    let (mut ids, mut keys, mut amounts) =
+                        (Recycled.i64s(n), Recycled.u32s(n), Recycled.i64s(n));
+                    sums.write_into(
+                        |row| account_id[row as usize],
+                        &mut ids,
+                        &mut keys,
+                        &mut amounts,
+                    )?;
+                    Ok((settlement, Some((ids, keys, amounts))))
                 }),
                 None => core::funding::settle_funding_into(
                     &params.inner,
@@ -110,13 +116,13 @@ pub fn settle_funding<'py>(
         })
         .map_err(|e| to_py(e, "funding"))?;
     let out = PyDict::new(py);
-    if let Some((ids, sums)) = by_account {
+    if let Some((ids, keys, amounts)) = by_account {
         out.set_item(
             "by_account",
             (
-                ids.into_pyarray(py),
-                sums.key.into_pyarray(py),
-                sums.amount.into_pyarray(py),
+                result_array(py, ids)?,
+                result_array(py, keys)?,
+                result_array(py, amounts)?,
             ),
         )?;
     }
