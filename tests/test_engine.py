@@ -224,17 +224,26 @@ for shuffle in (False, True):  # sorted and unsorted groupings
 """
 
 
-def test_every_kernel_runs_on_the_configured_threads() -> None:
+@pytest.mark.parametrize(
+    ("threads", "started"),
+    [
+        # The main thread is the pool's only thread: none starts.
+        ("1", "[]"),
+        # The main thread is thread 0; thread 1 starts with the first kernel.
+        ("2", "['vamargin-1']"),
+    ],
+)
+def test_every_kernel_runs_on_the_configured_threads(threads: str, started: str) -> None:
     # Work handed to rayon outside the vamargin pool would start rayon's global pool, a
     # thread per core whatever VAMARGIN_NUM_THREADS says.
     if not Path("/proc/self/task").is_dir():
         pytest.skip("needs /proc")
-    env = {**os.environ, "VAMARGIN_NUM_THREADS": "1"}
+    env = {**os.environ, "VAMARGIN_NUM_THREADS": threads}
     out = subprocess.run(
         [sys.executable, "-c", _THREADS], check=True, env=env, capture_output=True, text=True
     ).stdout.splitlines()
-    # The pool's one thread starts with the first kernel; nothing starts after it.
-    assert out == ["['vamargin-0']", "[]"]
+    # Nothing starts after the first book's kernels.
+    assert out == [started, "[]"]
 
 
 def test_grouping_detects_unsorted_positions(small_book) -> None:  # type: ignore[no-untyped-def]

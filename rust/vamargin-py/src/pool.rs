@@ -1,15 +1,59 @@
-//! The vamargin thread pool, sized by `VAMARGIN_NUM_THREADS` (default: all cores).
+//! The vamargin thread pools, sized by `VAMARGIN_NUM_THREADS` (default: all cores).
 //!
-//! Built on first use and rebuilt in a forked child (a pool's threads do not survive
-//! `fork`, so a child must never wait on its parent's pool).
+//! **The main thread works in its own pool.** Python's main thread is thread 0 of the
+//! pool it uses (rayon's `use_current_thread`), with `n − 1` rayon threads beside it. A
+//! call from it runs on it at once, and the other threads join in when they wake. Under
+//! the conventional pool the caller handed each call to a sleeping rayon thread and
+//! waited for it: on a virtual machine a sleeping thread takes 0.1–3 ms to wake, and a
+//! `Book(...)` plus `bind` plus a job makes about ten such calls. With one thread there
+//! is nothing to wake at all.
+//!
+//! **Every other thread shares a conventional pool** (a Dask worker's task threads, a
+//! user's `threading.Thread`): a thread can be thread 0 of only one pool for its whole
+//! life, and the main pool runs only what its own threads start.
+//!
+//! **A forked child builds its own pools.** A pool's threads do not survive `fork`, so a
+//! child must never wait on its parent's pool; the parent's pools are left untouched
+//! (dropping one would signal threads that do not exist in the child). The thread that
+//! forked is still thread 0 of the parent's main pool as far as rayon knows, so in the
+//! child it uses the shared pool.
 
+use std::cell::Cell;
 use std::sync::{Arc, Mutex};
 
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use rayon::{ThreadPool, ThreadPoolBuilder};
 
-static POOL: Mutex<Option<(u32, Arc<ThreadPool>)>> = Mutex::new(None);
+/// This process's pools, and the process they were built in.
+struct Pools {
+    pid: u32,
+    /// Python's main thread is its thread 0; `None` until that thread calls.
+    main: Option<Arc<ThreadPool>>,
+    /// The main thread could not be thread 0 of a pool (it already is of the parent's,
+    /// in a forked child): it uses `shared`.
+    main_refused: bool,
+    /// For every other thread; built when one first calls.
+    shared: Option<Arc<ThreadPool>>,
+}
+
+impl Pools {
+    const fn empty(pid: u32) -> Self {
+        Pools {
+            pid,
+            main: None,
+            main_refused: false,
+            shared: None,
+        }
+    }
+}
+
+static POOLS: Mutex<Pools> = Mutex::new(Pools::empty(0));
+
+thread_local! {
+    /// Whether this thread is Python's main thread, as found in process `.0`.
+    static PYTHON_MAIN: Cell<Option<(u32, bool)>> = const { Cell::new(None) };
+}
 
 fn configured_threads() -> usize {
     std::env::var("VAMARGIN_NUM_THREADS")
@@ -19,24 +63,69 @@ fn configured_threads() -> usize {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
-fn pool() -> PyResult<Arc<ThreadPool>> {
-    let pid = std::process::id();
-    let mut slot = POOL.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    match slot.as_ref() {
-        Some((owner, pool)) if *owner == pid => Ok(Arc::clone(pool)),
-        _ => {
-            let pool = ThreadPoolBuilder::new()
-                .num_threads(configured_threads())
-                .thread_name(|i| format!("vamargin-{i}"))
-                .build()
-                .map(Arc::new)
-                .map_err(|err| {
-                    PyRuntimeError::new_err(format!("cannot start the vamargin thread pool: {err}"))
-                })?;
-            *slot = Some((pid, Arc::clone(&pool)));
-            Ok(pool)
+fn builder() -> ThreadPoolBuilder {
+    ThreadPoolBuilder::new()
+        .num_threads(configured_threads())
+        .thread_name(|i| format!("vamargin-{i}"))
+}
+
+fn cannot_start(err: rayon::ThreadPoolBuildError) -> PyErr {
+    PyRuntimeError::new_err(format!("cannot start the vamargin thread pool: {err}"))
+}
+
+fn is_python_main_thread(py: Python<'_>, pid: u32) -> PyResult<bool> {
+    if let Some((owner, main)) = PYTHON_MAIN.get() {
+        if owner == pid {
+            return Ok(main);
         }
     }
+    // After a fork, Python's main thread is the one that forked.
+    let threading = py.import("threading")?;
+    let main = threading
+        .call_method0("main_thread")?
+        .is(&threading.call_method0("current_thread")?);
+    PYTHON_MAIN.set(Some((pid, main)));
+    Ok(main)
+}
+
+/// The pool for the calling thread (see the module docs).
+fn pool(py: Python<'_>) -> PyResult<Arc<ThreadPool>> {
+    let pid = std::process::id();
+    let mut pools = POOLS
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if pools.pid != pid {
+        // A new process (or the first call): the parent's pools are forgotten, not
+        // dropped.
+        for pool in [pools.main.take(), pools.shared.take()]
+            .into_iter()
+            .flatten()
+        {
+            std::mem::forget(pool);
+        }
+        *pools = Pools::empty(pid);
+    }
+    if let Some(main) = &pools.main {
+        if main.current_thread_index().is_some() {
+            return Ok(Arc::clone(main));
+        }
+    } else if !pools.main_refused && is_python_main_thread(py, pid)? {
+        match builder().use_current_thread().build() {
+            Ok(pool) => {
+                let pool = Arc::new(pool);
+                pools.main = Some(Arc::clone(&pool));
+                return Ok(pool);
+            }
+            // Already thread 0 of the parent's pool (a forked child).
+            Err(_) => pools.main_refused = true,
+        }
+    }
+    if let Some(shared) = &pools.shared {
+        return Ok(Arc::clone(shared));
+    }
+    let shared = Arc::new(builder().build().map_err(cannot_start)?);
+    pools.shared = Some(Arc::clone(&shared));
+    Ok(shared)
 }
 
 /// Runs `work` inside the vamargin pool (call it with the GIL released).
@@ -44,13 +133,13 @@ pub fn install<T: Send>(pool: &ThreadPool, work: impl FnOnce() -> T + Send) -> T
     pool.install(work)
 }
 
-/// The pool to run the next call in; fetch it while holding the GIL.
+/// The pool to run the calling thread's next call in; fetch it while holding the GIL.
 pub fn current() -> PyResult<Arc<ThreadPool>> {
-    pool()
+    Python::attach(pool)
 }
 
-/// Number of threads the vamargin pool uses in this process.
+/// Number of threads the vamargin pool of the calling thread uses.
 #[pyfunction]
-pub fn thread_count() -> PyResult<usize> {
-    Ok(pool()?.current_num_threads())
+pub fn thread_count(py: Python<'_>) -> PyResult<usize> {
+    Ok(pool(py)?.current_num_threads())
 }
