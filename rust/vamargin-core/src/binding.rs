@@ -209,6 +209,152 @@ mod tests {
         assert_eq!(bound.key, vec![4, 0, 0, 0]);
     }
 
+    /// The binding row by row, without blocks: the reference the parallel blocks and
+    /// their merging are checked against.
+    fn reference_positions(
+        codes: &[i32],
+        lut: &[u32],
+        qty: &[f64],
+        isolated: Option<&[f64]>,
+        n_instruments: usize,
+    ) -> BoundPositions {
+        let mut bound = BoundPositions {
+            instrument: vec![0; codes.len()],
+            key: vec![0; codes.len()],
+            used: vec![false; n_instruments],
+            first_unknown: None,
+        };
+        for row in 0..codes.len() {
+            let id = resolve(lut, codes[row]);
+            if id as usize >= n_instruments {
+                bound.first_unknown.get_or_insert(row);
+                continue;
+            }
+            bound.instrument[row] = id;
+            bound.key[row] = 2 * id + u32::from(isolated.is_some_and(|m| !m[row].is_nan()));
+            bound.used[id as usize] |= qty[row] != 0.0;
+        }
+        bound
+    }
+
+    fn reference_holdings(
+        codes: &[i32],
+        lut: &[u32],
+        amount: &[f64],
+        account: &[u32],
+        borrowable: &[bool],
+        may_borrow: &[bool],
+    ) -> BoundHoldings {
+        let mut bound = BoundHoldings {
+            asset: vec![0; codes.len()],
+            used: vec![false; borrowable.len()],
+            first_unknown: None,
+            first_unborrowable_loan: None,
+            first_unapproved_loan: None,
+        };
+        for row in 0..codes.len() {
+            let id = resolve(lut, codes[row]);
+            if id as usize >= borrowable.len() {
+                bound.first_unknown.get_or_insert(row);
+                continue;
+            }
+            bound.asset[row] = id;
+            bound.used[id as usize] = true;
+            if amount[row] < 0.0 {
+                if !borrowable[id as usize] {
+                    bound.first_unborrowable_loan.get_or_insert(row);
+                }
+                if !may_borrow
+                    .get(account[row] as usize)
+                    .copied()
+                    .unwrap_or(false)
+                {
+                    bound.first_unapproved_loan.get_or_insert(row);
+                }
+            }
+        }
+        bound
+    }
+
+    #[test]
+    fn blocks_bind_as_the_row_by_row_reference_does() {
+        // Books over several blocks, with 3 and with 70 ids (more than fit a 64-bit mask):
+        // unknown codes (negative, past the table, mapped past the config) in some, rare
+        // loans, flat rows, NaN margins and amounts, accounts past `may_borrow`.
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = move |m: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % m
+        };
+        for (case, n_ids) in [3usize, 70, 3, 70, 0].into_iter().enumerate() {
+            let n = 2 * BLOCK + 1_000 + case;
+            let mut lut: Vec<u32> = (0..n_ids as u32 + 2).collect();
+            lut.push(UNKNOWN);
+            let table = lut.len() as u64;
+            let errors = case % 2 == 1;
+            let codes: Vec<i32> = (0..n)
+                .map(|_| match next(50_000) {
+                    0 if errors => -1,
+                    1 if errors => table as i32 + 3,
+                    _ => next(n_ids.max(1) as u64) as i32,
+                })
+                .collect();
+            let value = |next: &mut dyn FnMut(u64) -> u64| match next(1_000) {
+                0 => f64::NAN,
+                1..=3 => 0.0,
+                4..=6 if errors => -1.5,
+                _ => next(100) as f64,
+            };
+            let mut qty: Vec<f64> = (0..n).map(|_| value(&mut next)).collect();
+            // Ids 1 and 66 held only by flat rows (not in use); ids 2 and 67 by one live
+            // row, the first, then flat ones (in use).
+            let mut seen = [false; 2];
+            for (row, &code) in codes.iter().enumerate() {
+                match code {
+                    1 | 66 => qty[row] = 0.0,
+                    2 | 67 => {
+                        let first = &mut seen[usize::from(code == 67)];
+                        qty[row] = if *first { 0.0 } else { 3.0 };
+                        *first = true;
+                    }
+                    _ => {}
+                }
+            }
+            let margin: Vec<f64> = (0..n).map(|_| value(&mut next)).collect();
+            let account: Vec<u32> = (0..n).map(|_| next(1_000) as u32).collect();
+            let borrowable: Vec<bool> = (0..n_ids).map(|id| id % 2 == 0).collect();
+            let may_borrow: Vec<bool> = (0..990).map(|a| a % 5 != 0).collect();
+            for isolated in [None, Some(margin.as_slice())] {
+                let got = bind_positions(&codes, &lut, &qty, isolated, n_ids, &Stale);
+                let want = reference_positions(&codes, &lut, &qty, isolated, n_ids);
+                assert_eq!(got, want, "positions, case {case}");
+            }
+            let got = bind_holdings(
+                &codes,
+                &lut,
+                &qty,
+                &account,
+                &borrowable,
+                &may_borrow,
+                &Stale,
+            );
+            let want = reference_holdings(&codes, &lut, &qty, &account, &borrowable, &may_borrow);
+            assert_eq!(got, want, "holdings, case {case}");
+            if errors && n_ids > 0 {
+                assert!(want.first_unknown.is_some() && want.first_unapproved_loan.is_some());
+            }
+            if n_ids > 0 {
+                let used = &reference_positions(&codes, &lut, &qty, None, n_ids).used;
+                assert!(!used[1] && used[2]);
+                if n_ids > 67 {
+                    assert!(!used[66] && used[67]);
+                }
+            }
+        }
+    }
+
     #[test]
     fn the_first_unknown_row_is_found_across_blocks() {
         let n = 3 * BLOCK + 7;
