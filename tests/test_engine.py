@@ -199,51 +199,64 @@ def test_a_freed_books_columns_serve_the_next_book_of_its_shape() -> None:
 
 
 _THREADS = """
-import datetime as dt, os, vamargin as vm
+import datetime as dt, os, threading, vamargin as vm
 from vamargin.synthetic import synthetic_book
 def threads():
     tasks = os.listdir("/proc/self/task")
     return {t: open(f"/proc/self/task/{t}/comm").read().strip() for t in tasks}
 config = vm.RiskConfig.hk_default()
 engine = vm.RiskEngine(config)
-for shuffle in (False, True):  # sorted and unsorted groupings
-    s = synthetic_book(n_accounts=40_000, seed=5, shuffle_positions=shuffle)
-    before = threads()
-    book = vm.Book(s.accounts, s.holdings, s.positions)
-    engine.revalue(book, s.prices)
-    engine.funding(book, {p.symbol: 1e-4 for p in config.perpetuals}, s.prices)
-    engine.liquidation_queue(book, s.prices)
-    engine.adl_queue(book, s.prices)
-    engine.margin_calls(book, s.prices, dt.datetime(2026, 3, 2, 8, tzinfo=dt.UTC))
-    engine.accrue_interest(book)
-    engine.firm_report(book, s.prices, capital=1e9)
-    engine.stress(book, s.prices, "smf")
-    engine.stress_equity(book, s.prices, "smf")
-    new = {t: name for t, name in threads().items() if t not in before}
-    print(sorted(new.values()))
+def every_kernel():
+    for shuffle in (False, True):  # sorted and unsorted groupings
+        s = synthetic_book(n_accounts=40_000, seed=5, shuffle_positions=shuffle)
+        before = threads()
+        book = vm.Book(s.accounts, s.holdings, s.positions)
+        engine.revalue(book, s.prices)
+        engine.funding(book, {p.symbol: 1e-4 for p in config.perpetuals}, s.prices)
+        engine.liquidation_queue(book, s.prices)
+        engine.adl_queue(book, s.prices)
+        engine.margin_calls(book, s.prices, dt.datetime(2026, 3, 2, 8, tzinfo=dt.UTC))
+        engine.accrue_interest(book)
+        engine.firm_report(book, s.prices, capital=1e9)
+        engine.stress(book, s.prices, "smf")
+        engine.stress_equity(book, s.prices, "smf")
+        new = {t: name for t, name in threads().items() if t not in before}
+        print(sorted(new.values()), flush=True)
+every_kernel()  # on the main thread: its own pool
+worker = threading.Thread(target=every_kernel)  # another thread: the shared pool
+worker.start()
+worker.join()
 """
 
 
 @pytest.mark.parametrize(
     ("threads", "started"),
     [
-        # The main thread is the pool's only thread: none starts.
-        ("1", "[]"),
-        # The main thread is thread 0; thread 1 starts with the first kernel.
-        ("2", "['vamargin-1']"),
+        # The main thread is its pool's only thread: none starts. The shared pool's one
+        # thread starts with another thread's first kernel.
+        ("1", ["[]", "['vamargin-0']"]),
+        # The main thread is thread 0 of its pool, whose thread 1 starts with the first
+        # kernel; the shared pool's two threads start with another thread's.
+        ("2", ["['vamargin-1']", "['vamargin-0', 'vamargin-1']"]),
     ],
 )
-def test_every_kernel_runs_on_the_configured_threads(threads: str, started: str) -> None:
-    # Work handed to rayon outside the vamargin pool would start rayon's global pool, a
-    # thread per core whatever VAMARGIN_NUM_THREADS says.
+def test_every_kernel_runs_on_the_configured_threads(threads: str, started: list[str]) -> None:
+    # Work handed to rayon outside the vamargin pools would start rayon's global pool, a
+    # thread per core whatever VAMARGIN_NUM_THREADS says (on the main thread, now a
+    # thread of its own pool, it would run there: the run on another thread shows it).
     if not Path("/proc/self/task").is_dir():
         pytest.skip("needs /proc")
     env = {**os.environ, "VAMARGIN_NUM_THREADS": threads}
     out = subprocess.run(
-        [sys.executable, "-c", _THREADS], check=True, env=env, capture_output=True, text=True
+        [sys.executable, "-c", _THREADS],
+        check=True,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     ).stdout.splitlines()
-    # Nothing starts after the first book's kernels.
-    assert out == [started, "[]"]
+    # Nothing starts after each thread's first book.
+    assert out == [started[0], "[]", started[1], "[]"]
 
 
 def test_grouping_detects_unsorted_positions(small_book) -> None:  # type: ignore[no-untyped-def]

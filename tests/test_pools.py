@@ -1,6 +1,10 @@
 """The thread pools: Python's main thread computes in a pool it is part of, every other
 thread in a shared pool, and a forked child in pools of its own; the numbers are the
-same whichever pool a call ran in."""
+same whichever pool a call ran in.
+
+Each test runs in a fresh interpreter with a timeout: a call waiting on a pool that can
+never run it (a one-thread main pool, a parent's pool in a forked child) hangs that
+interpreter, not the test run."""
 
 from __future__ import annotations
 
@@ -8,13 +12,14 @@ import os
 import subprocess
 import sys
 import threading
-from typing import Any
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import pytest
 
 import vamargin as vm
-from vamargin import _core
 from vamargin.synthetic import synthetic_book
 
 RATES = {
@@ -24,8 +29,12 @@ RATES = {
     "ETH-USD-PERP": 7e-5,
 }
 
+TESTS = os.path.dirname(__file__)
 
-def _results(n_accounts: int = 30_000, seed: int = 19) -> dict[str, np.ndarray]:
+T = TypeVar("T")
+
+
+def results(n_accounts: int = 30_000, seed: int = 19) -> dict[str, np.ndarray]:
     """A revaluation and a funding settlement of an unsorted synthetic book (so binding
     takes the parallel radix grouping), as named arrays."""
     s = synthetic_book(n_accounts=n_accounts, seed=seed, shuffle_positions=True)
@@ -41,58 +50,101 @@ def _results(n_accounts: int = 30_000, seed: int = 19) -> dict[str, np.ndarray]:
     }
 
 
-def _same(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> list[str]:
+def differing(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> list[str]:
     """Names of the arrays that differ bit for bit."""
     return [name for name in a if a[name].tobytes() != b[name].tobytes()]
 
 
-def test_threads_other_than_main_compute_what_the_main_thread_does() -> None:
-    expected = _results()
-    got: dict[int, dict[str, np.ndarray]] = {}
-    counts: dict[int, int] = {}
-    failures: list[BaseException] = []
+def in_threads(work: Callable[[], T], n: int) -> list[T]:
+    """``work()`` in ``n`` daemon threads at once; an error or a hang (60 s) fails."""
+    got: dict[int, T] = {}
+    failures: list[str] = []
 
-    def work(i: int) -> None:
+    def run(i: int) -> None:
         try:
-            counts[i] = _core.thread_count()
-            got[i] = _results()
+            got[i] = work()
         except BaseException as exc:  # reported below, not lost in the thread
-            failures.append(exc)
+            failures.append(repr(exc))
 
-    # Two at once: both use the shared pool while the main thread waits.
-    workers = [threading.Thread(target=work, args=(i,)) for i in range(2)]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join(timeout=300)
+    threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
     assert not failures, failures
-    assert sorted(got) == [0, 1]
-    assert counts == {0: _core.thread_count(), 1: _core.thread_count()}
-    for i in got:
-        assert _same(expected, got[i]) == [], f"thread {i}"
-    # The main thread still computes after the others did.
-    assert _same(expected, _results()) == []
+    assert sorted(got) == list(range(n)), "a thread did not finish"
+    return [got[i] for i in range(n)]
+
+
+def pool_threads() -> list[str]:
+    """The names of this process's vamargin pool threads."""
+    names = (p.read_text().strip() for p in Path("/proc/self/task").glob("*/comm"))
+    return sorted(n for n in names if n.startswith("vamargin-"))
+
+
+_OTHER_THREADS = """
+import sys
+sys.path.insert(0, {tests!r})
+from test_pools import results, differing, in_threads, pool_threads
+from vamargin import _core
+expected = results()  # the main thread, in its own pool
+main_pool = pool_threads()
+for got in in_threads(results, 2):  # two threads at once, in the shared pool
+    assert differing(expected, got) == []
+assert in_threads(_core.thread_count, 1) == [_core.thread_count()]
+assert differing(expected, results()) == []  # the main thread after the others
+print(main_pool, pool_threads())
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs /proc")
+@pytest.mark.parametrize(
+    ("threads", "pools"),
+    [
+        # One thread: the main thread is its pool; the shared pool has one thread, so a
+        # call from another thread routed to the main pool would never run.
+        ("1", "[] ['vamargin-0']"),
+        ("2", "['vamargin-1'] ['vamargin-0', 'vamargin-1', 'vamargin-1']"),
+    ],
+)
+def test_other_threads_share_a_pool_and_compute_what_the_main_thread_does(
+    threads: str, pools: str
+) -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", _OTHER_THREADS.format(tests=TESTS)],
+        env={**os.environ, "VAMARGIN_NUM_THREADS": threads},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == pools
 
 
 _FORK = """
-import os, sys, numpy as np
+import os, sys
 sys.path.insert(0, {tests!r})
-from test_pools import _results, _same
+from test_pools import results, differing, in_threads
 from vamargin import _core
-parent = _results()  # the parent's main thread is now thread 0 of its pool
+# The parent uses both pools: the main thread is now thread 0 of its own.
+parent = results()
+assert differing(parent, in_threads(results, 1)[0]) == []
 pid = os.fork()
 if pid == 0:
     try:
-        child = _results()
-        ok = _same(parent, child) == [] and _core.thread_count() == int(sys.argv[1])
+        # The main thread, then another thread: neither may wait on the parent's pools.
+        ok = differing(parent, results()) == []
+        ok &= differing(parent, in_threads(results, 1)[0]) == []
+        ok &= _core.thread_count() == int(sys.argv[1])
         os._exit(0 if ok else 1)
     except BaseException as exc:
         print(repr(exc), file=sys.stderr)
         os._exit(2)
 _, status = os.waitpid(pid, 0)
 assert os.WEXITSTATUS(status) == 0, f"child exit {{os.WEXITSTATUS(status)}}"
-# The parent's pool still works after the fork.
-assert _same(parent, _results()) == []
+# The parent's pools still work after the fork.
+assert differing(parent, results()) == []
+assert differing(parent, in_threads(results, 1)[0]) == []
 print("ok")
 """
 
@@ -100,16 +152,43 @@ print("ok")
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
 @pytest.mark.parametrize("threads", ["1", "2"])
 def test_a_forked_child_computes_in_pools_of_its_own(threads: str) -> None:
-    # In a fresh interpreter, so that a child waiting on its parent's pool would hang
-    # that interpreter (and time out here), not the test run.
-    env: dict[str, Any] = {**os.environ, "VAMARGIN_NUM_THREADS": threads}
-    script = _FORK.format(tests=os.path.dirname(__file__))
     out = subprocess.run(
-        [sys.executable, "-c", script, threads],
-        env=env,
+        [sys.executable, "-c", _FORK.format(tests=TESTS), threads],
+        env={**os.environ, "VAMARGIN_NUM_THREADS": threads},
         capture_output=True,
         text=True,
         timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["ok"]
+
+
+_FIRST_CALLS = """
+import sys, threading
+sys.setswitchinterval(1e-6)  # hand the GIL over as often as possible
+from vamargin import _core
+barrier = threading.Barrier(64)
+def first_call():
+    barrier.wait()
+    _core.thread_count()
+threads = [threading.Thread(target=first_call, daemon=True) for _ in range(64)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join(timeout=30)
+assert not any(t.is_alive() for t in threads), "a first call hung"
+print("ok")
+"""
+
+
+@pytest.mark.parametrize("attempt", range(10))
+def test_first_calls_from_many_threads_at_once_do_not_hang(attempt: int) -> None:
+    # 64 threads make their first call together, the main thread none: finding
+    # whether a thread is Python's main thread runs Python, which may hand the GIL to
+    # another thread; doing that while holding the pools' lock deadlocked (16 threads: 8
+    # runs of 20; this test: about one attempt in three).
+    out = subprocess.run(
+        [sys.executable, "-c", _FIRST_CALLS], capture_output=True, text=True, timeout=60
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["ok"]

@@ -298,6 +298,8 @@ mod tests {
                 .map(|_| match next(50_000) {
                     0 if errors => -1,
                     1 if errors => table as i32 + 3,
+                    // In the table, mapped to an id past the config.
+                    2 if errors => n_ids as i32 + 1,
                     _ => next(n_ids.max(1) as u64) as i32,
                 })
                 .collect();

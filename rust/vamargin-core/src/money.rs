@@ -1052,9 +1052,9 @@ mod tests {
                 amount: vec![7, 6, 5],
             }
         );
-        // Within 64 keys the mask orders them too.
         let got = sum_by_account(&groups, &[0, 1, 2, 1], &[63, 40, 0, 3], &[5, 2, 7, 4], 64);
         assert!(got.is_err(), "rows and amounts of different lengths");
+        // Within 64 keys the mask orders them too.
         let got = sum_by_account(
             &groups,
             &[0, 1, 2, 1, 3, 3],

@@ -89,8 +89,12 @@ fn is_python_main_thread(py: Python<'_>, pid: u32) -> PyResult<bool> {
 }
 
 /// The pool for the calling thread (see the module docs).
+///
+/// Nothing here runs Python while `POOLS` is locked: Python may hand the GIL to another
+/// thread mid-call, and that thread, holding the GIL, may be waiting for `POOLS`.
 fn pool(py: Python<'_>) -> PyResult<Arc<ThreadPool>> {
     let pid = std::process::id();
+    let python_main = is_python_main_thread(py, pid)?;
     let mut pools = POOLS
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -109,15 +113,19 @@ fn pool(py: Python<'_>) -> PyResult<Arc<ThreadPool>> {
         if main.current_thread_index().is_some() {
             return Ok(Arc::clone(main));
         }
-    } else if !pools.main_refused && is_python_main_thread(py, pid)? {
-        match builder().use_current_thread().build() {
-            Ok(pool) => {
-                let pool = Arc::new(pool);
-                pools.main = Some(Arc::clone(&pool));
-                return Ok(pool);
-            }
-            // Already thread 0 of the parent's pool (a forked child).
-            Err(_) => pools.main_refused = true,
+    } else if python_main && !pools.main_refused {
+        if rayon::current_thread_index().is_some() {
+            // Already thread 0 of the parent's pool (a forked child): rayon would refuse.
+            pools.main_refused = true;
+        } else {
+            let pool = Arc::new(
+                builder()
+                    .use_current_thread()
+                    .build()
+                    .map_err(cannot_start)?,
+            );
+            pools.main = Some(Arc::clone(&pool));
+            return Ok(pool);
         }
     }
     if let Some(shared) = &pools.shared {
