@@ -14,7 +14,8 @@ use crate::book::{Grouping, Positions};
 use crate::columns::{Columns, Zeroed};
 use crate::error::{Error, Result};
 use crate::money::{
-    sum_by_account, AccountSumBlocks, CellSums, Coefficient, Estimate, ExactAmount, ExactSum,
+    nearest_f64, nearest_i64, sum_by_account, AccountSumBlocks, CellSums, Coefficient, Estimate,
+    ExactAmount, ExactSum,
 };
 use crate::parallel::{column_bundle, map_chunks, SplitRows};
 use crate::params::EngineParams;
@@ -34,6 +35,10 @@ const CHUNK: usize = 16 * 1024;
 /// Quantities below this many contracts read as 1e-9 units by one multiplication and a
 /// rounding (see [`qty_units`]).
 const QTY_STRAIGHT_LIMIT: f64 = 9.0e6;
+/// Quantities below this many contracts are read in `f64` in a straight run
+/// ([`units_in_f64`]): `|q| · 1e9` stays below 2^51. Larger ones (up to
+/// [`QTY_STRAIGHT_LIMIT`]) take the row-by-row path, which reads them the same way.
+const RUN_QTY_LIMIT: f64 = 2.0e6;
 
 /// Premium of one sample: how far the impact bid is above, or the impact ask below, the
 /// index, as a fraction of the index.
@@ -142,6 +147,18 @@ fn round_half_away(x: f64) -> i64 {
     let truncated = x as i64;
     let fraction = x - truncated as f64;
     truncated + i64::from(fraction >= 0.5) - i64::from(fraction <= -0.5)
+}
+
+/// [`round_half_away`] of `x` (`|x| < 2^51`), in `f64`: `|x|` rounded to the nearest
+/// integer, ties to even, then up by one where that left exactly 0.5 below (a tie
+/// rounded down). `|x|` less its nearest integer is exact. No conversion, so a loop of
+/// them has no branch.
+#[inline(always)]
+fn units_in_f64(x: f64) -> f64 {
+    let magnitude = x.abs();
+    let nearest = nearest_f64(magnitude);
+    let up = if magnitude - nearest >= 0.5 { 1.0 } else { 0.0 };
+    (nearest + up).copysign(x)
 }
 
 /// An index value as an integer at the instrument's index scale: its shortest decimal,
@@ -597,10 +614,11 @@ impl<'a> Settler<'a> {
         let mut on_path = true;
         for (slot, (&qty, &id)) in payments.iter_mut().zip(columns) {
             let id = id as usize;
-            let straight = qty.abs() < QTY_STRAIGHT_LIMIT;
+            let straight = qty.abs() < RUN_QTY_LIMIT;
             // Off the path the quantity is read as 0, so the steps stay in range.
-            let units = round_half_away(if straight { qty } else { 0.0 } * 1e9);
-            let (amount, trusted) = estimates[id].floor_times_flagged(units);
+            let units_f64 = units_in_f64(if straight { qty } else { 0.0 } * 1e9);
+            let units = nearest_i64(units_f64);
+            let (amount, trusted) = estimates[id].floor_times_flagged_f64(units, units_f64);
             on_path &= straight & trusted;
             *slot = amount;
             // Wrapping: a run off the path may sum meaningless amounts, but is discarded;
@@ -842,6 +860,41 @@ mod tests {
     }
 
     #[test]
+    fn units_read_in_f64_round_half_away_as_the_rows_do() {
+        // Ties both ways, values a hair off a tie (where |x| + 0.5 would round up to the
+        // integer), and the edges of the run's range (|x| < 2^51).
+        let edges = [
+            0.0,
+            -0.0,
+            0.5,
+            -0.5,
+            1.5,
+            -1.5,
+            2.5,
+            -2.5,
+            3.5,
+            0.49999999999999994,
+            -0.49999999999999994,
+            0.5 - f64::EPSILON / 4.0,
+            1.4999999999999998,
+            2.5000000000000004,
+            1e-300,
+            -1e-300,
+            1_125_899_906_842_623.5,
+            -1_125_899_906_842_623.5,
+            2_251_799_813_685_247.5,
+            -2_251_799_813_685_247.0,
+            1_999_999.999_999_999_5e9,
+        ];
+        let steps = (0..200_000).map(|i| (f64::from(i) - 1e5) * 9_999.876_543_21 * 1e3);
+        for x in edges.into_iter().chain(steps) {
+            let units = units_in_f64(x);
+            assert_eq!(units, round_half_away(x) as f64, "{x}");
+            assert_eq!(nearest_i64(units), round_half_away(x), "{x}");
+        }
+    }
+
+    #[test]
     fn rate_clamps_interest_minus_premium_then_caps() {
         // Binance-style: r = 0.01%, clamp ±0.05%.
         assert!((funding_rate(&[0.0002], 0.0001, 0.0005, 0.03) - 0.0001).abs() < 1e-18);
@@ -883,10 +936,11 @@ mod tests {
 
     #[test]
     fn straight_runs_pay_every_row_its_exact_floor() {
-        // Three runs and a part on the straight path, with flat rows, and one run with a
-        // row past it (2.5e7 contracts), which that run settles row by row: every payment
-        // is the exact amount floored, computed here without an estimate, and the totals
-        // are the payments' and the quantities' sums.
+        // Three runs and a part on the straight path, with flat rows; one run has a row
+        // past it (2.5e7 contracts, read as a decimal) and another a row too large to
+        // read in f64 in a run (4.3e6 contracts, read by one multiplication), which those
+        // runs settle row by row: every payment is the exact amount floored, computed here
+        // without an estimate, and the totals are the payments' and the quantities' sums.
         let params = params();
         let basis = FundingBasis::Mark {
             rates: &[0.000_123_4, -0.000_075],
@@ -903,6 +957,8 @@ mod tests {
             .collect();
         let off_path = RUN + 77;
         qty[off_path] = -2.5e7;
+        let past_run_limit = 2 * RUN + 5;
+        qty[past_run_limit] = 4_321_987.654_321;
         let positions = positions(&instrument, &qty);
         let settlement = settle_funding(&params, &positions, basis, &[6, 8]).unwrap();
 
@@ -927,6 +983,7 @@ mod tests {
             units[id] += i128::from(row_units);
         }
         assert_ne!(settlement.payments[off_path], 0);
+        assert!(settlement.payments[past_run_limit] < 0);
         assert_eq!(settlement.received, received);
         assert_eq!(settlement.paid, paid);
         for id in 0..2 {

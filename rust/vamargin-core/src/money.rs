@@ -94,6 +94,22 @@ const ESTIMATE_MAX_QUOTIENT: f64 = (1u64 << 49) as f64;
 /// the spacing of `f64` is 1).
 const ROUNDING_SHIFT: f64 = (3u64 << 51) as f64;
 
+/// `x` rounded to the nearest integer (ties to even), as `i64`, for `|x| < 2^51`: adding
+/// [`ROUNDING_SHIFT`] leaves the integer in the low bits, so no conversion instruction
+/// (nor its handling of NaN and overflow) is needed. Beyond that range the result is
+/// meaningless, but every step wraps rather than overflows.
+#[inline(always)]
+pub fn nearest_i64(x: f64) -> i64 {
+    ((x + ROUNDING_SHIFT).to_bits() as i64).wrapping_sub(ROUNDING_SHIFT.to_bits() as i64)
+}
+
+/// `x` rounded to the nearest integer (ties to even), in `f64`, for `|x| < 2^51`: the
+/// same rounding as [`nearest_i64`], without leaving `f64`.
+#[inline(always)]
+pub fn nearest_f64(x: f64) -> f64 {
+    (x + ROUNDING_SHIFT) - ROUNDING_SHIFT
+}
+
 impl Estimate {
     /// An estimate no quotient is trusted with: [`Estimate::floor_times_flagged`] flags
     /// every `n` (its ratio is NaN), so a branch-free loop can give every row of a table
@@ -116,13 +132,20 @@ impl Estimate {
     /// the flags and redoes its rows another way when one is false.
     #[inline(always)]
     pub fn floor_times_flagged(&self, n: i64) -> (i64, bool) {
-        let estimate = n as f64 * self.ratio;
+        self.floor_times_flagged_f64(n, n as f64)
+    }
+
+    /// [`Estimate::floor_times_flagged`] of `n`, given also as the `f64` `n_f64` (equal
+    /// to `n` exactly, below 2^53 in magnitude): for a caller that has `n` in both forms,
+    /// which saves the conversion.
+    #[inline(always)]
+    pub fn floor_times_flagged_f64(&self, n: i64, n_f64: f64) -> (i64, bool) {
+        let estimate = n_f64 * self.ratio;
         // NaN compares false: not trusted.
         let trusted = estimate.abs() < ESTIMATE_MAX_QUOTIENT;
         // Beyond the trusted range the bits below are meaningless, but every step wraps
         // rather than overflows.
-        let nearest = ((estimate + ROUNDING_SHIFT).to_bits() as i64)
-            .wrapping_sub(ROUNDING_SHIFT.to_bits() as i64);
+        let nearest = nearest_i64(estimate);
         let remainder = n
             .wrapping_mul(self.multiplier)
             .wrapping_sub(nearest.wrapping_mul(self.divisor));
