@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -161,6 +162,84 @@ def test_a_forked_child_computes_in_pools_of_its_own(threads: str) -> None:
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["ok"]
+
+
+_RECYCLED_PID = """
+import os, sys, time
+sys.path.insert(0, {tests!r})
+from test_pools import results, differing, in_threads
+out = sys.argv[1]
+# This process builds both pools, forks a child and exits; the child waits for that, then
+# forks a grandchild under this process's pid (set through ns_last_pid). A grandchild that
+# took this process's pools for its own would wait on threads that do not exist.
+expected = results()
+assert differing(expected, in_threads(results, 1)[0]) == []
+builder = os.getpid()
+if os.fork() != 0:
+    os._exit(0)
+# Let go of the test's pipes, so that it reaps this process's parent (freeing its pid).
+null = os.open(os.devnull, os.O_RDWR)
+for fd in (0, 1, 2):
+    os.dup2(null, fd)
+def report(text):
+    with open(out + ".tmp", "w") as f:
+        f.write(text)
+    os.replace(out + ".tmp", out)
+try:
+    while os.getppid() == builder:
+        time.sleep(0.005)
+    for attempt in range(100):
+        time.sleep(0.02)  # the exited process is reaped, and its pid freed, meanwhile
+        with open("/proc/sys/kernel/ns_last_pid", "w") as f:
+            f.write(str(builder - 1))
+        grandchild = os.fork()
+        if grandchild == 0:
+            if os.getpid() != builder:
+                os._exit(3)  # another process took the pid first: try again
+            ok = differing(expected, results()) == []
+            ok &= differing(expected, in_threads(results, 1)[0]) == []
+            os._exit(0 if ok else 1)
+        deadline = time.monotonic() + 120
+        while (done := os.waitpid(grandchild, os.WNOHANG))[0] == 0:
+            if time.monotonic() > deadline:
+                os.kill(grandchild, 9)
+                report("hung")
+                os._exit(0)
+            time.sleep(0.01)
+        status = os.waitstatus_to_exitcode(done[1])
+        if status != 3:
+            report("ok" if status == 0 else f"exit {{status}}")
+            os._exit(0)
+    report("pid not recycled")
+except BaseException as exc:
+    report(repr(exc))
+os._exit(0)
+"""
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "fork") or not os.access("/proc/sys/kernel/ns_last_pid", os.W_OK),
+    reason="needs fork and a writable /proc/sys/kernel/ns_last_pid (root)",
+)
+def test_a_grandchild_given_a_recycled_pid_builds_pools_of_its_own(tmp_path: Path) -> None:
+    # Pools are keyed by the pid and by the forks counted since the module loaded: under
+    # the pid alone, the grandchild takes the pools its grandparent built and hangs.
+    out = tmp_path / "result"
+    run = subprocess.run(
+        [sys.executable, "-c", _RECYCLED_PID.format(tests=TESTS), str(out)],
+        env={**os.environ, "VAMARGIN_NUM_THREADS": "2"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stderr
+    deadline = time.monotonic() + 180
+    while not out.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    result = out.read_text() if out.exists() else "no report"
+    if result == "pid not recycled":
+        pytest.skip("the kernel did not hand the pid out again (busy machine)")
+    assert result == "ok"
 
 
 _FIRST_CALLS = """

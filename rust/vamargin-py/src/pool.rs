@@ -17,17 +17,55 @@
 //! (dropping one would signal threads that do not exist in the child). The thread that
 //! forked is still thread 0 of the parent's main pool as far as rayon knows, so in the
 //! child it uses the shared pool.
+//!
+//! **A process is its pid and its forks.** The pid alone can repeat: a process that built
+//! pools, forked a child and exited frees its pid, and the child's own child may be given
+//! it. So the module counts forks too (`os.register_at_fork`, registered when it loads):
+//! pools built before a fork are never taken for the child's, even under the same pid. A
+//! fork Python does not see (from C, without Python's fork hooks) is still caught by the
+//! pid.
 
 use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use rayon::{ThreadPool, ThreadPoolBuilder};
 
+/// Forks since the module loaded, on the way from the process that loaded it to this
+/// one: raised in each forked child by [`note_fork_in_child`].
+static FORKS: AtomicU64 = AtomicU64::new(0);
+
+/// Which process this is (see the module docs).
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Process {
+    pid: u32,
+    forks: u64,
+}
+
+impl Process {
+    /// Built before any call (no process has pid 0): the first call builds its pools.
+    const NONE: Process = Process { pid: 0, forks: 0 };
+
+    fn current() -> Self {
+        Process {
+            pid: std::process::id(),
+            forks: FORKS.load(Ordering::SeqCst),
+        }
+    }
+}
+
+/// Counts a fork: Python runs it in every child `os.fork` makes (registered by the
+/// module with `os.register_at_fork(after_in_child=...)`).
+#[pyfunction]
+pub fn note_fork_in_child() {
+    FORKS.fetch_add(1, Ordering::SeqCst);
+}
+
 /// This process's pools, and the process they were built in.
 struct Pools {
-    pid: u32,
+    process: Process,
     /// Python's main thread is its thread 0; `None` until that thread calls.
     main: Option<Arc<ThreadPool>>,
     /// The main thread could not be thread 0 of a pool (it already is of the parent's,
@@ -38,9 +76,9 @@ struct Pools {
 }
 
 impl Pools {
-    const fn empty(pid: u32) -> Self {
+    const fn empty(process: Process) -> Self {
         Pools {
-            pid,
+            process,
             main: None,
             main_refused: false,
             shared: None,
@@ -48,11 +86,11 @@ impl Pools {
     }
 }
 
-static POOLS: Mutex<Pools> = Mutex::new(Pools::empty(0));
+static POOLS: Mutex<Pools> = Mutex::new(Pools::empty(Process::NONE));
 
 thread_local! {
     /// Whether this thread is Python's main thread, as found in process `.0`.
-    static PYTHON_MAIN: Cell<Option<(u32, bool)>> = const { Cell::new(None) };
+    static PYTHON_MAIN: Cell<Option<(Process, bool)>> = const { Cell::new(None) };
 }
 
 fn configured_threads() -> usize {
@@ -73,9 +111,9 @@ fn cannot_start(err: rayon::ThreadPoolBuildError) -> PyErr {
     PyRuntimeError::new_err(format!("cannot start the vamargin thread pool: {err}"))
 }
 
-fn is_python_main_thread(py: Python<'_>, pid: u32) -> PyResult<bool> {
+fn is_python_main_thread(py: Python<'_>, process: Process) -> PyResult<bool> {
     if let Some((owner, main)) = PYTHON_MAIN.get() {
-        if owner == pid {
+        if owner == process {
             return Ok(main);
         }
     }
@@ -84,7 +122,7 @@ fn is_python_main_thread(py: Python<'_>, pid: u32) -> PyResult<bool> {
     let main = threading
         .call_method0("main_thread")?
         .is(&threading.call_method0("current_thread")?);
-    PYTHON_MAIN.set(Some((pid, main)));
+    PYTHON_MAIN.set(Some((process, main)));
     Ok(main)
 }
 
@@ -93,12 +131,12 @@ fn is_python_main_thread(py: Python<'_>, pid: u32) -> PyResult<bool> {
 /// Nothing here runs Python while `POOLS` is locked: Python may hand the GIL to another
 /// thread mid-call, and that thread, holding the GIL, may be waiting for `POOLS`.
 fn pool(py: Python<'_>) -> PyResult<Arc<ThreadPool>> {
-    let pid = std::process::id();
-    let python_main = is_python_main_thread(py, pid)?;
+    let process = Process::current();
+    let python_main = is_python_main_thread(py, process)?;
     let mut pools = POOLS
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
-    if pools.pid != pid {
+    if pools.process != process {
         // A new process (or the first call): the parent's pools are forgotten, not
         // dropped.
         for pool in [pools.main.take(), pools.shared.take()]
@@ -107,7 +145,7 @@ fn pool(py: Python<'_>) -> PyResult<Arc<ThreadPool>> {
         {
             std::mem::forget(pool);
         }
-        *pools = Pools::empty(pid);
+        *pools = Pools::empty(process);
     }
     if let Some(main) = &pools.main {
         if main.current_thread_index().is_some() {
@@ -134,6 +172,19 @@ fn pool(py: Python<'_>) -> PyResult<Arc<ThreadPool>> {
     let shared = Arc::new(builder().build().map_err(cannot_start)?);
     pools.shared = Some(Arc::clone(&shared));
     Ok(shared)
+}
+
+/// Registers [`note_fork_in_child`] with `os.register_at_fork`, where Python has it.
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let note = wrap_pyfunction!(note_fork_in_child, m)?;
+    m.add_function(note.clone())?;
+    let os = m.py().import("os")?;
+    if os.hasattr("register_at_fork")? {
+        let hooks = pyo3::types::PyDict::new(m.py());
+        hooks.set_item("after_in_child", note)?;
+        os.call_method("register_at_fork", (), Some(&hooks))?;
+    }
+    Ok(())
 }
 
 /// Runs `work` inside the vamargin pool (call it with the GIL released).
