@@ -830,25 +830,31 @@ mod tests {
         }
     }
 
+    /// Ties both ways, values a hair below a tie, and values with a fraction.
+    const ROUNDING_EDGES: [f64; 13] = [
+        0.0,
+        -0.0,
+        0.5,
+        -0.5,
+        1.5,
+        -1.5,
+        2.5,
+        -2.5,
+        3.5,
+        0.499_999_999_999_999_94,
+        -0.499_999_999_999_999_94,
+        123_456_789.000_000_1,
+        -987_654_321.499_999,
+    ];
+
     #[test]
     fn rounding_without_libm_matches_f64_round() {
-        let edges = [
-            0.0,
-            -0.0,
-            0.5,
-            -0.5,
-            1.5,
-            -1.5,
-            2.5,
-            0.49999999999999994,
-            -0.49999999999999994,
+        let large = [
             4_503_599_627_370_495.5,
             -4_503_599_627_370_495.5,
             8_999_999_999_999_999.0,
-            123_456_789.000_000_1,
-            -987_654_321.499_999,
         ];
-        for x in edges {
+        for x in ROUNDING_EDGES.into_iter().chain(large) {
             assert_eq!(round_half_away(x), x.round() as i64, "{x}");
         }
         let mut x = -3.0e6_f64;
@@ -861,23 +867,12 @@ mod tests {
 
     #[test]
     fn units_read_in_f64_round_half_away_as_the_rows_do() {
-        // Ties both ways, values a hair off a tie (where |x| + 0.5 would round up to the
-        // integer), and the edges of the run's range (|x| < 2^51).
-        let edges = [
-            0.0,
-            -0.0,
-            0.5,
-            -0.5,
-            1.5,
-            -1.5,
-            2.5,
-            -2.5,
-            3.5,
-            0.49999999999999994,
-            -0.49999999999999994,
-            0.5 - f64::EPSILON / 4.0,
-            1.4999999999999998,
-            2.5000000000000004,
+        // The edges, among them values a hair below a tie (where rounding |x| + 0.5 would
+        // give the integer above), values a hair off a tie the other way, tiny ones, and
+        // the edges of the run's range (|x| < 2^51).
+        let more = [
+            1.499_999_999_999_999_8,
+            2.500_000_000_000_000_4,
             1e-300,
             -1e-300,
             1_125_899_906_842_623.5,
@@ -887,7 +882,7 @@ mod tests {
             1_999_999.999_999_999_5e9,
         ];
         let steps = (0..200_000).map(|i| (f64::from(i) - 1e5) * 9_999.876_543_21 * 1e3);
-        for x in edges.into_iter().chain(steps) {
+        for x in ROUNDING_EDGES.into_iter().chain(more).chain(steps) {
             let units = units_in_f64(x);
             assert_eq!(units, round_half_away(x) as f64, "{x}");
             assert_eq!(nearest_i64(units), round_half_away(x), "{x}");
