@@ -88,9 +88,11 @@ class TableReader:
         self.name = name
         self.table = to_arrow_table(table, name)
         self.rows = self.table.num_rows
+        # Asked a few dozen times per table: ``column_names`` builds a new list each time.
+        self._names = frozenset(self.table.column_names)
 
     def has(self, column: str) -> bool:
-        return column in self.table.column_names
+        return column in self._names
 
     def fail(self, column: str, row: int | None, reason: str) -> DataError:
         where = f"{self.name}.{column}" + ("" if row is None else f" row {row}")
