@@ -407,8 +407,8 @@ impl Totals {
 }
 
 /// Rows per run of [`Settler::settle_run_straight`]: on the straight path a payment is
-/// below 2^49 and a row's quantity units below 2^53 in magnitude, so a run's sums stay
-/// below 2^58 and 2^62, within `i64`.
+/// below 2^49 and a row's quantity units below 2^51 in magnitude, so a run's sums stay
+/// below 2^58 and 2^60, within `i64`.
 const RUN: usize = 512;
 
 /// One instrument's sums over a run of straight rows (see [`RUN`]).
@@ -593,8 +593,8 @@ impl<'a> Settler<'a> {
 
     /// The one-interval payments of rows `first..first + payments.len()` (at most
     /// [`RUN`]) on the straight path, summed per instrument in `sums`, without a branch
-    /// per row: `false` when a row is off the path (its quantity too large to read by
-    /// one multiplication, its instrument without an estimate, its quotient not trusted),
+    /// per row: `false` when a row is off the path (its quantity too large to read in
+    /// `f64` in a run, its instrument without an estimate, its quotient not trusted),
     /// and then the payments and sums are to be discarded.
     ///
     /// A row of quantity 0 reads as 0 units, whose payment is 0: it needs no branch
@@ -618,7 +618,7 @@ impl<'a> Settler<'a> {
             // Off the path the quantity is read as 0, so the steps stay in range.
             let units_f64 = units_in_f64(if straight { qty } else { 0.0 } * 1e9);
             let units = nearest_i64(units_f64);
-            let (amount, trusted) = estimates[id].floor_times_flagged_f64(units, units_f64);
+            let (amount, trusted) = estimates[id].floor_times_flagged(units, units_f64);
             on_path &= straight & trusted;
             *slot = amount;
             // Wrapping: a run off the path may sum meaningless amounts, but is discarded;

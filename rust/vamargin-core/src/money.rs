@@ -123,23 +123,17 @@ impl Estimate {
     /// `floor(n · multiplier / divisor)`, or `None` when the quotient reaches 2^49.
     #[inline(always)]
     pub fn floor_times(&self, n: i64) -> Option<i64> {
-        let (floor, trusted) = self.floor_times_flagged(n);
+        let (floor, trusted) = self.floor_times_flagged(n, n as f64);
         trusted.then_some(floor)
     }
 
     /// `(floor(n · multiplier / divisor), true)` when the quotient is below 2^49 in
-    /// magnitude; otherwise `(anything, false)`. No branch: a loop over many rows folds
-    /// the flags and redoes its rows another way when one is false.
+    /// magnitude; otherwise `(anything, false)`. `n_f64` is `n` as an `f64` (equal to it
+    /// exactly, below 2^53 in magnitude): a caller that has `n` in both forms saves the
+    /// conversion. No branch: a loop over many rows folds the flags and redoes its rows
+    /// another way when one is false.
     #[inline(always)]
-    pub fn floor_times_flagged(&self, n: i64) -> (i64, bool) {
-        self.floor_times_flagged_f64(n, n as f64)
-    }
-
-    /// [`Estimate::floor_times_flagged`] of `n`, given also as the `f64` `n_f64` (equal
-    /// to `n` exactly, below 2^53 in magnitude): for a caller that has `n` in both forms,
-    /// which saves the conversion.
-    #[inline(always)]
-    pub fn floor_times_flagged_f64(&self, n: i64, n_f64: f64) -> (i64, bool) {
+    pub fn floor_times_flagged(&self, n: i64, n_f64: f64) -> (i64, bool) {
         let estimate = n_f64 * self.ratio;
         // NaN compares false: not trusted.
         let trusted = estimate.abs() < ESTIMATE_MAX_QUOTIENT;

@@ -45,7 +45,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(financing::margin_calls, m)?)?;
     m.add_function(wrap_pyfunction!(financing::accrue_interest, m)?)?;
     m.add_function(wrap_pyfunction!(financing::collateral_figures, m)?)?;
-    m.add_function(wrap_pyfunction!(pool::thread_count, m)?)?;
     pool::register(m)?;
     m.add_function(wrap_pyfunction!(column_pool::column_pool_held, m)?)?;
     m.add_function(wrap_pyfunction!(column_pool::column_pool_clear, m)?)?;

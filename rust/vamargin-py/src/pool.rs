@@ -174,8 +174,10 @@ fn pool(py: Python<'_>) -> PyResult<Arc<ThreadPool>> {
     Ok(shared)
 }
 
-/// Registers [`note_fork_in_child`] with `os.register_at_fork`, where Python has it.
+/// Adds [`thread_count`] and [`note_fork_in_child`] to the module, and registers the
+/// latter with `os.register_at_fork`, where Python has it.
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(thread_count, m)?)?;
     let note = wrap_pyfunction!(note_fork_in_child, m)?;
     m.add_function(note.clone())?;
     let os = m.py().import("os")?;
