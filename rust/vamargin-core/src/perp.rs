@@ -44,27 +44,97 @@ pub fn margins(
     if qty == 0.0 {
         return Margins::default();
     }
-    let notional = notional(contract.kind, contract.contract_size, qty, mark);
-    let tier_index = contract.tiers.index(notional);
-    let tier = &contract.tiers.tiers()[tier_index];
-    // NaN compares false, so "no choice" keeps the bracket's maximum.
-    let leverage = if chosen_leverage < tier.max_leverage {
-        chosen_leverage
-    } else {
-        tier.max_leverage
-    };
-    Margins {
-        notional,
-        upnl: unrealized_pnl(
-            contract.kind,
-            contract.contract_size,
-            qty,
-            entry_price,
-            mark,
-        ),
-        initial_margin: notional / leverage,
-        maintenance_margin: notional * tier.mmr - tier.maintenance_amount,
-        tier: tier_index,
+    PositionTerms::new(contract, qty, entry_price, chosen_leverage)
+        .margins(contract, &MarkTerms::new(contract.kind, mark))
+}
+
+/// What [`margins`] reads of a live position besides the mark. They do not move with the
+/// mark, so a job that prices a position at many marks (stress) computes them once.
+///
+/// Every figure comes out bitwise as [`notional`] and [`unrealized_pnl`] compute it:
+/// those multiply `qty · contract_size` first, which is the product kept here.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PositionTerms {
+    /// `|q|·cs`.
+    size: f64,
+    /// `q·cs`.
+    signed_size: f64,
+    /// What the uPnL measures the mark against: the entry price (linear) or its
+    /// reciprocal (inverse).
+    entry_term: f64,
+    /// NaN: none.
+    chosen_leverage: f64,
+}
+
+/// A contract's mark as [`PositionTerms::margins`] reads it: the mark and, for an
+/// inverse contract, its reciprocal (one division per contract and mark, not per row).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MarkTerms {
+    mark: f64,
+    /// `1/mark` for an inverse contract; NaN (unused) for a linear one.
+    reciprocal: f64,
+}
+
+impl MarkTerms {
+    #[inline]
+    pub fn new(kind: ContractKind, mark: f64) -> Self {
+        let reciprocal = match kind {
+            ContractKind::Linear => f64::NAN,
+            ContractKind::Inverse => 1.0 / mark,
+        };
+        MarkTerms { mark, reciprocal }
+    }
+}
+
+impl PositionTerms {
+    /// The terms of `qty` contracts (not 0) of `contract` entered at `entry_price`.
+    #[inline]
+    pub fn new(
+        contract: &PerpetualParams,
+        qty: f64,
+        entry_price: f64,
+        chosen_leverage: f64,
+    ) -> Self {
+        let signed_size = qty * contract.contract_size;
+        PositionTerms {
+            size: qty.abs() * contract.contract_size,
+            signed_size,
+            entry_term: match contract.kind {
+                ContractKind::Linear => entry_price,
+                ContractKind::Inverse => 1.0 / entry_price,
+            },
+            chosen_leverage,
+        }
+    }
+
+    /// [`margins`] at `mark` (of this position's `contract`).
+    #[inline]
+    pub fn margins(&self, contract: &PerpetualParams, mark: &MarkTerms) -> Margins {
+        let (notional, upnl) = match contract.kind {
+            ContractKind::Linear => (
+                self.size * mark.mark,
+                self.signed_size * (mark.mark - self.entry_term),
+            ),
+            ContractKind::Inverse => (
+                self.size / mark.mark,
+                self.signed_size * (self.entry_term - mark.reciprocal),
+            ),
+        };
+        let tier_index = contract.tiers.index(notional);
+        let tier = &contract.tiers.tiers()[tier_index];
+        // NaN compares false, so "no choice" keeps the bracket's maximum.
+        let leverage = if self.chosen_leverage < tier.max_leverage {
+            self.chosen_leverage
+        } else {
+            tier.max_leverage
+        };
+        Margins {
+            notional,
+            upnl,
+            initial_margin: notional / leverage,
+            maintenance_margin: notional * tier.mmr - tier.maintenance_amount,
+            tier: tier_index,
+        }
     }
 }
 
@@ -369,5 +439,48 @@ mod tests {
         assert_close(adl_score(10.0, 100.0, 110.0, 11.0), 0.1 * 10.0);
         assert_close(adl_score(-10.0, 100.0, 90.0, 9.0), -0.1 / 10.0);
         assert!(adl_score(10.0, 100.0, 110.0, 0.0).is_nan());
+    }
+
+    #[test]
+    fn prepared_terms_give_the_row_formulas_bit_for_bit() {
+        // Stress prices a position's terms at many marks and must agree with a
+        // revaluation, which reads the formulas: every figure is compared by its bits.
+        let tiers = TierTable::new(&[(0.0, 0.005, 50.0), (250_000.0, 0.01, 25.0)]).unwrap();
+        for kind in [ContractKind::Linear, ContractKind::Inverse] {
+            for contract_size in [1.0, 0.001, 100.0, 0.1] {
+                let contract = PerpetualParams::new(kind, contract_size, 0, tiers.clone()).unwrap();
+                for qty in [1.0, -3.0, 0.007, -1234.5678, 1e-9, 7e6] {
+                    for entry in [96_400.0, 0.3, 3_381.5, 1.0 / 3.0] {
+                        for mark in [96_431.7, 0.29, 3_000.0, 2.0 / 3.0] {
+                            for leverage in [f64::NAN, 10.0, 100.0] {
+                                let prepared = PositionTerms::new(&contract, qty, entry, leverage)
+                                    .margins(&contract, &MarkTerms::new(kind, mark));
+                                let expected_notional = notional(kind, contract_size, qty, mark);
+                                let expected_upnl =
+                                    unrealized_pnl(kind, contract_size, qty, entry, mark);
+                                let tier = tiers.tier(expected_notional);
+                                let allowed = if leverage < tier.max_leverage {
+                                    leverage
+                                } else {
+                                    tier.max_leverage
+                                };
+                                for (have, want) in [
+                                    (prepared.notional, expected_notional),
+                                    (prepared.upnl, expected_upnl),
+                                    (prepared.initial_margin, expected_notional / allowed),
+                                    (
+                                        prepared.maintenance_margin,
+                                        tiers.maintenance_margin(expected_notional),
+                                    ),
+                                ] {
+                                    assert_eq!(have.to_bits(), want.to_bits());
+                                }
+                                assert_eq!(prepared.tier, tiers.index(expected_notional));
+                            }
+                        }
+                    }
+                }
+            }
+        }
     }
 }

@@ -2,13 +2,17 @@
 //!
 //! A scenario is a full set of prices: asset prices in the reporting currency and
 //! perpetual marks (the caller moves the marks with their base). Each scenario is one
-//! account sweep over the book as it is — nothing is validated, copied or regrouped again,
-//! and no per-position columns are written: margins are computed inline and only the
-//! totals the risk team reads are kept.
+//! account sweep over the book as it is — nothing is validated or regrouped again, and no
+//! per-position columns are written: margins are computed inline and only the totals the
+//! risk team reads are kept.
 //!
 //! The sweep runs over fixed blocks of accounts, and for each block over every scenario,
-//! so a block's rows stay in cache while all scenarios are priced. Block totals are added
-//! in block order, so results are bitwise identical for any number of threads.
+//! so a block's rows stay in cache while all scenarios are priced. A block's rows are read
+//! from the book once, into what does not move with the prices (a position's `|q|·cs`,
+//! `q·cs`, entry term and leverage, holdings as pairs, cross and isolated rows apart), so
+//! a scenario reads only that and its prices. Every figure is bitwise a revaluation's at
+//! the same prices. Block totals are added in block order, so results are bitwise
+//! identical for any number of threads.
 //!
 //! What a scenario reports (reporting currency):
 //! - accounts by status, and isolated positions below their maintenance margin;
@@ -25,7 +29,8 @@ use rayon::prelude::*;
 use crate::book::{check_len, Book};
 use crate::error::{Error, Result};
 use crate::params::EngineParams;
-use crate::valuation::{cross_totals, holding_totals, value_account, Status};
+use crate::perp::{MarkTerms, PositionTerms};
+use crate::valuation::{sum_holdings, value_account, CrossSums, Status};
 
 /// Accounts per block: a block's rows are priced under every scenario before moving on.
 const BLOCK: usize = 512;
@@ -115,52 +120,164 @@ pub struct StressedAccount {
     pub isolated_liquidations: u64,
 }
 
-/// Values one account at one scenario's prices (margins computed inline).
-pub fn stress_account(
-    params: &EngineParams,
-    book: &Book<'_>,
-    asset_prices: &[f64],
-    marks: &[f64],
-    account: usize,
-) -> StressedAccount {
-    let positions = &book.positions;
-    let margins_at = |row: usize| positions.margins_at(params, marks, row);
-    let held = holding_totals(params, book, asset_prices, account);
-    let mut has_cross = false;
-    let cross = cross_totals(params, book, asset_prices, account, |row| {
-        has_cross = true;
-        margins_at(row)
-    });
-    let value = value_account(params, book.accounts.credit_limit[account], &held, &cross);
-    let shortfall = (-value.equity).max(0.0);
-    let mut stressed = StressedAccount {
-        equity: value.equity,
-        status: value.status,
-        call_amount: value.call_amount,
-        insurance_draw: if has_cross { shortfall } else { 0.0 },
-        broker_loss: if has_cross { 0.0 } else { shortfall },
-        isolated_liquidations: 0,
-    };
-    if positions.isolated_margin.is_some() {
-        for row in book.position_groups.rows_of(account) {
-            let Some(margin) = positions.isolated_margin(row) else {
-                continue;
-            };
-            if positions.qty[row] == 0.0 {
-                continue;
+/// A scenario's prices as a row reads them, per contract: its mark and its settle
+/// asset's price.
+#[derive(Debug, Clone, Copy)]
+struct Quote {
+    mark: MarkTerms,
+    settle_price: f64,
+}
+
+/// Every scenario's quotes, scenario-major (`n_perpetuals` per scenario).
+fn quotes(params: &EngineParams, scenarios: &Scenarios<'_>) -> Vec<Quote> {
+    (0..scenarios.count)
+        .flat_map(|scenario| {
+            let (asset_prices, marks) = scenarios.prices(params, scenario);
+            params
+                .perpetuals
+                .iter()
+                .zip(marks)
+                .map(|(contract, &mark)| Quote {
+                    mark: MarkTerms::new(contract.kind, mark),
+                    settle_price: asset_prices[contract.settle_asset as usize],
+                })
+        })
+        .collect()
+}
+
+/// A live position, in the form every scenario prices it.
+#[derive(Debug, Clone, Copy)]
+struct PreparedPosition {
+    contract: u32,
+    terms: PositionTerms,
+}
+
+/// The rows of some accounts, read from the book once and kept in the form every
+/// scenario reads: holdings as `(asset, amount)`, live positions split into cross and
+/// isolated ones with their [`PositionTerms`]. Each list holds the accounts' rows one
+/// account after the other, in the groupings' key order, so every sum adds the same
+/// terms in the same order as [`crate::valuation`] and the figures are bitwise the same.
+struct Prepared {
+    /// Per account, where its rows end in `holdings`, `cross` and `isolated`.
+    ends: Vec<[usize; 3]>,
+    credit_limit: Vec<f64>,
+    holdings: Vec<(u32, f64)>,
+    cross: Vec<PreparedPosition>,
+    /// With the position's isolated margin.
+    isolated: Vec<(PreparedPosition, f64)>,
+}
+
+impl Prepared {
+    fn new(params: &EngineParams, book: &Book<'_>, accounts: impl Iterator<Item = usize>) -> Self {
+        let (holdings, positions) = (&book.holdings, &book.positions);
+        let mut prepared = Prepared {
+            ends: Vec::new(),
+            credit_limit: Vec::new(),
+            holdings: Vec::new(),
+            cross: Vec::new(),
+            isolated: Vec::new(),
+        };
+        for account in accounts {
+            prepared
+                .credit_limit
+                .push(book.accounts.credit_limit[account]);
+            prepared.holdings.extend(
+                book.holding_groups
+                    .rows_of(account)
+                    .map(|row| (holdings.asset[row], holdings.amount[row])),
+            );
+            for row in book.position_groups.rows_of(account) {
+                let qty = positions.qty[row];
+                // Empty positions are ignored (as in a revaluation).
+                if qty == 0.0 {
+                    continue;
+                }
+                let contract = positions.instrument[row];
+                let position = PreparedPosition {
+                    contract,
+                    terms: PositionTerms::new(
+                        &params.perpetuals[contract as usize],
+                        qty,
+                        positions.entry_price[row],
+                        positions.leverage(row),
+                    ),
+                };
+                match positions.isolated_margin(row) {
+                    Some(margin) => prepared.isolated.push((position, margin)),
+                    None => prepared.cross.push(position),
+                }
             }
-            let m = margins_at(row);
-            let balance = margin + m.upnl;
-            if balance < m.maintenance_margin {
+            prepared.ends.push([
+                prepared.holdings.len(),
+                prepared.cross.len(),
+                prepared.isolated.len(),
+            ]);
+        }
+        prepared
+    }
+
+    fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// The `i`-th account at one scenario's `asset_prices` and `quotes`.
+    #[inline]
+    fn account(
+        &self,
+        params: &EngineParams,
+        i: usize,
+        asset_prices: &[f64],
+        quotes: &[Quote],
+    ) -> StressedAccount {
+        let [holdings_start, cross_start, isolated_start] = match i {
+            0 => [0; 3],
+            _ => self.ends[i - 1],
+        };
+        let [holdings_end, cross_end, isolated_end] = self.ends[i];
+        let held = sum_holdings(
+            params,
+            asset_prices,
+            self.holdings[holdings_start..holdings_end].iter().copied(),
+        );
+        let margins = |position: &PreparedPosition| {
+            let contract = position.contract as usize;
+            let quote = &quotes[contract];
+            let figures = position
+                .terms
+                .margins(&params.perpetuals[contract], &quote.mark);
+            (figures, quote.settle_price)
+        };
+        let cross_rows = &self.cross[cross_start..cross_end];
+        let mut cross = CrossSums::default();
+        for position in cross_rows {
+            let (figures, settle_price) = margins(position);
+            cross.add(&CrossSums::of(&figures, settle_price));
+        }
+        let value = value_account(params, self.credit_limit[i], &held, &cross);
+        let shortfall = (-value.equity).max(0.0);
+        // An account with cross perpetuals is closed out on the platform: its shortfall is
+        // the insurance fund's; without, negative equity is a margin loan gone bad.
+        let has_cross = !cross_rows.is_empty();
+        let mut stressed = StressedAccount {
+            equity: value.equity,
+            status: value.status,
+            call_amount: value.call_amount,
+            insurance_draw: if has_cross { shortfall } else { 0.0 },
+            broker_loss: if has_cross { 0.0 } else { shortfall },
+            isolated_liquidations: 0,
+        };
+        for (position, margin) in &self.isolated[isolated_start..isolated_end] {
+            let (figures, settle_price) = margins(position);
+            let balance = margin + figures.upnl;
+            if balance < figures.maintenance_margin {
                 stressed.isolated_liquidations += 1;
             }
             if balance < 0.0 {
-                let contract = &params.perpetuals[positions.instrument[row] as usize];
-                stressed.insurance_draw -= balance * asset_prices[contract.settle_asset as usize];
+                stressed.insurance_draw -= balance * settle_price;
             }
         }
+        stressed
     }
-    stressed
 }
 
 /// Revalues `book` under every scenario and totals each; with `keep_min_equity`, also
@@ -172,6 +289,7 @@ pub fn stress(
     keep_min_equity: bool,
 ) -> Result<StressResult> {
     scenarios.check(params)?;
+    let quotes = quotes(params, scenarios);
     let n_scenarios = scenarios.count;
     let n_accounts = book.n_accounts();
     let mut min_equity = if keep_min_equity {
@@ -180,18 +298,19 @@ pub fn stress(
         Vec::new()
     };
     let n_blocks = n_accounts.div_ceil(BLOCK);
+    let block = |block: usize, lowest: &mut [f64]| {
+        stress_block(params, book, scenarios, &quotes, block, lowest)
+    };
     let block_totals: Vec<Vec<ScenarioTotals>> = if keep_min_equity {
         min_equity
             .par_chunks_mut(BLOCK)
             .enumerate()
-            .map(|(block, lowest)| {
-                stress_block(params, book, scenarios, n_scenarios, block, lowest)
-            })
+            .map(|(k, lowest)| block(k, lowest))
             .collect()
     } else {
         (0..n_blocks)
             .into_par_iter()
-            .map(|block| stress_block(params, book, scenarios, n_scenarios, block, &mut []))
+            .map(|k| block(k, &mut []))
             .collect()
     };
     let mut totals = vec![ScenarioTotals::default(); n_scenarios];
@@ -204,29 +323,33 @@ pub fn stress(
 }
 
 /// One block of accounts under every scenario; `lowest` (empty, or one per account of
-/// the block) receives each account's lowest equity.
+/// the block) receives each account's lowest equity. The block's rows are prepared once
+/// and stay in cache while every scenario prices them.
 fn stress_block(
     params: &EngineParams,
     book: &Book<'_>,
     scenarios: &Scenarios<'_>,
-    n_scenarios: usize,
+    quotes: &[Quote],
     block: usize,
     lowest: &mut [f64],
 ) -> Vec<ScenarioTotals> {
     let first = block * BLOCK;
     let end = (first + BLOCK).min(book.n_accounts());
-    (0..n_scenarios)
+    let prepared = Prepared::new(params, book, first..end);
+    let n_perpetuals = params.perpetuals.len();
+    (0..scenarios.count)
         .map(|scenario| {
-            let (asset_prices, marks) = scenarios.prices(params, scenario);
+            let (asset_prices, _) = scenarios.prices(params, scenario);
+            let quotes = &quotes[scenario * n_perpetuals..][..n_perpetuals];
             let mut totals = ScenarioTotals::default();
-            for account in first..end {
-                let a = stress_account(params, book, asset_prices, marks, account);
+            for i in 0..prepared.len() {
+                let a = prepared.account(params, i, asset_prices, quotes);
                 totals.accounts_by_status[a.status as usize] += 1;
                 totals.isolated_liquidations += a.isolated_liquidations;
                 totals.call_amount += a.call_amount;
                 totals.insurance_draw += a.insurance_draw;
                 totals.broker_loss += a.broker_loss;
-                if let Some(low) = lowest.get_mut(account - first) {
+                if let Some(low) = lowest.get_mut(i) {
                     *low = low.min(a.equity);
                 }
             }
@@ -244,7 +367,6 @@ pub fn stressed_equity(
     accounts: &[u32],
 ) -> Result<Vec<f64>> {
     scenarios.check(params)?;
-    let n_scenarios = scenarios.count;
     let n_accounts = book.n_accounts();
     if let Some((row, &id)) = accounts
         .iter()
@@ -258,13 +380,17 @@ pub fn stressed_equity(
             len: n_accounts,
         });
     }
-    Ok((0..n_scenarios)
+    let quotes = quotes(params, scenarios);
+    let n_perpetuals = params.perpetuals.len();
+    let prepared = Prepared::new(params, book, accounts.iter().map(|&a| a as usize));
+    Ok((0..scenarios.count)
         .into_par_iter()
         .flat_map_iter(|scenario| {
-            let (asset_prices, marks) = scenarios.prices(params, scenario);
-            accounts.iter().map(move |&account| {
-                stress_account(params, book, asset_prices, marks, account as usize).equity
-            })
+            let (asset_prices, _) = scenarios.prices(params, scenario);
+            let quotes = &quotes[scenario * n_perpetuals..][..n_perpetuals];
+            let prepared = &prepared;
+            (0..prepared.len())
+                .map(move |i| prepared.account(params, i, asset_prices, quotes).equity)
         })
         .collect())
 }

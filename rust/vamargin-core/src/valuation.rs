@@ -225,7 +225,7 @@ pub(crate) fn holding_totals(
 
 /// [`holding_totals`] of `(asset id, amount)` pairs.
 #[inline(always)]
-fn sum_holdings(
+pub(crate) fn sum_holdings(
     params: &EngineParams,
     prices: &[f64],
     holdings: impl Iterator<Item = (u32, f64)>,
@@ -583,7 +583,7 @@ impl SplitRows for AccountBlock<'_> {
 #[derive(Debug, Clone, Copy)]
 struct Quote<'p> {
     contract: &'p PerpetualParams,
-    mark: f64,
+    mark: perp::MarkTerms,
     /// The settle asset's price, to convert the account's figures into the settle
     /// currency, and its reciprocal, so the three conversions back multiply.
     settle_price: f64,
@@ -610,13 +610,13 @@ impl PositionRows<'_> {
             return (perp::Margins::default(), CrossSums::default());
         }
         let quote = &self.quotes[positions.instrument[row] as usize];
-        let figures = perp::margins(
+        let figures = perp::PositionTerms::new(
             quote.contract,
             qty,
             positions.entry_price[row],
-            quote.mark,
             positions.leverage(row),
-        );
+        )
+        .margins(quote.contract, &quote.mark);
         let cross = if is_cross(positions, row) {
             CrossSums::of(&figures, quote.settle_price)
         } else {
@@ -697,7 +697,7 @@ impl<'k, 'b> Kernel<'k, 'b> {
                 let settle_price = market.asset_prices[contract.settle_asset as usize];
                 Quote {
                     contract,
-                    mark,
+                    mark: perp::MarkTerms::new(contract.kind, mark),
                     settle_price,
                     per_settle_unit: 1.0 / settle_price,
                 }
