@@ -203,6 +203,11 @@ impl SizeTiers {
         if self.floors.is_empty() {
             return value;
         }
+        // Most holdings sit in the first band (from 0): the loop below would add
+        // `(value − 0)·factor` to 0 and stop, which is this product bit for bit.
+        if self.floors.get(1).is_none_or(|&second| value <= second) && value > 0.0 {
+            return value * self.factors[0];
+        }
         let mut credited = 0.0;
         for k in 0..self.floors.len() {
             let lo = self.floors[k];
