@@ -292,4 +292,45 @@ mod tests {
         assert_eq!(bands.credited_value(1_000.0), 150.0);
         assert_eq!(SizeTiers::default().credited_value(42.0), 42.0);
     }
+
+    #[test]
+    fn the_first_band_shortcut_is_the_band_sum_bit_for_bit() {
+        // The band sum written out: Σ (min(v, next floor) − floor)·factor over the bands
+        // below v, from 0.
+        fn banded(floors: &[f64], factors: &[f64], v: f64) -> f64 {
+            let mut sum = 0.0;
+            for k in 0..floors.len() {
+                let next = floors.get(k + 1).copied().unwrap_or(f64::INFINITY);
+                if v > floors[k] {
+                    sum += (v.min(next) - floors[k]) * factors[k];
+                }
+            }
+            sum
+        }
+        let (floors, factors) = ([0.0, 10_000_000.0, 50_000_000.0], [0.95, 0.9, 0.75]);
+        let bands = SizeTiers::new(&[(0.0, 0.95), (1e7, 0.9), (5e7, 0.75)]).unwrap();
+        let one_band = SizeTiers::new(&[(0.0, 0.8)]).unwrap();
+        let values = [
+            f64::MIN_POSITIVE,
+            0.1,
+            1.0 / 3.0,
+            123_456.789,
+            9_999_999.999_999_998,
+            1e7,
+            1e7 + 1e-8,
+            3.3e7,
+            5e7,
+            7.77e8,
+            1e300,
+        ];
+        for v in values {
+            assert_eq!(
+                bands.credited_value(v).to_bits(),
+                banded(&floors, &factors, v).to_bits(),
+                "{v}"
+            );
+            assert_eq!(one_band.credited_value(v).to_bits(), (v * 0.8).to_bits());
+        }
+        assert_eq!(bands.credited_value(0.0), 0.0);
+    }
 }
