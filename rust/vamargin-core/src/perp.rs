@@ -95,10 +95,9 @@ impl PositionTerms {
         entry_price: f64,
         chosen_leverage: f64,
     ) -> Self {
-        let signed_size = qty * contract.contract_size;
         PositionTerms {
             size: qty.abs() * contract.contract_size,
-            signed_size,
+            signed_size: qty * contract.contract_size,
             entry_term: match contract.kind {
                 ContractKind::Linear => entry_price,
                 ContractKind::Inverse => 1.0 / entry_price,

@@ -29,8 +29,8 @@ use rayon::prelude::*;
 use crate::book::{check_len, Book};
 use crate::error::{Error, Result};
 use crate::params::EngineParams;
-use crate::perp::{MarkTerms, PositionTerms};
-use crate::valuation::{sum_holdings, value_account, CrossSums, Status};
+use crate::perp::PositionTerms;
+use crate::valuation::{sum_holdings, value_account, CrossSums, Quote, Status};
 
 /// Accounts per block: a block's rows are priced under every scenario before moving on.
 const BLOCK: usize = 512;
@@ -120,16 +120,8 @@ pub struct StressedAccount {
     pub isolated_liquidations: u64,
 }
 
-/// A scenario's prices as a row reads them, per contract: its mark and its settle
-/// asset's price.
-#[derive(Debug, Clone, Copy)]
-struct Quote {
-    mark: MarkTerms,
-    settle_price: f64,
-}
-
 /// Every scenario's quotes, scenario-major (`n_perpetuals` per scenario).
-fn quotes(params: &EngineParams, scenarios: &Scenarios<'_>) -> Vec<Quote> {
+fn quotes<'p>(params: &'p EngineParams, scenarios: &Scenarios<'_>) -> Vec<Quote<'p>> {
     (0..scenarios.count)
         .flat_map(|scenario| {
             let (asset_prices, marks) = scenarios.prices(params, scenario);
@@ -137,10 +129,7 @@ fn quotes(params: &EngineParams, scenarios: &Scenarios<'_>) -> Vec<Quote> {
                 .perpetuals
                 .iter()
                 .zip(marks)
-                .map(|(contract, &mark)| Quote {
-                    mark: MarkTerms::new(contract.kind, mark),
-                    settle_price: asset_prices[contract.settle_asset as usize],
-                })
+                .map(|(contract, &mark)| Quote::new(contract, mark, asset_prices))
         })
         .collect()
 }
@@ -227,7 +216,7 @@ impl Prepared {
         params: &EngineParams,
         i: usize,
         asset_prices: &[f64],
-        quotes: &[Quote],
+        quotes: &[Quote<'_>],
     ) -> StressedAccount {
         let [holdings_start, cross_start, isolated_start] = match i {
             0 => [0; 3],
@@ -240,11 +229,8 @@ impl Prepared {
             self.holdings[holdings_start..holdings_end].iter().copied(),
         );
         let margins = |position: &PreparedPosition| {
-            let contract = position.contract as usize;
-            let quote = &quotes[contract];
-            let figures = position
-                .terms
-                .margins(&params.perpetuals[contract], &quote.mark);
+            let quote = &quotes[position.contract as usize];
+            let figures = position.terms.margins(quote.contract, &quote.mark);
             (figures, quote.settle_price)
         };
         let cross_rows = &self.cross[cross_start..cross_end];
@@ -298,19 +284,19 @@ pub fn stress(
         Vec::new()
     };
     let n_blocks = n_accounts.div_ceil(BLOCK);
-    let block = |block: usize, lowest: &mut [f64]| {
+    let run_block = |block: usize, lowest: &mut [f64]| {
         stress_block(params, book, scenarios, &quotes, block, lowest)
     };
     let block_totals: Vec<Vec<ScenarioTotals>> = if keep_min_equity {
         min_equity
             .par_chunks_mut(BLOCK)
             .enumerate()
-            .map(|(k, lowest)| block(k, lowest))
+            .map(|(block, lowest)| run_block(block, lowest))
             .collect()
     } else {
         (0..n_blocks)
             .into_par_iter()
-            .map(|k| block(k, &mut []))
+            .map(|block| run_block(block, &mut []))
             .collect()
     };
     let mut totals = vec![ScenarioTotals::default(); n_scenarios];
@@ -329,7 +315,7 @@ fn stress_block(
     params: &EngineParams,
     book: &Book<'_>,
     scenarios: &Scenarios<'_>,
-    quotes: &[Quote],
+    quotes: &[Quote<'_>],
     block: usize,
     lowest: &mut [f64],
 ) -> Vec<ScenarioTotals> {

@@ -579,15 +579,28 @@ impl SplitRows for AccountBlock<'_> {
 }
 
 /// What a row reads of its contract and the market, gathered per contract once per
-/// revaluation so a row finds it in one place.
+/// revaluation (or stress scenario) so a row finds it in one place.
 #[derive(Debug, Clone, Copy)]
-struct Quote<'p> {
-    contract: &'p PerpetualParams,
-    mark: perp::MarkTerms,
+pub(crate) struct Quote<'p> {
+    pub contract: &'p PerpetualParams,
+    pub mark: perp::MarkTerms,
     /// The settle asset's price, to convert the account's figures into the settle
     /// currency, and its reciprocal, so the three conversions back multiply.
-    settle_price: f64,
-    per_settle_unit: f64,
+    pub settle_price: f64,
+    pub per_settle_unit: f64,
+}
+
+impl<'p> Quote<'p> {
+    /// `contract` marked at `mark`, its settle asset priced from `asset_prices`.
+    pub(crate) fn new(contract: &'p PerpetualParams, mark: f64, asset_prices: &[f64]) -> Self {
+        let settle_price = asset_prices[contract.settle_asset as usize];
+        Quote {
+            contract,
+            mark: perp::MarkTerms::new(contract.kind, mark),
+            settle_price,
+            per_settle_unit: 1.0 / settle_price,
+        }
+    }
 }
 
 /// The position columns and the quotes, for the per-row steps.
@@ -693,15 +706,7 @@ impl<'k, 'b> Kernel<'k, 'b> {
             .perpetuals
             .iter()
             .zip(market.marks)
-            .map(|(contract, &mark)| {
-                let settle_price = market.asset_prices[contract.settle_asset as usize];
-                Quote {
-                    contract,
-                    mark: perp::MarkTerms::new(contract.kind, mark),
-                    settle_price,
-                    per_settle_unit: 1.0 / settle_price,
-                }
-            })
+            .map(|(contract, &mark)| Quote::new(contract, mark, market.asset_prices))
             .collect();
         Kernel {
             params,
