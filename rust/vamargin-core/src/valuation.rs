@@ -18,6 +18,9 @@ use crate::perp;
 
 const POSITION_CHUNK: usize = 16 * 1024;
 const ACCOUNT_CHUNK: usize = 2 * 1024;
+/// Rows (or accounts) whose scattered reads [`Walk::Sweeps`] makes together, before the
+/// work that needs them: enough loads in flight to hide most of a cache miss.
+const GATHER: usize = 16;
 
 /// Margin status, worst last. The discriminant is the code used in result columns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -835,22 +838,34 @@ impl<'k, 'b> Kernel<'k, 'b> {
     }
 
     /// Sweep 2 of [`Walk::Sweeps`]: the accounts, and what backs their cross positions.
+    ///
+    /// A group of [`GATHER`] accounts has its cross sums gathered first, then is valued:
+    /// the rows lie anywhere in sweep 1's columns, and one tight loop over several
+    /// accounts' rows keeps many of those loads in flight at once, where an account's
+    /// valuation between two accounts' loads left one account's in flight. Each account's
+    /// rows are summed in the same order either way.
     fn account_pass(&self, positions: &PositionFigures, columns: AccountRows<'_>) {
         let groups = self.book.position_groups;
         for_each_chunk(columns, ACCOUNT_CHUNK, &|first, rows: AccountRows<'_>| {
             let (mut chunk, backing) = rows;
-            for (i, backing) in backing.iter_mut().enumerate() {
-                let account = first + i;
-                // Sweep 1 left each row's cross contributions in sweep 3's columns.
-                let mut cross = CrossSums::default();
-                groups.for_each_row(account, |row| {
-                    cross.add(&CrossSums {
-                        upnl: positions.liquidation_price[row],
-                        initial_margin: positions.bankruptcy_price[row],
-                        maintenance_margin: positions.adl_score[row],
-                    });
-                });
-                *backing = self.account(account, &cross, &mut chunk, i);
+            let mut sums = [CrossSums::default(); GATHER];
+            for (g, group) in backing.chunks_mut(GATHER).enumerate() {
+                let base = g * GATHER;
+                for (k, sum) in sums[..group.len()].iter_mut().enumerate() {
+                    // Sweep 1 left each row's cross contributions in sweep 3's columns.
+                    let mut cross = CrossSums::default();
+                    for row in groups.rows_of(first + base + k) {
+                        cross.add(&CrossSums {
+                            upnl: positions.liquidation_price[row],
+                            initial_margin: positions.bankruptcy_price[row],
+                            maintenance_margin: positions.adl_score[row],
+                        });
+                    }
+                    *sum = cross;
+                }
+                for (k, backing) in group.iter_mut().enumerate() {
+                    *backing = self.account(first + base + k, &sums[k], &mut chunk, base + k);
+                }
             }
         });
     }
@@ -869,15 +884,25 @@ impl<'k, 'b> Kernel<'k, 'b> {
             POSITION_CHUNK,
             &|first, chunk: PositionPrices<'_>| {
                 let steps = self.rows();
-                for i in 0..chunk.liquidation_price.len() {
-                    let row = first + i;
-                    let [liquidation, bankruptcy, score] =
-                        steps.prices(row, upnl[row], maintenance[row], notional[row], || {
-                            &backing[account_of[row] as usize]
-                        });
-                    chunk.liquidation_price[i] = liquidation;
-                    chunk.bankruptcy_price[i] = bankruptcy;
-                    chunk.adl_score[i] = score;
+                let n = chunk.liquidation_price.len();
+                let mut gathered = [CrossBacking::default(); GATHER];
+                for start in (0..n).step_by(GATHER) {
+                    let rows = first + start..first + (start + GATHER).min(n);
+                    // The group's backing rows first, in one tight loop (every row's, cross
+                    // or not: each names an account), so their loads are in flight at once.
+                    for (slot, &account) in gathered.iter_mut().zip(&account_of[rows.clone()]) {
+                        *slot = backing[account as usize];
+                    }
+                    for (k, row) in rows.enumerate() {
+                        let [liquidation, bankruptcy, score] =
+                            steps.prices(row, upnl[row], maintenance[row], notional[row], || {
+                                &gathered[k]
+                            });
+                        let i = start + k;
+                        chunk.liquidation_price[i] = liquidation;
+                        chunk.bankruptcy_price[i] = bankruptcy;
+                        chunk.adl_score[i] = score;
+                    }
                 }
             },
         );
@@ -1050,6 +1075,104 @@ mod tests {
 
     /// Without prices, both walks give the full revaluation's other figures bit for bit
     /// and NaN prices, over stale columns too.
+    /// A book of `n_accounts` with a few positions each (some empty, some isolated, both
+    /// contracts, long and short) and a holding or two, and where each of its positions
+    /// (laid out by account) lies: in that order, or `scattered` (every account's first
+    /// position, then every account's second, ..., the accounts in a shuffled order, so
+    /// each account's positions keep their order, and their sums their bits).
+    fn generated_book(n_accounts: u32, scattered: bool) -> (TestBook, Vec<usize>) {
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move |n: u64| {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (state >> 33) % n
+        };
+        let mut by_account = Vec::new();
+        let mut isolated_by_account = Vec::new();
+        let mut holdings = Vec::new();
+        let mut rank = Vec::new();
+        for account in 0..n_accounts {
+            holdings.push((account, 0, next(50_000) as f64 - 10_000.0));
+            if next(3) == 0 {
+                holdings.push((account, 1, next(400) as f64 / 100.0));
+            }
+            for k in 0..next(7) {
+                let instrument = next(2) as u32;
+                let qty = match next(8) {
+                    0 => 0.0,
+                    j => (next(5_000) as f64 + 1.0) * if j % 2 == 0 { 1.0 } else { -1.0 },
+                };
+                let entry = 50_000.0 + next(20_000) as f64;
+                by_account.push((account, instrument, qty, entry));
+                isolated_by_account.push(if next(4) == 0 {
+                    next(2_000) as f64
+                } else {
+                    f64::NAN
+                });
+                rank.push((k, u64::from(account) * 7_919 % u64::from(n_accounts)));
+            }
+        }
+        let n = by_account.len();
+        let mut order: Vec<usize> = (0..n).collect();
+        if scattered {
+            let mut laid = order.clone();
+            laid.sort_by_key(|&i| rank[i]);
+            for (row, &i) in laid.iter().enumerate() {
+                order[i] = row;
+            }
+        }
+        let mut rows = by_account.clone();
+        let mut isolated = isolated_by_account.clone();
+        for (i, &row) in order.iter().enumerate() {
+            rows[row] = by_account[i];
+            isolated[row] = isolated_by_account[i];
+        }
+        let credit = vec![f64::INFINITY; n_accounts as usize];
+        (
+            TestBook::new(&credit, &holdings, &rows, Some(&isolated)),
+            order,
+        )
+    }
+
+    /// The sweeps read a scattered book in groups of [`GATHER`] rows and accounts, and
+    /// the one-pass walk reads a laid-out one; over many groups (and a last one cut
+    /// short) both give every figure bit for bit, each position's at its own row.
+    #[test]
+    fn sweeps_over_a_scattered_book_agree_with_the_one_pass_walk_bit_for_bit() {
+        let revalue = |book: &TestBook, walk: Walk<'_>| {
+            let params = params();
+            let view = book.book(&params);
+            let market = SmallBook::MARKET;
+            revalue_walking(&params, &view, &market, &Stale, walk, Scope::Full).unwrap()
+        };
+        // Accounts 7919 apart (a prime, not dividing the count) are laid out side by side.
+        let n_accounts = 3 * ACCOUNT_CHUNK as u32 + 5 * GATHER as u32 + 3;
+        assert!(!n_accounts.is_multiple_of(7_919) && !(n_accounts as usize).is_multiple_of(GATHER));
+        let (laid_out, _) = generated_book(n_accounts, false);
+        let (scattered, order) = generated_book(n_accounts, true);
+        let n = laid_out.qty.len();
+        assert!(n > POSITION_CHUNK && !n.is_multiple_of(GATHER), "{n} rows");
+        assert!(scattered.position_groups.row_starts().is_none());
+        // Both walks price cross and isolated positions.
+        let isolated = laid_out.isolated.as_ref().unwrap();
+        let cross = isolated.iter().filter(|m| m.is_nan()).count();
+        assert!(cross > n / 2 && cross < n);
+
+        let starts = laid_out.position_groups.row_starts().unwrap();
+        let one_pass = bits(&revalue(&laid_out, Walk::InAccountOrder(starts)));
+        let sweeps = bits(&revalue(&scattered, Walk::Sweeps));
+        assert!(sweeps[..11] == one_pass[..11], "an account figure differs");
+        assert!(sweeps[18] == one_pass[18], "an account status differs");
+        for column in (11..18).chain([19]) {
+            let by_account: Vec<u64> = order.iter().map(|&row| sweeps[column][row]).collect();
+            assert!(
+                by_account == one_pass[column],
+                "position column {column} differs"
+            );
+        }
+    }
+
     #[test]
     fn a_revaluation_without_prices_leaves_only_the_prices_out() {
         let shuffled = SmallBook::new(&[0, 1, 2, 3, 4, 5, 6]);
