@@ -21,6 +21,9 @@ use crate::scan::first_id_out_of_range;
 pub struct Grouping {
     offsets: Vec<usize>,
     order: Option<Vec<u32>>,
+    /// Built with keys, and no account has two rows of the same key (found as the rows
+    /// were grouped, so [`first_repeated_key`] need not read them again).
+    distinct_keys: bool,
 }
 
 impl Grouping {
@@ -104,9 +107,11 @@ impl Grouping {
                     return Err(out_of_range(row));
                 }
             }
+            // The scan asked for keys strictly increasing within each account.
             return Ok(Grouping {
                 offsets: sorted_offsets(account_of_row, n_accounts, columns),
                 order: None,
+                distinct_keys: key_of_row.is_some(),
             });
         }
         if let Some(row) = first_id_out_of_range(account_of_row, n_accounts) {
@@ -128,15 +133,23 @@ impl Grouping {
             order[*slot] = row as u32;
             *slot += 1;
         }
+        let mut distinct_keys = key_of_row.is_some();
         if key_of_row.is_some() {
             for a in 0..n_accounts {
                 // Groups are small: the counting sort left them in row order, and a
                 // stable sort by key keeps rows with equal keys in row order.
-                order[offsets[a]..offsets[a + 1]].sort_by_key(|&row| key(row as usize));
+                let rows = &mut order[offsets[a]..offsets[a + 1]];
+                rows.sort_by_key(|&row| key(row as usize));
+                distinct_keys &= rows
+                    .windows(2)
+                    .all(|pair| key(pair[0] as usize) != key(pair[1] as usize));
             }
         }
-        let order = Some(order);
-        Ok(Grouping { offsets, order })
+        Ok(Grouping {
+            offsets,
+            order: Some(order),
+            distinct_keys,
+        })
     }
 
     pub fn n_accounts(&self) -> usize {
@@ -361,6 +374,9 @@ fn radix_grouping(
             |scratch, (keys, rows)| lsd_sort(keys, rows, scratch, digit_bits, passes - 1),
         );
     }
+    // Two rows of an account share a key when their composites are equal, and then they
+    // lie side by side.
+    let distinct_keys = key_of_row.is_some() && !has_adjacent_equal(&sorted);
     // Where each account starts, from the sorted composites.
     let offsets = counted_offsets(
         sorted.iter().map(|&c| (c / n_keys) as usize),
@@ -371,6 +387,21 @@ fn radix_grouping(
     Some(Grouping {
         offsets,
         order: Some(order),
+        distinct_keys,
+    })
+}
+
+/// Whether two neighbours of `values` are equal: parallel blocks, each comparing every
+/// value with the one before it without branches, so the comparisons vectorise.
+fn has_adjacent_equal(values: &[u32]) -> bool {
+    let n_blocks = values.len().div_ceil(SCAN_BLOCK);
+    (0..n_blocks).into_par_iter().any(|block| {
+        let end = ((block + 1) * SCAN_BLOCK).min(values.len());
+        let start = (block * SCAN_BLOCK).max(1).min(end);
+        values[start..end]
+            .iter()
+            .zip(&values[start - 1..end - 1])
+            .fold(false, |equal, (a, b)| equal | (a == b))
     })
 }
 
@@ -936,7 +967,13 @@ impl<'a> Book<'a> {
 ///
 /// For positions the key is `2·instrument + isolated` (one row per account, instrument
 /// and margin mode); for holdings it is the asset.
+///
+/// A grouping that found its keys distinct as it grouped the rows (no two rows of an
+/// account share one, empty or not) answers at once, without reading a row.
 pub fn first_repeated_key(keys: &[u32], groups: &Grouping, qty: Option<&[f64]>) -> Option<usize> {
+    if groups.distinct_keys {
+        return None;
+    }
     (0..groups.n_accounts())
         .into_par_iter()
         .with_min_len(1024)
@@ -1154,6 +1191,40 @@ mod tests {
         let keys = [0, 0, 2, 2, 0];
         let groups = Grouping::build(&account, Some(&keys), 2, "account").unwrap();
         assert_eq!(first_repeated_key(&keys, &groups, Some(&qty)), Some(3));
+    }
+
+    #[test]
+    fn groupings_know_when_their_keys_are_distinct() {
+        // Sorted by account and key: the order scan finds the keys distinct.
+        let sorted = Grouping::build(&[0, 0, 1], Some(&[1, 2, 0]), 2, "account").unwrap();
+        assert!(sorted.is_sorted() && sorted.distinct_keys);
+        // Without keys nothing is known.
+        assert!(
+            !Grouping::build(&[0, 0, 1], None, 2, "account")
+                .unwrap()
+                .distinct_keys
+        );
+        // Out of order (the radix sort): distinct keys, then account 1 holding key 3 at
+        // rows 0 and 3, which the walk still finds, or skips when row 0 is empty.
+        let account = [1, 0, 1, 1, 0];
+        let keys = [3, 1, 0, 2, 0];
+        let radix = Grouping::build(&account, Some(&keys), 2, "account").unwrap();
+        assert!(!radix.is_sorted() && radix.distinct_keys);
+        assert_eq!(first_repeated_key(&keys, &radix, None), None);
+        let keys = [3, 1, 0, 3, 0];
+        let radix = Grouping::build(&account, Some(&keys), 2, "account").unwrap();
+        assert!(!radix.distinct_keys);
+        assert_eq!(first_repeated_key(&keys, &radix, None), Some(3));
+        let qty = [0.0, 1.0, 1.0, 1.0, 1.0];
+        assert_eq!(first_repeated_key(&keys, &radix, Some(&qty)), None);
+        // Accounts × keys beyond 32 bits (the per-account sort), both ways.
+        let keys = [1 << 20, 5, 1 << 19];
+        let wide = Grouping::build(&[1, 0, 1], Some(&keys), 1 << 13, "account").unwrap();
+        assert!(!wide.is_sorted() && wide.distinct_keys);
+        let keys = [1 << 20, 5, 1 << 20];
+        let wide = Grouping::build(&[1, 0, 1], Some(&keys), 1 << 13, "account").unwrap();
+        assert!(!wide.distinct_keys);
+        assert_eq!(first_repeated_key(&keys, &wide, None), Some(2));
     }
 
     #[test]
