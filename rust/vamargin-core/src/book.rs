@@ -1333,6 +1333,42 @@ mod tests {
     }
 
     #[test]
+    fn unordered_lookups_agree_with_get_and_name_the_first_unknown_row() {
+        let n = 3_000i64;
+        let scattered = |i: i64| (i * 7_919) % n; // a permutation: 7919 is prime
+        let layouts: [Vec<i64>; 3] = [
+            (0..n).map(|i| i + 100).collect(),                  // dense
+            (0..n).map(|i| i * 7 + 3).collect(),                // ascending
+            (0..n).map(|i| scattered(i) * 5 - 2_000).collect(), // hashed, 0 among them
+        ];
+        for accounts in &layouts {
+            let index = AccountIndex::build(accounts).unwrap();
+            // Unordered lookups over two parallel blocks.
+            let ids: Vec<i64> = (0..SCAN_BLOCK as i64 + 77)
+                .map(|i| accounts[scattered(i % n) as usize])
+                .collect();
+            let rows = index.lookup_all(&ids).unwrap();
+            for (&row, &id) in rows.iter().zip(&ids) {
+                assert_eq!(accounts[row as usize], id);
+                assert_eq!(index.get(id), Some(row));
+            }
+            // Unknown ids in both blocks: the earlier row is named. 0 is not an account
+            // of the first two layouts (an empty hash slot's key is 0 too).
+            let unknown = if accounts.contains(&0) { 1 } else { 0 };
+            let mut bad = ids.clone();
+            bad[SCAN_BLOCK + 3] = unknown;
+            bad[21] = unknown;
+            assert_eq!(
+                index.lookup_all(&bad).unwrap_err(),
+                Error::UnknownKey {
+                    row: 21,
+                    key: unknown
+                }
+            );
+        }
+    }
+
+    #[test]
     fn index_names_the_first_duplicate_and_unknown_rows() {
         assert_eq!(
             AccountIndex::build(&[5, 9, 5]).unwrap_err(),
