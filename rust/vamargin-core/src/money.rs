@@ -786,6 +786,9 @@ impl CellSums {
     }
 }
 
+/// Accounts whose rows [`sum_by_account`] reads together before summing them.
+const SUM_GATHER: usize = 16;
+
 /// Accounts per parallel block of [`sum_by_account`].
 const SUM_BLOCK: usize = 4096;
 
@@ -829,12 +832,23 @@ pub fn sum_by_account(
         .map(|block| {
             let first = block * SUM_BLOCK;
             let end = (first + SUM_BLOCK).min(groups.n_accounts());
-            let mut sums = CellSums::new(n_keys, &groups.offsets()[first..=end]);
-            for account in first..end {
-                for row in groups.rows_of(account) {
-                    sums.add(key_of[ids[row] as usize] as usize, amounts[row])?;
+            let offsets = &groups.offsets()[first..=end];
+            let mut sums = CellSums::new(n_keys, offsets);
+            let mut gathered = Vec::new();
+            for group in (first..end).step_by(SUM_GATHER) {
+                let accounts = group..(group + SUM_GATHER).min(end);
+                gathered.clear();
+                for account in accounts.clone() {
+                    gathered.extend(groups.rows_of(account).map(|row| (ids[row], amounts[row])));
                 }
-                sums.close(account);
+                let mut rows = gathered.iter();
+                for account in accounts {
+                    let n = offsets[account + 1 - first] - offsets[account - first];
+                    for &(id, amount) in rows.by_ref().take(n) {
+                        sums.add(key_of[id as usize] as usize, amount)?;
+                    }
+                    sums.close(account);
+                }
             }
             Some(sums.into_sums())
         })
