@@ -837,6 +837,8 @@ pub fn sum_by_account(
             let mut gathered = Vec::new();
             for group in (first..end).step_by(SUM_GATHER) {
                 let accounts = group..(group + SUM_GATHER).min(end);
+                // The group's rows first, in one tight loop: through a permutation they lie
+                // anywhere in the table, and loads that wait on nothing overlap their misses.
                 gathered.clear();
                 for account in accounts.clone() {
                     gathered.extend(groups.rows_of(account).map(|row| (ids[row], amounts[row])));
