@@ -1073,8 +1073,6 @@ mod tests {
         }
     }
 
-    /// Without prices, both walks give the full revaluation's other figures bit for bit
-    /// and NaN prices, over stale columns too.
     /// A book of `n_accounts` with a few positions each (some empty, some isolated, both
     /// contracts, long and short) and a holding or two, and where each of its positions
     /// (laid out by account) lies: in that order, or `scattered` (every account's first
@@ -1173,6 +1171,8 @@ mod tests {
         }
     }
 
+    /// Without prices, both walks give the full revaluation's other figures bit for bit
+    /// and NaN prices, over stale columns too.
     #[test]
     fn a_revaluation_without_prices_leaves_only_the_prices_out() {
         let shuffled = SmallBook::new(&[0, 1, 2, 3, 4, 5, 6]);
