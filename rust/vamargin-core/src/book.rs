@@ -4,6 +4,7 @@
 //! a [`Grouping`] lists each account's rows, in row order, so an account's sums are one
 //! fixed-order loop whatever the thread count.
 
+use std::ops::Range;
 use std::sync::OnceLock;
 
 use rayon::prelude::*;
@@ -75,20 +76,18 @@ impl Grouping {
         // Rows in (account, key) order, keys strictly increasing within an account: each
         // block compares every row with the one before it, without branches, so the
         // comparisons vectorise.
-        let n_blocks = account_of_row.len().div_ceil(SCAN_BLOCK);
-        let sorted = (0..n_blocks).into_par_iter().all(|block| {
-            let end = ((block + 1) * SCAN_BLOCK).min(account_of_row.len());
-            let start = (block * SCAN_BLOCK).max(1).min(end);
-            let now = &account_of_row[start..end];
-            let before = &account_of_row[start - 1..end - 1];
+        let sorted = rows_after_the_first(account_of_row.len()).all(|rows| {
+            let before_rows = rows.start - 1..rows.end - 1;
+            let now = &account_of_row[rows.clone()];
+            let before = &account_of_row[before_rows.clone()];
             match key_of_row {
                 None => now
                     .iter()
                     .zip(before)
                     .fold(true, |ok, (a, p)| ok & (a >= p)),
                 Some(keys) => {
-                    let keys_now = &keys[start..end];
-                    let keys_before = &keys[start - 1..end - 1];
+                    let keys_now = &keys[rows];
+                    let keys_before = &keys[before_rows];
                     now.iter()
                         .zip(before)
                         .zip(keys_now.iter().zip(keys_before))
@@ -394,15 +393,23 @@ fn radix_grouping(
 /// Whether two neighbours of `values` are equal: parallel blocks, each comparing every
 /// value with the one before it without branches, so the comparisons vectorise.
 fn has_adjacent_equal(values: &[u32]) -> bool {
-    let n_blocks = values.len().div_ceil(SCAN_BLOCK);
-    (0..n_blocks).into_par_iter().any(|block| {
-        let end = ((block + 1) * SCAN_BLOCK).min(values.len());
-        let start = (block * SCAN_BLOCK).max(1).min(end);
-        values[start..end]
+    rows_after_the_first(values.len()).any(|rows| {
+        values[rows.start - 1..rows.end - 1]
             .iter()
-            .zip(&values[start - 1..end - 1])
+            .zip(&values[rows])
             .fold(false, |equal, (a, b)| equal | (a == b))
     })
+}
+
+/// Rows `1..len` in parallel blocks of [`SCAN_BLOCK`], for scans that compare every row
+/// with the one before it.
+fn rows_after_the_first(len: usize) -> impl IndexedParallelIterator<Item = Range<usize>> {
+    (0..len.div_ceil(SCAN_BLOCK))
+        .into_par_iter()
+        .map(move |block| {
+            let end = ((block + 1) * SCAN_BLOCK).min(len);
+            (block * SCAN_BLOCK).max(1).min(end)..end
+        })
 }
 
 /// What [`lsd_sort`] reuses from one part to the next on a thread: room for a part's keys
