@@ -784,7 +784,7 @@ impl Positions<'_> {
     }
 
     /// Row `row`'s margins with its contract marked at `marks[instrument]`. In line in
-    /// the loops that call it (stress calls it per row and scenario).
+    /// the loops that call it (a pre-trade check, per row of the account).
     #[inline(always)]
     pub fn margins_at(&self, params: &EngineParams, marks: &[f64], row: usize) -> perp::Margins {
         let instrument = self.instrument[row] as usize;
