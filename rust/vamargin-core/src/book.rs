@@ -242,10 +242,19 @@ fn counted_offsets(
     for account in accounts {
         offsets[account + 1] += 1;
     }
-    for a in 0..n_accounts {
-        offsets[a + 1] += offsets[a];
-    }
+    running_sum(&mut offsets);
     offsets
+}
+
+/// Replaces each count by the sum of it and the counts before it. The sum is carried in
+/// a register: read back from the slot just written, each addition would wait on the
+/// store before it.
+fn running_sum(counts: &mut [usize]) {
+    let mut sum = 0;
+    for count in counts {
+        sum += *count;
+        *count = sum;
+    }
 }
 
 /// Where each account's rows start in rows sorted by account (plus the row count at the
@@ -263,7 +272,8 @@ fn sorted_offsets(account_of_row: &[u32], n_accounts: usize, columns: &impl Colu
             // accounts before it. Each row of an account whose start lies after it in this
             // block writes its end there (the last row's write stays), then a running
             // maximum carries the starts over accounts without rows. No branch depends on
-            // how many rows an account has.
+            // how many rows an account has. (The maximum is carried in a register: read
+            // back from the slot just written, it waited on the store each account.)
             let first = block * SCAN_BLOCK;
             let start_of =
                 |account: usize| account_of_row.partition_point(|&a| (a as usize) < account);
@@ -272,8 +282,10 @@ fn sorted_offsets(account_of_row: &[u32], n_accounts: usize, columns: &impl Colu
             for (row, &account) in account_of_row[rows.clone()].iter().enumerate() {
                 out[account as usize - first + 1] = rows.start + row + 1;
             }
-            for i in 1..out.len() {
-                out[i] = out[i].max(out[i - 1]);
+            let mut start = 0;
+            for slot in out.iter_mut() {
+                start = start.max(*slot);
+                *slot = start;
             }
         });
     offsets
@@ -467,9 +479,7 @@ fn lsd_sort(
         for &c in from_keys {
             next[digit(c) + 1] += 1;
         }
-        for d in 0..=mask {
-            next[d + 1] += next[d];
-        }
+        running_sum(next);
         for (&c, &row) in from_keys.iter().zip(from_rows) {
             let slot = &mut next[digit(c)];
             to_keys[*slot] = c;
