@@ -120,18 +120,35 @@ pub struct StressedAccount {
     pub isolated_liquidations: u64,
 }
 
-/// Every scenario's quotes, scenario-major (`n_perpetuals` per scenario).
-fn quotes<'p>(params: &'p EngineParams, scenarios: &Scenarios<'_>) -> Vec<Quote<'p>> {
-    (0..scenarios.count)
-        .flat_map(|scenario| {
-            let (asset_prices, marks) = scenarios.prices(params, scenario);
-            params
-                .perpetuals
-                .iter()
-                .zip(marks)
-                .map(|(contract, &mark)| Quote::new(contract, mark, asset_prices))
-        })
-        .collect()
+/// Every scenario's quotes, made once per stress run.
+struct Quotes<'p> {
+    /// Scenario-major: `per_scenario` (one per perpetual) for each scenario.
+    all: Vec<Quote<'p>>,
+    per_scenario: usize,
+}
+
+impl<'p> Quotes<'p> {
+    fn new(params: &'p EngineParams, scenarios: &Scenarios<'_>) -> Self {
+        let all = (0..scenarios.count)
+            .flat_map(|scenario| {
+                let (asset_prices, marks) = scenarios.prices(params, scenario);
+                params
+                    .perpetuals
+                    .iter()
+                    .zip(marks)
+                    .map(|(contract, &mark)| Quote::new(contract, mark, asset_prices))
+            })
+            .collect();
+        Quotes {
+            all,
+            per_scenario: params.perpetuals.len(),
+        }
+    }
+
+    /// Scenario `scenario`'s quotes, one per perpetual.
+    fn of(&self, scenario: usize) -> &[Quote<'p>] {
+        &self.all[scenario * self.per_scenario..][..self.per_scenario]
+    }
 }
 
 /// A live position, in the form every scenario prices it.
@@ -275,7 +292,7 @@ pub fn stress(
     keep_min_equity: bool,
 ) -> Result<StressResult> {
     scenarios.check(params)?;
-    let quotes = quotes(params, scenarios);
+    let quotes = Quotes::new(params, scenarios);
     let n_scenarios = scenarios.count;
     let n_accounts = book.n_accounts();
     let mut min_equity = if keep_min_equity {
@@ -315,18 +332,17 @@ fn stress_block(
     params: &EngineParams,
     book: &Book<'_>,
     scenarios: &Scenarios<'_>,
-    quotes: &[Quote<'_>],
+    quotes: &Quotes<'_>,
     block: usize,
     lowest: &mut [f64],
 ) -> Vec<ScenarioTotals> {
     let first = block * BLOCK;
     let end = (first + BLOCK).min(book.n_accounts());
     let prepared = Prepared::new(params, book, first..end);
-    let n_perpetuals = params.perpetuals.len();
     (0..scenarios.count)
         .map(|scenario| {
             let (asset_prices, _) = scenarios.prices(params, scenario);
-            let quotes = &quotes[scenario * n_perpetuals..][..n_perpetuals];
+            let quotes = quotes.of(scenario);
             let mut totals = ScenarioTotals::default();
             for i in 0..prepared.len() {
                 let a = prepared.account(params, i, asset_prices, quotes);
@@ -366,14 +382,13 @@ pub fn stressed_equity(
             len: n_accounts,
         });
     }
-    let quotes = quotes(params, scenarios);
-    let n_perpetuals = params.perpetuals.len();
+    let quotes = Quotes::new(params, scenarios);
     let prepared = Prepared::new(params, book, accounts.iter().map(|&a| a as usize));
     Ok((0..scenarios.count)
         .into_par_iter()
         .flat_map_iter(|scenario| {
             let (asset_prices, _) = scenarios.prices(params, scenario);
-            let quotes = &quotes[scenario * n_perpetuals..][..n_perpetuals];
+            let quotes = quotes.of(scenario);
             let prepared = &prepared;
             (0..prepared.len())
                 .map(move |i| prepared.account(params, i, asset_prices, quotes).equity)
