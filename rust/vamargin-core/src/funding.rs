@@ -13,9 +13,9 @@
 use crate::book::{Grouping, Positions};
 use crate::columns::{Columns, Zeroed};
 use crate::error::{Error, Result};
+use crate::funding_run::{RunSums, StraightRuns, RUN};
 use crate::money::{
-    nearest_f64, nearest_i64, sum_by_account, AccountSumBlocks, CellSums, Coefficient, Estimate,
-    ExactAmount, ExactSum,
+    sum_by_account, AccountSumBlocks, CellSums, Coefficient, Estimate, ExactAmount, ExactSum,
 };
 use crate::parallel::{column_bundle, map_chunks, SplitRows};
 use crate::params::EngineParams;
@@ -35,10 +35,6 @@ const CHUNK: usize = 16 * 1024;
 /// Quantities below this many contracts read as 1e-9 units by one multiplication and a
 /// rounding (see [`qty_units`]).
 const QTY_STRAIGHT_LIMIT: f64 = 9.0e6;
-/// Quantities below this many contracts are read in `f64` in a straight run
-/// ([`units_in_f64`]): `|q| · 1e9` stays below 2^51. Larger ones (up to
-/// [`QTY_STRAIGHT_LIMIT`]) take the row-by-row path, which reads them the same way.
-const RUN_QTY_LIMIT: f64 = 2.0e6;
 
 /// Premium of one sample: how far the impact bid is above, or the impact ask below, the
 /// index, as a fraction of the index.
@@ -147,18 +143,6 @@ fn round_half_away(x: f64) -> i64 {
     let truncated = x as i64;
     let fraction = x - truncated as f64;
     truncated + i64::from(fraction >= 0.5) - i64::from(fraction <= -0.5)
-}
-
-/// [`round_half_away`] of `x` (`|x| < 2^51`), in `f64`: `|x|` rounded to the nearest
-/// integer, ties to even, then up by one where that left exactly 0.5 below (a tie
-/// rounded down). `|x|` less its nearest integer is exact. No conversion, so a loop of
-/// them has no branch.
-#[inline(always)]
-fn units_in_f64(x: f64) -> f64 {
-    let magnitude = x.abs();
-    let nearest = nearest_f64(magnitude);
-    let up = if magnitude - nearest >= 0.5 { 1.0 } else { 0.0 };
-    (nearest + up).copysign(x)
 }
 
 /// An index value as an integer at the instrument's index scale: its shortest decimal,
@@ -406,20 +390,6 @@ impl Totals {
     }
 }
 
-/// Rows per run of [`Settler::settle_run_straight`]: on the straight path a payment is
-/// below 2^49 and a row's quantity units below 2^51 in magnitude, so a run's sums stay
-/// below 2^58 and 2^60, within `i64`.
-const RUN: usize = 512;
-
-/// One instrument's sums over a run of straight rows (see [`RUN`]).
-#[derive(Clone, Copy, Default)]
-struct RunSums {
-    rows: i64,
-    received: i64,
-    paid: i64,
-    units: i64,
-}
-
 /// One instrument as a chunk of rows sees it: its straight path, its id and the chunk's
 /// totals, side by side so a row finds them in one place.
 struct Lane {
@@ -439,6 +409,8 @@ struct Settler<'a> {
     /// Each instrument's payment per 1e-9 contract (per unit of index move for the index
     /// basis), as an exact coefficient when its digits fit the i128 fast path.
     coefficients: Vec<Option<Coefficient>>,
+    /// One interval's straight path (see [`Settler::lanes`]).
+    straight_runs: StraightRuns,
 }
 
 impl<'a> Settler<'a> {
@@ -533,14 +505,22 @@ impl<'a> Settler<'a> {
                 }
             })
             .collect();
-        Ok(Settler {
+        let mut settler = Settler {
             params,
             positions,
             basis,
             settle_decimals,
             instruments,
             coefficients,
-        })
+            straight_runs: StraightRuns::new(Vec::new()),
+        };
+        let estimates = settler
+            .lanes()
+            .iter()
+            .map(|lane| lane.straight.unwrap_or(Estimate::UNTRUSTED))
+            .collect();
+        settler.straight_runs = StraightRuns::new(estimates);
+        Ok(settler)
     }
 
     fn one_interval(&self) -> bool {
@@ -566,21 +546,22 @@ impl<'a> Settler<'a> {
     /// the first row that cannot be settled, with its error.
     ///
     /// One interval settles runs of [`RUN`] rows on the straight path without a branch
-    /// per row ([`Settler::settle_run_straight`]); a run with a row off that path is
-    /// settled again row by row.
+    /// per row ([`StraightRuns::settle`]); a run with a row off that path is settled
+    /// again row by row.
     fn settle_rows(&self, first: usize, payments: &mut [i64], lanes: &mut [Lane]) -> Result<()> {
         if !self.one_interval() {
             return self.settle_rows_one_by_one(first, payments, lanes);
         }
-        let estimates: Vec<Estimate> = lanes
-            .iter()
-            .map(|lane| lane.straight.unwrap_or(Estimate::UNTRUSTED))
-            .collect();
         let mut sums = vec![RunSums::default(); lanes.len()];
         for (i, run) in payments.chunks_mut(RUN).enumerate() {
             let start = first + i * RUN;
+            let rows = start..start + run.len();
             sums.fill(RunSums::default());
-            if self.settle_run_straight(start, run, &estimates, &mut sums) {
+            let (qty, instrument) = (
+                &self.positions.qty[rows.clone()],
+                &self.positions.instrument[rows],
+            );
+            if self.straight_runs.settle(qty, instrument, run, &mut sums) {
                 for (lane, sums) in lanes.iter_mut().zip(&sums) {
                     lane.totals.add_run(sums);
                 }
@@ -589,47 +570,6 @@ impl<'a> Settler<'a> {
             }
         }
         Ok(())
-    }
-
-    /// The one-interval payments of rows `first..first + payments.len()` (at most
-    /// [`RUN`]) on the straight path, summed per instrument in `sums`, without a branch
-    /// per row: `false` when a row is off the path (its quantity too large to read in
-    /// `f64` in a run, its instrument without an estimate, its quotient not trusted),
-    /// and then the payments and sums are to be discarded.
-    ///
-    /// A row of quantity 0 reads as 0 units, whose payment is 0: it needs no branch
-    /// either (only its count is kept out).
-    #[inline(never)]
-    fn settle_run_straight(
-        &self,
-        first: usize,
-        payments: &mut [i64],
-        estimates: &[Estimate],
-        sums: &mut [RunSums],
-    ) -> bool {
-        let rows = first..first + payments.len();
-        let columns = self.positions.qty[rows.clone()]
-            .iter()
-            .zip(&self.positions.instrument[rows]);
-        let mut on_path = true;
-        for (slot, (&qty, &id)) in payments.iter_mut().zip(columns) {
-            let id = id as usize;
-            let straight = qty.abs() < RUN_QTY_LIMIT;
-            // Off the path the quantity is read as 0, so the steps stay in range.
-            let units_f64 = units_in_f64(if straight { qty } else { 0.0 } * 1e9);
-            let units = nearest_i64(units_f64);
-            let (amount, trusted) = estimates[id].floor_times_flagged(units, units_f64);
-            on_path &= straight & trusted;
-            *slot = amount;
-            // Wrapping: a run off the path may sum meaningless amounts, but is discarded;
-            // on the path every sum is within i64 (see `RUN`), where wrapping is exact.
-            let sum = &mut sums[id];
-            sum.rows = sum.rows.wrapping_add(i64::from(qty != 0.0));
-            sum.received = sum.received.wrapping_add(amount.max(0));
-            sum.paid = sum.paid.wrapping_add(amount.min(0));
-            sum.units = sum.units.wrapping_add(units);
-        }
-        on_path
     }
 
     /// [`Settler::settle_rows`], one row at a time.
@@ -798,6 +738,8 @@ impl<'a> Settler<'a> {
 mod tests {
     use super::*;
     use crate::columns::Stale;
+    use crate::funding_run::units_in_f64;
+    use crate::money::nearest_i64;
     use crate::params::{AssetParams, CallTarget, Haircuts, PerpetualParams};
     use crate::tiers::{SizeTiers, TierTable};
 

@@ -11,6 +11,7 @@ pub mod columns;
 pub mod error;
 pub mod financing;
 pub mod funding;
+mod funding_run;
 pub mod liquidation;
 pub mod loss_allocation;
 pub mod money;

@@ -88,11 +88,11 @@ pub struct Estimate {
 /// Divisors below 2^61 keep a remainder within a divisor of 0 inside `i64`.
 const ESTIMATE_MAX_DIVISOR: i128 = 1 << 61;
 /// Quotients the `f64` estimate is trusted for: within 2^49, its error is below 0.32.
-const ESTIMATE_MAX_QUOTIENT: f64 = (1u64 << 49) as f64;
+pub(crate) const ESTIMATE_MAX_QUOTIENT: f64 = (1u64 << 49) as f64;
 /// 1.5 · 2^52: added to an `f64` below 2^51 in magnitude, it rounds it to the nearest
 /// integer and leaves that integer in the low bits (the sum lies in `[2^52, 2^53)`, where
 /// the spacing of `f64` is 1).
-const ROUNDING_SHIFT: f64 = (3u64 << 51) as f64;
+pub(crate) const ROUNDING_SHIFT: f64 = (3u64 << 51) as f64;
 
 /// `x` rounded to the nearest integer (ties to even), as `i64`, for `|x| < 2^51`: adding
 /// [`ROUNDING_SHIFT`] leaves the integer in the low bits, so no conversion instruction
@@ -119,6 +119,19 @@ impl Estimate {
         divisor: 1,
         ratio: f64::NAN,
     };
+
+    /// The estimate's parts, for a kernel that reads them lane by lane.
+    pub(crate) fn multiplier(&self) -> i64 {
+        self.multiplier
+    }
+
+    pub(crate) fn divisor(&self) -> i64 {
+        self.divisor
+    }
+
+    pub(crate) fn ratio(&self) -> f64 {
+        self.ratio
+    }
 
     /// `floor(n · multiplier / divisor)`, or `None` when the quotient reaches 2^49.
     #[inline(always)]
