@@ -15,7 +15,8 @@ use crate::columns::{Columns, Zeroed};
 use crate::error::{Error, Result};
 use crate::funding_run::{RunSums, StraightRuns, RUN};
 use crate::money::{
-    sum_by_account, AccountSumBlocks, CellSums, Coefficient, Estimate, ExactAmount, ExactSum,
+    sum_by_account, sum_sorted_runs, AccountSumBlocks, CellSums, Coefficient, Estimate,
+    ExactAmount, ExactSum, SortedRuns,
 };
 use crate::parallel::{column_bundle, map_chunks, SplitRows};
 use crate::params::EngineParams;
@@ -290,20 +291,35 @@ pub fn settle_funding_by_account(
         // The block's payments, then its accounts' sums while the payments are in cache.
         settler.settle_rows(first_row, payments, &mut lanes)?;
         let block_rows = first_row..starts[starts.len() - 1];
-        let instrument = &positions.instrument[block_rows];
-        let mut sums = CellSums::new(n_assets, starts);
-        let mut summed = || {
-            for (i, rows) in starts.windows(2).enumerate() {
-                let rows = rows[0] - first_row..rows[1] - first_row;
-                for (&amount, &id) in payments[rows.clone()].iter().zip(&instrument[rows]) {
-                    sums.add(settle_of[id as usize] as usize, amount)?;
-                }
-                sums.close(first + i);
+        let instrument = &positions.instrument[block_rows.clone()];
+        // Rows in account then instrument order (as a grouping by position key leaves
+        // them) are usually in account then settle asset order too: each (account, asset)
+        // is then one run of rows.
+        let mut opened = vec![0u32; block_rows.len() + 1];
+        for &start in &starts[..starts.len() - 1] {
+            opened[start - first_row] += 1;
+        }
+        let key_of = |row: usize| settle_of[instrument[row] as usize];
+        let room = CellSums::room(n_assets, starts);
+        let summed = match sum_sorted_runs(first, &opened, key_of, payments, room) {
+            SortedRuns::Sums(sums) => Some(sums),
+            SortedRuns::Overflow => None,
+            SortedRuns::NotSorted => {
+                let mut sums = CellSums::new(n_assets, starts);
+                let mut summed = || {
+                    for (i, rows) in starts.windows(2).enumerate() {
+                        let rows = rows[0] - first_row..rows[1] - first_row;
+                        for row in rows {
+                            sums.add(key_of(row) as usize, payments[row])?;
+                        }
+                        sums.close(first + i);
+                    }
+                    Some(())
+                };
+                summed().map(|()| sums.into_sums())
             }
-            Some(())
         };
-        let summed = summed();
-        Ok((settler.totals(lanes), summed.map(|()| sums.into_sums())))
+        Ok((settler.totals(lanes), summed))
     };
     let blocks = map_chunks(
         AccountPayments {
@@ -1069,6 +1085,27 @@ mod tests {
                 .unwrap();
         assert_eq!(settlement, expected);
         assert_eq!(sums.concatenate(), expected_sums);
+
+        // Laid out by account, each account's rows by instrument (as a grouping by
+        // position key leaves them): each (account, settle asset) is one run of rows,
+        // summed as runs. The same sums.
+        let mut by_key: Vec<usize> = (0..qty.len()).collect();
+        by_key.sort_by_key(|&r| (account[r], instrument[r]));
+        let instrument_k: Vec<u32> = by_key.iter().map(|&r| instrument[r]).collect();
+        let qty_k: Vec<f64> = by_key.iter().map(|&r| qty[r]).collect();
+        let (settlement_k, sums_k) = settle_funding_by_account(
+            &params,
+            &self::positions(&instrument_k, &qty_k),
+            &sorted,
+            basis,
+            &[6, 8],
+            &Stale,
+        )
+        .unwrap();
+        assert_eq!(sums_k.concatenate(), expected_sums);
+        let payments_k: Vec<i64> = by_key.iter().map(|&r| expected.payments[r]).collect();
+        assert_eq!(settlement_k.payments, payments_k);
+        assert_eq!(settlement_k.house, expected.house);
 
         // Rows in another order: settled, then summed, to the same sums.
         let order: Vec<usize> = (0..qty.len()).rev().collect();
