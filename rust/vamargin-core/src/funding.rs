@@ -425,7 +425,9 @@ struct Settler<'a> {
     /// Each instrument's payment per 1e-9 contract (per unit of index move for the index
     /// basis), as an exact coefficient when its digits fit the i128 fast path.
     coefficients: Vec<Option<Coefficient>>,
-    /// One interval's straight path (see [`Settler::lanes`]).
+    /// Each instrument's estimate on the straight path, if it has one.
+    straight: Vec<Option<Estimate>>,
+    /// Runs of rows on the straight path.
     straight_runs: StraightRuns,
 }
 
@@ -490,7 +492,7 @@ impl<'a> Settler<'a> {
                 settle_decimals: settle_decimals[p.settle_asset as usize],
             })
             .collect();
-        let coefficients = instruments
+        let coefficients: Vec<Option<Coefficient>> = instruments
             .iter()
             .enumerate()
             .map(|(id, instrument)| {
@@ -521,37 +523,42 @@ impl<'a> Settler<'a> {
                 }
             })
             .collect();
-        let mut settler = Settler {
+        // A one-interval row whose quantity reads as units by one multiplication takes
+        // the straight path: units, the coefficient's estimated floor, the totals.
+        let one_interval = matches!(basis, FundingBasis::Mark { .. });
+        let straight: Vec<Option<Estimate>> = coefficients
+            .iter()
+            .map(|k| k.and_then(|k| k.estimate()).filter(|_| one_interval))
+            .collect();
+        let straight_runs = StraightRuns::new(
+            straight
+                .iter()
+                .map(|estimate| estimate.unwrap_or(Estimate::UNTRUSTED))
+                .collect(),
+        );
+        Ok(Settler {
             params,
             positions,
             basis,
             settle_decimals,
             instruments,
             coefficients,
-            straight_runs: StraightRuns::new(Vec::new()),
-        };
-        let estimates = settler
-            .lanes()
-            .iter()
-            .map(|lane| lane.straight.unwrap_or(Estimate::UNTRUSTED))
-            .collect();
-        settler.straight_runs = StraightRuns::new(estimates);
-        Ok(settler)
+            straight,
+            straight_runs,
+        })
     }
 
     fn one_interval(&self) -> bool {
         matches!(self.basis, FundingBasis::Mark { .. })
     }
 
-    /// A chunk's lanes, one per instrument. A one-interval row whose quantity reads as
-    /// units by one multiplication takes the straight path: units, the coefficient's
-    /// estimated floor, the totals.
+    /// A chunk's lanes, one per instrument.
     fn lanes(&self) -> Vec<Lane> {
-        self.coefficients
+        self.straight
             .iter()
             .enumerate()
-            .map(|(id, k)| Lane {
-                straight: k.and_then(|k| k.estimate()).filter(|_| self.one_interval()),
+            .map(|(id, &straight)| Lane {
+                straight,
                 id,
                 totals: Totals::default(),
             })

@@ -32,6 +32,17 @@ pub(crate) struct RunSums {
     pub units: i64,
 }
 
+impl RunSums {
+    /// Adds `other`'s sums, wrapping as a run's sums do (see [`StraightRuns::settle`]).
+    #[inline(always)]
+    fn add(&mut self, other: &RunSums) {
+        self.rows = self.rows.wrapping_add(other.rows);
+        self.received = self.received.wrapping_add(other.received);
+        self.paid = self.paid.wrapping_add(other.paid);
+        self.units = self.units.wrapping_add(other.units);
+    }
+}
+
 /// Quantity `x · 1e9` read as units, half away from zero, in `f64` (`|x| < 2^51`): `|x|`
 /// rounded to the nearest integer, ties to even, then up by one where that left exactly
 /// 0.5 below (a tie rounded down). `|x|` less its nearest integer is exact. No
@@ -243,14 +254,8 @@ mod avx512 {
                     &payments[..whole],
                     &units[..whole],
                 );
-                let tail = tail_sums[id];
-                sum.rows = sum.rows.wrapping_add(run.rows).wrapping_add(tail.rows);
-                sum.received = sum
-                    .received
-                    .wrapping_add(run.received)
-                    .wrapping_add(tail.received);
-                sum.paid = sum.paid.wrapping_add(run.paid).wrapping_add(tail.paid);
-                sum.units = sum.units.wrapping_add(run.units).wrapping_add(tail.units);
+                sum.add(&run);
+                sum.add(&tail_sums[id]);
             }
             on_path
         }
