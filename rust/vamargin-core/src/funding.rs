@@ -291,17 +291,12 @@ pub fn settle_funding_by_account(
         // The block's payments, then its accounts' sums while the payments are in cache.
         settler.settle_rows(first_row, payments, &mut lanes)?;
         let block_rows = first_row..starts[starts.len() - 1];
-        let instrument = &positions.instrument[block_rows.clone()];
+        let instrument = &positions.instrument[block_rows];
         // Rows in account then instrument order (as a grouping by position key leaves
         // them) are usually in account then settle asset order too: each (account, asset)
         // is then one run of rows.
-        let mut opened = vec![0u32; block_rows.len() + 1];
-        for &start in &starts[..starts.len() - 1] {
-            opened[start - first_row] += 1;
-        }
         let key_of = |row: usize| settle_of[instrument[row] as usize];
-        let room = CellSums::room(n_assets, starts);
-        let summed = match sum_sorted_runs(first, &opened, key_of, payments, room) {
+        let summed = match sum_sorted_runs(first, starts, n_assets, key_of, payments) {
             SortedRuns::Sums(sums) => Some(sums),
             SortedRuns::Overflow => None,
             SortedRuns::NotSorted => {
@@ -1093,48 +1088,38 @@ mod tests {
         assert_eq!(settlement, expected);
         assert_eq!(sums.concatenate(), expected_sums);
 
+        // The same rows in another `order`: the same sums, each payment at its row, the
+        // same house and dust. Whether the rows came out laid out by account is returned.
+        let settled_in = |order: &[usize]| {
+            let account_o: Vec<u32> = order.iter().map(|&r| account[r]).collect();
+            let instrument_o: Vec<u32> = order.iter().map(|&r| instrument[r]).collect();
+            let qty_o: Vec<f64> = order.iter().map(|&r| qty[r]).collect();
+            let groups = Grouping::build(&account_o, None, n_accounts, "account").unwrap();
+            let (settlement_o, sums_o) = settle_funding_by_account(
+                &params,
+                &self::positions(&instrument_o, &qty_o),
+                &groups,
+                basis,
+                &[6, 8],
+                &Stale,
+            )
+            .unwrap();
+            assert_eq!(sums_o.concatenate(), expected_sums);
+            let payments_o: Vec<i64> = order.iter().map(|&r| expected.payments[r]).collect();
+            assert_eq!(settlement_o.payments, payments_o);
+            assert_eq!(settlement_o.house, expected.house);
+            assert_eq!(settlement_o.dust, expected.dust);
+            groups.is_sorted()
+        };
         // Laid out by account, each account's rows by instrument (as a grouping by
         // position key leaves them): each (account, settle asset) is one run of rows,
-        // summed as runs. The same sums.
+        // summed as runs.
         let mut by_key: Vec<usize> = (0..qty.len()).collect();
         by_key.sort_by_key(|&r| (account[r], instrument[r]));
-        let instrument_k: Vec<u32> = by_key.iter().map(|&r| instrument[r]).collect();
-        let qty_k: Vec<f64> = by_key.iter().map(|&r| qty[r]).collect();
-        let (settlement_k, sums_k) = settle_funding_by_account(
-            &params,
-            &self::positions(&instrument_k, &qty_k),
-            &sorted,
-            basis,
-            &[6, 8],
-            &Stale,
-        )
-        .unwrap();
-        assert_eq!(sums_k.concatenate(), expected_sums);
-        let payments_k: Vec<i64> = by_key.iter().map(|&r| expected.payments[r]).collect();
-        assert_eq!(settlement_k.payments, payments_k);
-        assert_eq!(settlement_k.house, expected.house);
-
-        // Rows in another order: settled, then summed, to the same sums.
-        let order: Vec<usize> = (0..qty.len()).rev().collect();
-        let account_r: Vec<u32> = order.iter().map(|&r| account[r]).collect();
-        let instrument_r: Vec<u32> = order.iter().map(|&r| instrument[r]).collect();
-        let qty_r: Vec<f64> = order.iter().map(|&r| qty[r]).collect();
-        let reordered = Grouping::build(&account_r, None, n_accounts, "account").unwrap();
-        assert!(!reordered.is_sorted());
-        let (settlement_r, sums_r) = settle_funding_by_account(
-            &params,
-            &self::positions(&instrument_r, &qty_r),
-            &reordered,
-            basis,
-            &[6, 8],
-            &Stale,
-        )
-        .unwrap();
-        assert_eq!(sums_r.concatenate(), expected_sums);
-        let payments_r: Vec<i64> = order.iter().map(|&r| expected.payments[r]).collect();
-        assert_eq!(settlement_r.payments, payments_r);
-        assert_eq!(settlement_r.house, expected.house);
-        assert_eq!(settlement_r.dust, expected.dust);
+        assert!(settled_in(&by_key));
+        // Rows in another order: settled, then summed.
+        let reversed: Vec<usize> = (0..qty.len()).rev().collect();
+        assert!(!settled_in(&reversed));
     }
 
     #[test]

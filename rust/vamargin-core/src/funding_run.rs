@@ -166,7 +166,6 @@ mod avx512 {
         simd: V4,
         /// The estimates padded with [`Estimate::UNTRUSTED`] to [`TABLE`] entries.
         table: [Estimate; TABLE],
-        n_instruments: usize,
     }
 
     impl Kernel {
@@ -179,11 +178,7 @@ mod avx512 {
             let simd = V4::try_new()?;
             let mut table = [Estimate::UNTRUSTED; TABLE];
             table[..estimates.len()].copy_from_slice(estimates);
-            Some(Kernel {
-                simd,
-                table,
-                n_instruments: estimates.len(),
-            })
+            Some(Kernel { simd, table })
         }
 
         /// [`super::StraightRuns::settle`] on this kernel.
@@ -246,7 +241,8 @@ mod avx512 {
                 &mut payments[whole..],
                 &mut tail_sums,
             );
-            for (id, sum) in sums.iter_mut().enumerate().take(kernel.n_instruments) {
+            // One sum per instrument (at most TABLE).
+            for (id, sum) in sums.iter_mut().enumerate() {
                 let run = kernel.sums_of(
                     id as u32,
                     &qty[..whole],

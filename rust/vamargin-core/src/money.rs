@@ -754,7 +754,7 @@ impl CellSums {
 
     /// The most sums the accounts with the row `offsets` given can have: one per row and
     /// per key.
-    pub(crate) fn room(n_keys: usize, offsets: &[usize]) -> usize {
+    fn room(n_keys: usize, offsets: &[usize]) -> usize {
         offsets
             .windows(2)
             .map(|rows| (rows[1] - rows[0]).min(n_keys))
@@ -822,9 +822,9 @@ pub(crate) enum SortedRuns {
 /// The sum of each run of consecutive rows with the same (account, key), keeping the
 /// non-zero ones in row order: each (account, key)'s sum when rows are in account order
 /// and, within an account, in key order (checked: [`SortedRuns::NotSorted`] otherwise).
-/// `opened[r]` is how many accounts start at row `r` (more than one where accounts with
-/// no rows start), the first at account row `first_account`; row `r` counts under
-/// `key_of(r)`. At most `room` sums are expected.
+/// Account `first_account + a` holds rows `starts[a] − starts[0]..starts[a + 1] −
+/// starts[0]` of `amounts` (as [`Grouping::row_starts`] gives them, from the block's
+/// first account to past its last); row `r` counts under `key_of(r)`, below `n_keys`.
 ///
 /// No branch depends on the data: each row adds to the open run (or opens the next,
 /// where an account starts or the key changes) and writes it to a small buffer, whose
@@ -834,11 +834,19 @@ pub(crate) enum SortedRuns {
 /// miss.
 pub(crate) fn sum_sorted_runs(
     first_account: usize,
-    opened: &[u32],
+    starts: &[usize],
+    n_keys: usize,
     key_of: impl Fn(usize) -> u32,
     amounts: &[i64],
-    room: usize,
 ) -> SortedRuns {
+    // How many accounts start at each row (more than one where accounts with no rows
+    // start), plus the end.
+    let first_row = starts[0];
+    let mut opened = vec![0u32; starts[starts.len() - 1] - first_row + 1];
+    for &start in &starts[..starts.len() - 1] {
+        opened[start - first_row] += 1;
+    }
+    let room = CellSums::room(n_keys, starts);
     let mut sums = AccountSums {
         account: Vec::with_capacity(room),
         key: Vec::with_capacity(room),
@@ -1353,16 +1361,14 @@ mod tests {
         assert_eq!(minor_unit_decimals(0.05), None);
     }
 
-    /// `opened` (accounts starting at each row, plus the end) for accounts with `rows`
-    /// rows each.
-    fn opened_of(rows: &[usize]) -> Vec<u32> {
-        let mut opened = vec![0u32; rows.iter().sum::<usize>() + 1];
-        let mut start = 0;
+    /// Where each account's rows start, plus the end, for accounts with `rows` rows each
+    /// from book row `first_row` on.
+    fn starts_of(first_row: usize, rows: &[usize]) -> Vec<usize> {
+        let mut starts = vec![first_row];
         for &n in rows {
-            opened[start] += 1;
-            start += n;
+            starts.push(starts[starts.len() - 1] + n);
         }
-        opened
+        starts
     }
 
     #[test]
@@ -1370,11 +1376,12 @@ mod tests {
         // Accounts 10 (3 rows), 11 (none), 12 (2), 13 (1): 10's key 0 sums 5 − 2 = 3 and
         // key 2 is 7; 12's key 1 sums 4 − 4 = 0 and is dropped; 13's key 1 is 9: the same
         // key as 12's last row, but a run of its own.
-        let opened = opened_of(&[3, 0, 2, 1]);
-        assert_eq!(opened, [1, 0, 0, 2, 0, 1, 0]);
+        // The block starts at book row 40.
+        let starts = starts_of(40, &[3, 0, 2, 1]);
+        assert_eq!(starts, [40, 43, 43, 45, 46]);
         let keys = [0u32, 0, 2, 1, 1, 1];
         let amounts = [5i64, -2, 7, 4, -4, 9];
-        let summed = sum_sorted_runs(10, &opened, |row| keys[row], &amounts, 4);
+        let summed = sum_sorted_runs(10, &starts, 3, |row| keys[row], &amounts);
         let expected = AccountSums {
             account: vec![10, 10, 13],
             key: vec![0, 2, 1],
@@ -1385,18 +1392,18 @@ mod tests {
 
     #[test]
     fn sorted_runs_refuse_keys_out_of_order_and_overflow() {
-        let opened = opened_of(&[3, 1]);
+        let starts = starts_of(0, &[3, 1]);
         // Within account 0, key 1 after key 2: the sums would not be runs.
-        let out_of_order = sum_sorted_runs(0, &opened, |row| [2, 2, 1, 0][row], &[1, 1, 1, 1], 4);
+        let out_of_order = sum_sorted_runs(0, &starts, 3, |row| [2, 2, 1, 0][row], &[1, 1, 1, 1]);
         assert_eq!(out_of_order, SortedRuns::NotSorted);
         // A smaller key in the next account is in order.
-        let in_order = sum_sorted_runs(0, &opened, |row| [1, 2, 2, 0][row], &[1, 1, 1, 1], 4);
+        let in_order = sum_sorted_runs(0, &starts, 3, |row| [1, 2, 2, 0][row], &[1, 1, 1, 1]);
         assert!(matches!(in_order, SortedRuns::Sums(_)));
         // i64::MAX + 1 in one run overflows; in two runs it does not.
         let big = [i64::MAX, 1, 0, 0];
-        let one_run = sum_sorted_runs(0, &opened, |_| 0, &big, 4);
+        let one_run = sum_sorted_runs(0, &starts, 2, |_| 0, &big);
         assert_eq!(one_run, SortedRuns::Overflow);
-        let two_runs = sum_sorted_runs(0, &opened, |row| [0, 1, 1, 0][row], &big, 4);
+        let two_runs = sum_sorted_runs(0, &starts, 2, |row| [0, 1, 1, 0][row], &big);
         let SortedRuns::Sums(sums) = two_runs else {
             panic!("{two_runs:?}")
         };
@@ -1435,20 +1442,17 @@ mod tests {
                 amounts.extend((0..n).map(|_| next(7) as i64 - 3));
                 rows.push(n);
             }
-            let opened = opened_of(&rows);
-            let mut offsets = vec![0];
-            for &n in &rows {
-                offsets.push(offsets[offsets.len() - 1] + n);
-            }
-            let mut cells = CellSums::new(n_keys, &offsets);
-            for (account, bounds) in offsets.windows(2).enumerate() {
-                for row in bounds[0]..bounds[1] {
+            // The block's first row is somewhere in the book.
+            let first_row = next(100) as usize;
+            let starts = starts_of(first_row, &rows);
+            let mut cells = CellSums::new(n_keys, &starts);
+            for (account, bounds) in starts.windows(2).enumerate() {
+                for row in bounds[0] - first_row..bounds[1] - first_row {
                     cells.add(keys[row] as usize, amounts[row]).unwrap();
                 }
                 cells.close(first + account);
             }
-            let room = CellSums::room(n_keys, &offsets);
-            let summed = sum_sorted_runs(first, &opened, |row| keys[row], &amounts, room);
+            let summed = sum_sorted_runs(first, &starts, n_keys, |row| keys[row], &amounts);
             assert_eq!(
                 summed,
                 SortedRuns::Sums(cells.into_sums()),
