@@ -409,22 +409,7 @@ mod avx512 {
 mod tests {
     use super::*;
     use crate::money::Coefficient;
-
-    /// A xorshift generator: the same runs every time.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-
-        fn below(&mut self, n: u64) -> u64 {
-            self.next() % n
-        }
-    }
+    use crate::test_book::Rng;
 
     /// Instrument `i`'s estimate: a linear contract's payment per 1e-9 contract in µUSDT
     /// (contract size × mark × rate, at varied scales and signs); with `off_path`,
