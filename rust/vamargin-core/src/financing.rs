@@ -4,9 +4,9 @@
 //! (T piecewise linear in the holding's value), so applying any one of them brings the
 //! account back to its call target.
 
-use rayon::prelude::*;
-
 use std::ops::Range;
+
+use rayon::prelude::*;
 
 use crate::book::{Book, Holdings};
 use crate::columns::Columns;
@@ -201,14 +201,11 @@ pub fn collateral_figures(
             total: 0.0,
         })
         .collect();
-    // Every chunk's per-asset sums and firm totals, in account order.
-    let chunk_sums = map_chunks(columns, COLLATERAL_CHUNK, &|first,
-                                                             mut chunk: CollateralRows<
-        '_,
-    >| {
+    // A chunk's accounts: each account's sums first, then one pass over the accounts
+    // closes them. It gives its per-asset sums and firm totals, in account order.
+    let chunk_figures = |first: usize, mut chunk: CollateralRows<'_>| {
         let mut assets = assets.clone();
         let mut sums = vec![CollateralSums::default(); chunk.debit.len()];
-        // Each account's sums first, then one pass over the accounts closes them.
         match book.holding_groups.row_starts() {
             Some(starts) => {
                 let rows = starts[first]..starts[first + sums.len()];
@@ -219,7 +216,8 @@ pub fn collateral_figures(
         let (debit, uncovered, largest) = close_accounts(first, &sums, &mut chunk, top);
         let by_asset: Vec<f64> = assets.iter().map(|asset| asset.total).collect();
         (by_asset, debit, uncovered, largest.largest)
-    });
+    };
+    let chunk_sums = map_chunks(columns, COLLATERAL_CHUNK, &chunk_figures);
     let mut candidates = Vec::new();
     for (by_asset, debit, uncovered, largest) in chunk_sums {
         for (total, sum) in figures.by_asset.iter_mut().zip(by_asset) {
