@@ -629,7 +629,8 @@ mod tests {
     use super::*;
     use crate::columns::{Stale, Zeroed};
     use crate::params::AssetParams;
-    use crate::test_book::{Rng, TestBook};
+    use crate::test_book::TestBook;
+    use crate::test_rng::Rng;
 
     /// Three assets (USD eligible, BTC eligible, an ineligible token) and four accounts:
     /// a loan against BTC, cash only, nothing, and a loan against the token and USD.

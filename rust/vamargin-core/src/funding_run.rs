@@ -409,7 +409,7 @@ mod avx512 {
 mod tests {
     use super::*;
     use crate::money::Coefficient;
-    use crate::test_book::Rng;
+    use crate::test_rng::Rng;
 
     /// Instrument `i`'s estimate: a linear contract's payment per 1e-9 contract in µUSDT
     /// (contract size × mark × rate, at varied scales and signs); with `off_path`,

@@ -23,6 +23,8 @@ pub mod scan;
 pub mod stress;
 #[cfg(test)]
 mod test_book;
+#[cfg(test)]
+mod test_rng;
 pub mod tiers;
 pub mod valuation;
 
