@@ -189,6 +189,7 @@ pub fn bind_holdings(
 mod tests {
     use super::*;
     use crate::columns::{Stale, Zeroed};
+    use crate::test_rng::Rng;
 
     #[test]
     fn positions_resolve_key_and_mark_live_instruments() {
@@ -281,13 +282,8 @@ mod tests {
         // Books over several blocks, with 3 and with 70 ids (more than fit a 64-bit mask):
         // unknown codes (negative, past the table, mapped past the config) in some, rare
         // loans, flat rows, NaN margins and amounts, accounts past `may_borrow`.
-        let mut state = 0x9E37_79B9_7F4A_7C15u64;
-        let mut next = move |m: u64| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state % m
-        };
+        let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+        let mut next = move |m: u64| rng.below(m);
         for (case, n_ids) in [3usize, 70, 3, 70, 0].into_iter().enumerate() {
             let n = 2 * BLOCK + 1_000 + case;
             let mut lut: Vec<u32> = (0..n_ids as u32 + 2).collect();

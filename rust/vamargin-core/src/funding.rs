@@ -759,6 +759,7 @@ mod tests {
     use crate::funding_run::units_in_f64;
     use crate::money::nearest_i64;
     use crate::params::{AssetParams, CallTarget, Haircuts, PerpetualParams};
+    use crate::test_rng::Rng;
     use crate::tiers::{SizeTiers, TierTable};
 
     fn params() -> EngineParams {
@@ -1026,13 +1027,8 @@ mod tests {
     /// account of each row, its instrument and quantity (flat rows, longs and shorts that
     /// cancel within an account, and quantities past the straight path).
     fn book(n_accounts: usize) -> (Vec<u32>, Vec<u32>, Vec<f64>) {
-        let mut state = 0x2545_F491_4F6C_DD1Du64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut rng = Rng(0x2545_F491_4F6C_DD1D);
+        let mut next = move || rng.next();
         let (mut account, mut instrument, mut qty) = (vec![], vec![], vec![]);
         for a in 0..n_accounts as u32 {
             let n = next() % 6;

@@ -1002,6 +1002,7 @@ pub fn sum_by_account(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_rng::Rng;
 
     #[test]
     fn decimal_products_floor_exactly() {
@@ -1416,13 +1417,8 @@ mod tests {
         // a fifth of the accounts empty, amounts that often cancel; sizes from nothing to
         // far past the run buffer. Every result is that of closing each account with
         // `CellSums`.
-        let mut state = 0x2545_f491_4f6c_dd1du64;
-        let mut next = move |n: u64| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state % n
-        };
+        let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+        let mut next = move |n: u64| rng.below(n);
         for case in 0..300 {
             let n_accounts = [0, 1, 7, 40, 300][case % 5] + next(5) as usize;
             let n_keys = 1 + next(5) as usize;
