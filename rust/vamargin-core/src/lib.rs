@@ -18,6 +18,7 @@ pub mod money;
 mod parallel;
 pub mod params;
 pub mod perp;
+mod position_lanes;
 pub mod pretrade;
 pub mod scan;
 pub mod stress;

@@ -84,6 +84,17 @@ impl MarkTerms {
         };
         MarkTerms { mark, reciprocal }
     }
+
+    #[inline]
+    pub(crate) fn mark(&self) -> f64 {
+        self.mark
+    }
+
+    /// `1/mark` for an inverse contract; NaN for a linear one.
+    #[inline]
+    pub(crate) fn reciprocal(&self) -> f64 {
+        self.reciprocal
+    }
 }
 
 impl PositionTerms {

@@ -9,18 +9,25 @@
 //!
 //! Money here is `f64` in the reporting currency (risk measures, not cash movements).
 
+use std::ops::Range;
+
 use crate::book::{Book, Positions, RowsOf};
 use crate::columns::{Columns, Zeroed};
 use crate::error::{Error, Result};
 use crate::parallel::{column_bundle, for_each_chunk, SplitRows};
 use crate::params::{CallTarget, EngineParams, PerpetualParams};
 use crate::perp;
+use crate::position_lanes::{MarginColumns, MarginRows, PositionLanes, PriceRows};
 
 const POSITION_CHUNK: usize = 16 * 1024;
 const ACCOUNT_CHUNK: usize = 2 * 1024;
 /// Rows (or accounts) whose scattered reads [`Walk::Sweeps`] makes together, before the
 /// work that needs them: enough loads in flight to hide most of a cache miss.
 const GATHER: usize = 16;
+/// Rows of accounts laid out by account that the one-pass walk takes through each lane
+/// step at once (more when one account has more): their figures stay in the nearest
+/// caches between the steps.
+const LANE_BLOCK_ROWS: usize = 512;
 
 /// Margin status, worst last. The discriminant is the code used in result columns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -108,7 +115,8 @@ column_bundle!(
 );
 
 column_bundle!(
-    /// Sweep-3 outputs.
+    /// Sweep-3 outputs. The prices lane step reads each row's three balances from them
+    /// and writes its prices over them.
     PositionPrices {
         liquidation_price: f64,
         bankruptcy_price: f64,
@@ -429,7 +437,22 @@ pub fn revalue_into(
         Some(starts) => Walk::InAccountOrder(starts),
         None => Walk::Sweeps,
     };
-    revalue_walking(params, book, market, columns, walk, scope)
+    let steps = if PositionLanes::disabled_by_environment() {
+        Steps::Scalar
+    } else {
+        Steps::Best
+    };
+    revalue_walking(params, book, market, columns, walk, steps, scope)
+}
+
+/// How a revaluation runs its per-row steps. Both give the same bits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Steps {
+    /// Eight rows at a time where the CPU has AVX-512 and the contracts fit its tables
+    /// (see [`crate::position_lanes`]); else one.
+    Best,
+    /// One row at a time (asked for by `VAMARGIN_SCALAR_ROWS`, for A/B timing).
+    Scalar,
 }
 
 /// How [`revalue_into`] goes through the book. Both walks compute every figure with the
@@ -455,6 +478,7 @@ fn revalue_walking(
     market: &Market<'_>,
     columns: &impl Columns,
     walk: Walk<'_>,
+    steps: Steps,
     scope: Scope,
 ) -> Result<Revaluation> {
     if market.asset_prices.len() != params.assets.len() {
@@ -497,7 +521,7 @@ fn revalue_walking(
         call_amount: columns.f64s(n_accounts),
         status: columns.u8s(n_accounts),
     };
-    let kernel = Kernel::new(params, book, market);
+    let kernel = Kernel::new(params, book, market, steps);
     match walk {
         Walk::InAccountOrder(starts) => {
             kernel.in_account_order(starts, accounts.columns(), positions.columns(), scope)
@@ -542,6 +566,31 @@ impl PositionFigures {
 }
 
 impl PositionColumns<'_> {
+    /// The margins lane step's columns over rows `rows` of this block; it leaves each
+    /// row's cross contributions in the price columns (as sweep 1 does).
+    fn margin_columns(&mut self, rows: Range<usize>) -> MarginColumns<'_> {
+        MarginColumns {
+            notional: &mut self.notional[rows.clone()],
+            upnl: &mut self.upnl[rows.clone()],
+            initial_margin: &mut self.initial_margin[rows.clone()],
+            maintenance_margin: &mut self.maintenance_margin[rows.clone()],
+            tier: &mut self.tier[rows.clone()],
+            cross_upnl: &mut self.liquidation_price[rows.clone()],
+            cross_initial: &mut self.bankruptcy_price[rows.clone()],
+            cross_maintenance: &mut self.adl_score[rows],
+        }
+    }
+
+    /// Row `i`'s cross contributions, where the margins lane step left them.
+    #[inline]
+    fn contribution(&self, i: usize) -> CrossSums {
+        CrossSums {
+            upnl: self.liquidation_price[i],
+            initial_margin: self.bankruptcy_price[i],
+            maintenance_margin: self.adl_score[i],
+        }
+    }
+
     /// Row `i`'s sweep-1 figures (its prices are written later).
     #[inline]
     fn set_margins(&mut self, i: usize, figures: &perp::Margins) {
@@ -649,6 +698,67 @@ impl PositionRows<'_> {
         (figures, cross)
     }
 
+    /// What backs a live position (settle currency): the balance its liquidation price
+    /// solves for, the one its bankruptcy price solves for, and its margin balance (for
+    /// its ADL score); `backing` gives what backs its account's cross positions (asked
+    /// for cross rows only).
+    #[inline(always)]
+    fn balances<'a>(
+        &self,
+        row: usize,
+        upnl: f64,
+        maintenance: f64,
+        backing: impl FnOnce() -> &'a CrossBacking,
+    ) -> [f64; 3] {
+        match self.positions.isolated_margin(row) {
+            Some(margin) => [margin, margin, margin + upnl],
+            None => {
+                // Other cross positions stay at their current marks and are converted
+                // to this position's settle currency at today's price.
+                let quote = &self.quotes[self.positions.instrument[row] as usize];
+                let (settle_price, per_settle_unit) = (quote.settle_price, quote.per_settle_unit);
+                let account = backing();
+                let other_upnl = account[CROSS_UPNL] - upnl * settle_price;
+                let other_maintenance = account[CROSS_MAINTENANCE] - maintenance * settle_price;
+                [
+                    (account[WALLET] - other_maintenance + other_upnl) * per_settle_unit,
+                    (account[HOLDINGS_VALUE] + other_upnl) * per_settle_unit,
+                    account[EQUITY] * per_settle_unit,
+                ]
+            }
+        }
+    }
+
+    /// The book's columns over `rows`, for the margins lane step.
+    fn margin_rows(&self, rows: Range<usize>) -> MarginRows<'_> {
+        let positions = &self.positions;
+        MarginRows {
+            qty: &positions.qty[rows.clone()],
+            entry_price: &positions.entry_price[rows.clone()],
+            instrument: &positions.instrument[rows.clone()],
+            leverage: positions.leverage.map(|column| &column[rows.clone()]),
+            isolated_margin: positions.isolated_margin.map(|column| &column[rows]),
+        }
+    }
+
+    /// The book's columns over `rows` and the margins' `upnl` and `notional` (the same
+    /// rows), for the prices lane step.
+    fn price_rows<'a>(
+        &'a self,
+        rows: Range<usize>,
+        upnl: &'a [f64],
+        notional: &'a [f64],
+    ) -> PriceRows<'a> {
+        let positions = &self.positions;
+        PriceRows {
+            qty: &positions.qty[rows.clone()],
+            entry_price: &positions.entry_price[rows.clone()],
+            instrument: &positions.instrument[rows],
+            upnl,
+            notional,
+        }
+    }
+
     /// A position's liquidation price, bankruptcy price and ADL score (NaN where there is
     /// none), from its uPnL, maintenance margin and notional; `backing` gives what backs
     /// its account's cross positions (asked for cross rows only).
@@ -669,24 +779,8 @@ impl PositionRows<'_> {
         let quote = &self.quotes[positions.instrument[row] as usize];
         let contract = quote.contract;
         let entry = positions.entry_price[row];
-        let (liquidation_balance, bankruptcy_balance, margin_balance) = match positions
-            .isolated_margin(row)
-        {
-            Some(margin) => (margin, margin, margin + upnl),
-            None => {
-                // Other cross positions stay at their current marks and are converted
-                // to this position's settle currency at today's price.
-                let (settle_price, per_settle_unit) = (quote.settle_price, quote.per_settle_unit);
-                let account = backing();
-                let other_upnl = account[CROSS_UPNL] - upnl * settle_price;
-                let other_maintenance = account[CROSS_MAINTENANCE] - maintenance * settle_price;
-                (
-                    (account[WALLET] - other_maintenance + other_upnl) * per_settle_unit,
-                    (account[HOLDINGS_VALUE] + other_upnl) * per_settle_unit,
-                    account[EQUITY] * per_settle_unit,
-                )
-            }
-        };
+        let [liquidation_balance, bankruptcy_balance, margin_balance] =
+            self.balances(row, upnl, maintenance, backing);
         match perp::Exposure::new(contract.kind, contract.contract_size, qty, entry) {
             Some(exposure) => [
                 exposure
@@ -709,21 +803,33 @@ struct Kernel<'k, 'b> {
     market: &'k Market<'k>,
     /// By contract id.
     quotes: Vec<Quote<'k>>,
+    /// The per-row steps eight rows at a time, where they run.
+    lanes: Option<PositionLanes>,
 }
 
 impl<'k, 'b> Kernel<'k, 'b> {
-    fn new(params: &'k EngineParams, book: &'k Book<'b>, market: &'k Market<'k>) -> Self {
-        let quotes = params
+    fn new(
+        params: &'k EngineParams,
+        book: &'k Book<'b>,
+        market: &'k Market<'k>,
+        steps: Steps,
+    ) -> Self {
+        let quotes: Vec<Quote<'k>> = params
             .perpetuals
             .iter()
             .zip(market.marks)
             .map(|(contract, &mark)| Quote::new(contract, mark, market.asset_prices))
             .collect();
+        let lanes = match steps {
+            Steps::Best => PositionLanes::new(&quotes),
+            Steps::Scalar => None,
+        };
         Kernel {
             params,
             book,
             market,
             quotes,
+            lanes,
         }
     }
 
@@ -799,6 +905,10 @@ impl<'k, 'b> Kernel<'k, 'b> {
                 positions: mut out,
                 starts,
             } = block;
+            if let Some(lanes) = &self.lanes {
+                self.account_block_in_lanes(lanes, first, starts, &mut accounts, &mut out, scope);
+                return;
+            }
             let steps = self.rows();
             let first_row = starts[0];
             for i in 0..accounts.rows() {
@@ -830,8 +940,87 @@ impl<'k, 'b> Kernel<'k, 'b> {
         });
     }
 
+    /// A block of [`Walk::InAccountOrder`] (accounts from `first`, their rows from
+    /// `starts[0]`) through the lane steps, a few hundred rows at a time: the rows'
+    /// margins, then each account's sums, figures and its rows' balances, then the rows'
+    /// prices. Sums run over the rows in the same order as the one-row walk.
+    fn account_block_in_lanes(
+        &self,
+        lanes: &PositionLanes,
+        first: usize,
+        starts: &[usize],
+        accounts: &mut AccountColumns<'_>,
+        out: &mut PositionColumns<'_>,
+        scope: Scope,
+    ) {
+        let steps = self.rows();
+        let first_row = starts[0];
+        let n_accounts = accounts.rows();
+        let mut i = 0;
+        while i < n_accounts {
+            let mut end = i + 1;
+            while end < n_accounts && starts[end + 1] - starts[i] <= LANE_BLOCK_ROWS {
+                end += 1;
+            }
+            let rows = starts[i]..starts[end];
+            let local = rows.start - first_row..rows.end - first_row;
+            lanes.margins(
+                steps.margin_rows(rows.clone()),
+                out.margin_columns(local.clone()),
+            );
+            for account in i..end {
+                let mut cross = CrossSums::default();
+                for j in starts[account] - first_row..starts[account + 1] - first_row {
+                    cross.add(&out.contribution(j));
+                }
+                let backing = self.account(first + account, &cross, accounts, account);
+                if scope == Scope::WithoutPrices {
+                    continue; // `revalue_walking` clears the prices.
+                }
+                for row in starts[account]..starts[account + 1] {
+                    let j = row - first_row;
+                    let [liquidation, bankruptcy, margin] =
+                        steps.balances(row, out.upnl[j], out.maintenance_margin[j], || &backing);
+                    out.liquidation_price[j] = liquidation;
+                    out.bankruptcy_price[j] = bankruptcy;
+                    out.adl_score[j] = margin;
+                }
+            }
+            if scope == Scope::Full {
+                let PositionColumns {
+                    notional,
+                    upnl,
+                    liquidation_price,
+                    bankruptcy_price,
+                    adl_score,
+                    ..
+                } = out;
+                lanes.prices(
+                    steps.price_rows(rows, &upnl[local.clone()], &notional[local.clone()]),
+                    PositionPrices {
+                        liquidation_price: &mut liquidation_price[local.clone()],
+                        bankruptcy_price: &mut bankruptcy_price[local.clone()],
+                        adl_score: &mut adl_score[local],
+                    },
+                );
+            }
+            i = end;
+        }
+    }
+
     /// Sweep 1 of [`Walk::Sweeps`].
     fn position_margins(&self, columns: PositionColumns<'_>) {
+        if let Some(lanes) = &self.lanes {
+            let sweep = |first: usize, mut chunk: PositionColumns<'_>| {
+                let n = chunk.rows();
+                lanes.margins(
+                    self.rows().margin_rows(first..first + n),
+                    chunk.margin_columns(0..n),
+                );
+            };
+            for_each_chunk(columns, POSITION_CHUNK, &sweep);
+            return;
+        }
         let sweep = |first: usize, mut chunk: PositionColumns<'_>| {
             let steps = self.rows();
             for i in 0..chunk.rows() {
@@ -902,15 +1091,31 @@ impl<'k, 'b> Kernel<'k, 'b> {
                         *slot = backing[account as usize];
                     }
                     for (k, row) in rows.enumerate() {
-                        let [liquidation, bankruptcy, score] =
-                            steps.prices(row, upnl[row], maintenance[row], notional[row], || {
-                                &gathered[k]
-                            });
                         let i = start + k;
+                        let [liquidation, bankruptcy, score] = match &self.lanes {
+                            // The lanes price the chunk below from its rows' balances.
+                            Some(_) => {
+                                steps.balances(row, upnl[row], maintenance[row], || &gathered[k])
+                            }
+                            None => steps.prices(
+                                row,
+                                upnl[row],
+                                maintenance[row],
+                                notional[row],
+                                || &gathered[k],
+                            ),
+                        };
                         chunk.liquidation_price[i] = liquidation;
                         chunk.bankruptcy_price[i] = bankruptcy;
                         chunk.adl_score[i] = score;
                     }
+                }
+                if let Some(lanes) = &self.lanes {
+                    let rows = first..first + n;
+                    lanes.prices(
+                        steps.price_rows(rows.clone(), &upnl[rows.clone()], &notional[rows]),
+                        chunk,
+                    );
                 }
             },
         );
@@ -1015,13 +1220,16 @@ mod tests {
         /// Revalues the book walking it as `walk` asks (`None`: as `revalue_into` picks),
         /// with output columns from `columns`.
         fn revalue(&self, columns: &impl Columns, walk: Option<bool>) -> Revaluation {
-            self.revalue_scoped(columns, walk, Scope::Full)
+            self.revalue_scoped(columns, walk, Steps::Best, Scope::Full)
         }
 
+        /// [`Self::revalue`] with the per-row steps `steps` (`walk: None` picks them as
+        /// `revalue_into` does) and the figures of `scope`.
         fn revalue_scoped(
             &self,
             columns: &impl Columns,
             walk: Option<bool>,
+            steps: Steps,
             scope: Scope,
         ) -> Revaluation {
             let params = params();
@@ -1035,22 +1243,26 @@ mod tests {
                     } else {
                         Walk::Sweeps
                     };
-                    revalue_walking(&params, &book, &Self::MARKET, columns, walk, scope).unwrap()
+                    revalue_walking(&params, &book, &Self::MARKET, columns, walk, steps, scope)
+                        .unwrap()
                 }
             }
         }
     }
 
-    /// Every output of a revaluation is written, by either walk: columns that start out
-    /// stale give the same results, bit for bit, as zeroed ones.
+    /// Every output of a revaluation is written, by either walk and either kind of
+    /// step: columns that start out stale give the same results, bit for bit, as zeroed
+    /// ones, and the steps eight rows at a time give the one-row steps' bits.
     #[test]
     fn every_output_element_is_written() {
         let shuffled = SmallBook::new(&[0, 1, 2, 3, 4, 5, 6]);
         let by_account = SmallBook::new(&[1, 3, 6, 2, 5, 0, 4]);
         for (book, walk) in [(&shuffled, Some(false)), (&by_account, Some(true))] {
-            let zeroed = book.revalue(&Zeroed, walk);
+            let zeroed = book.revalue_scoped(&Zeroed, walk, Steps::Scalar, Scope::Full);
             let stale = book.revalue(&Stale, walk);
             assert_eq!(bits(&stale), bits(&zeroed));
+            let stale_scalar = book.revalue_scoped(&Stale, walk, Steps::Scalar, Scope::Full);
+            assert_eq!(bits(&stale_scalar), bits(&zeroed));
             let stale_bits = Stale::F64.to_bits();
             assert!(bits(&stale)[..18]
                 .iter()
@@ -1146,11 +1358,19 @@ mod tests {
     /// short) both give every figure bit for bit, each position's at its own row.
     #[test]
     fn sweeps_over_a_scattered_book_agree_with_the_one_pass_walk_bit_for_bit() {
-        let revalue = |book: &TestBook, walk: Walk<'_>| {
+        let revalue_with = |book: &TestBook, walk: Walk<'_>, steps: Steps| {
             let params = params();
             let view = book.book(&params);
             let market = SmallBook::MARKET;
-            revalue_walking(&params, &view, &market, &Stale, walk, Scope::Full).unwrap()
+            revalue_walking(&params, &view, &market, &Stale, walk, steps, Scope::Full).unwrap()
+        };
+        // Each walk gives the same bits with the steps eight rows at a time as with the
+        // one-row steps; the comparisons below are then between the walks.
+        let revalue = |book: &TestBook, walk: Walk<'_>| {
+            let lanes = revalue_with(book, walk, Steps::Best);
+            let one_row = revalue_with(book, walk, Steps::Scalar);
+            assert!(bits(&lanes) == bits(&one_row), "the steps disagree");
+            lanes
         };
         // Accounts 7919 apart (a prime, not dividing the count) are laid out side by side.
         let n_accounts = 3 * ACCOUNT_CHUNK as u32 + 5 * GATHER as u32 + 3;
@@ -1185,9 +1405,10 @@ mod tests {
     fn a_revaluation_without_prices_leaves_only_the_prices_out() {
         let shuffled = SmallBook::new(&[0, 1, 2, 3, 4, 5, 6]);
         let by_account = SmallBook::new(&[1, 3, 6, 2, 5, 0, 4]);
-        for (book, walk) in [(&shuffled, Some(false)), (&by_account, Some(true))] {
+        let cases = [(&shuffled, Some(false)), (&by_account, Some(true))];
+        for ((book, walk), steps) in cases.into_iter().zip([Steps::Best, Steps::Scalar]) {
             let full = bits(&book.revalue(&Zeroed, walk));
-            let partial = book.revalue_scoped(&Stale, walk, Scope::WithoutPrices);
+            let partial = book.revalue_scoped(&Stale, walk, steps, Scope::WithoutPrices);
             let partial_bits = bits(&partial);
             for column in (0..15).chain([18, 19]) {
                 assert_eq!(partial_bits[column], full[column], "column {column}");
