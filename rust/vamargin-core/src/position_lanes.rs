@@ -271,8 +271,8 @@ mod avx512 {
         }
     }
 
-    /// Sweep-1 rows through the margins step, in a function compiled with the AVX-512
-    /// features (the step is in line there: no call per register).
+    /// Rows through the margins step, in a function compiled with the AVX-512 features
+    /// (the step is in line there: no call per register).
     struct MarginRun<'a> {
         lanes: &'a PositionLanes,
         rows: MarginRows<'a>,
@@ -284,32 +284,97 @@ mod avx512 {
 
         #[inline(always)]
         fn with_simd<D: Simd>(self, _: D) {
-            let MarginRun { lanes, rows, out } = self;
-            let nan = [f64::NAN; LANES];
-            for start in (0..rows.qty.len()).step_by(LANES) {
-                let inputs = MarginInputs {
-                    qty: register(rows.qty, start),
-                    entry_price: register(rows.entry_price, start),
-                    instrument: register(rows.instrument, start),
-                    leverage: rows.leverage.map_or(nan, |column| register(column, start)),
-                    isolated_margin: rows
-                        .isolated_margin
-                        .map_or(nan, |column| register(column, start)),
-                };
-                let figures = margins(lanes.simd, &lanes.tables, &inputs);
-                put(out.notional, start, &figures.notional);
-                put(out.upnl, start, &figures.upnl);
-                put(out.initial_margin, start, &figures.initial_margin);
-                put(out.maintenance_margin, start, &figures.maintenance_margin);
-                put(out.tier, start, &figures.tier);
-                put(out.cross_upnl, start, &figures.cross_upnl);
-                put(out.cross_initial, start, &figures.cross_initial);
-                put(out.cross_maintenance, start, &figures.cross_maintenance);
+            let MarginRun {
+                lanes,
+                rows,
+                mut out,
+            } = self;
+            let n = rows.qty.len();
+            let whole = n - n % LANES;
+            for start in (0..whole).step_by(LANES) {
+                margins_at(lanes, &rows, &mut out, start);
             }
+            if whole == n {
+                return;
+            }
+            // The last rows, padded to a register with empty rows (quantity 0), through
+            // the same step into a register's worth of columns.
+            let pad = |column: &[f64]| padded(&column[whole..], 0.0);
+            let (qty, entry_price) = (pad(rows.qty), pad(rows.entry_price));
+            let instrument = padded(&rows.instrument[whole..], 0);
+            let nan = f64::NAN;
+            let leverage = rows.leverage.map(|column| padded(&column[whole..], nan));
+            let isolated_margin = rows
+                .isolated_margin
+                .map(|column| padded(&column[whole..], nan));
+            let mut figures = [[0.0; LANES]; 7];
+            let mut tier = [0u8; LANES];
+            {
+                let [notional, upnl, initial, maintenance, cross_upnl, cross_initial, cross_maintenance] =
+                    &mut figures;
+                let tail = MarginRows {
+                    qty: &qty,
+                    entry_price: &entry_price,
+                    instrument: &instrument,
+                    leverage: leverage.as_ref().map(|l| &l[..]),
+                    isolated_margin: isolated_margin.as_ref().map(|m| &m[..]),
+                };
+                let mut tail_out = MarginColumns {
+                    notional,
+                    upnl,
+                    initial_margin: initial,
+                    maintenance_margin: maintenance,
+                    tier: &mut tier,
+                    cross_upnl,
+                    cross_initial,
+                    cross_maintenance,
+                };
+                margins_at(lanes, &tail, &mut tail_out, 0);
+            }
+            let rest = n - whole;
+            let [notional, upnl, initial, maintenance, cross_upnl, cross_initial, cross_maintenance] =
+                &figures;
+            out.notional[whole..].copy_from_slice(&notional[..rest]);
+            out.upnl[whole..].copy_from_slice(&upnl[..rest]);
+            out.initial_margin[whole..].copy_from_slice(&initial[..rest]);
+            out.maintenance_margin[whole..].copy_from_slice(&maintenance[..rest]);
+            out.tier[whole..].copy_from_slice(&tier[..rest]);
+            out.cross_upnl[whole..].copy_from_slice(&cross_upnl[..rest]);
+            out.cross_initial[whole..].copy_from_slice(&cross_initial[..rest]);
+            out.cross_maintenance[whole..].copy_from_slice(&cross_maintenance[..rest]);
         }
     }
 
-    /// Sweep-3 rows through the prices step (see [`MarginRun`]).
+    /// The margins step on the register of rows at `start` (a whole one).
+    #[inline(always)]
+    fn margins_at(
+        lanes: &PositionLanes,
+        rows: &MarginRows<'_>,
+        out: &mut MarginColumns<'_>,
+        start: usize,
+    ) {
+        let nan = [f64::NAN; LANES];
+        let inputs = MarginInputs {
+            qty: register(rows.qty, start),
+            entry_price: register(rows.entry_price, start),
+            instrument: register(rows.instrument, start),
+            leverage: rows.leverage.map_or(nan, |column| register(column, start)),
+            isolated_margin: rows
+                .isolated_margin
+                .map_or(nan, |column| register(column, start)),
+        };
+        let figures = margins(lanes.simd, &lanes.tables, &inputs);
+        put(out.notional, start, &figures.notional);
+        put(out.upnl, start, &figures.upnl);
+        put(out.initial_margin, start, &figures.initial_margin);
+        put(out.maintenance_margin, start, &figures.maintenance_margin);
+        put(out.tier, start, &figures.tier);
+        put(out.cross_upnl, start, &figures.cross_upnl);
+        put(out.cross_initial, start, &figures.cross_initial);
+        put(out.cross_maintenance, start, &figures.cross_maintenance);
+    }
+
+    /// Rows through the prices step (see [`MarginRun`]).
     struct PriceRun<'a> {
         lanes: &'a PositionLanes,
         rows: PriceRows<'a>,
@@ -321,24 +386,73 @@ mod avx512 {
 
         #[inline(always)]
         fn with_simd<D: Simd>(self, _: D) {
-            let PriceRun { lanes, rows, out } = self;
-            for start in (0..rows.qty.len()).step_by(LANES) {
-                let inputs = PriceInputs {
-                    qty: register(rows.qty, start),
-                    entry_price: register(rows.entry_price, start),
-                    instrument: register(rows.instrument, start),
-                    upnl: register(rows.upnl, start),
-                    notional: register(rows.notional, start),
-                    liquidation_balance: register(out.liquidation_price, start),
-                    bankruptcy_balance: register(out.bankruptcy_price, start),
-                    margin_balance: register(out.adl_score, start),
-                };
-                let [liquidation, bankruptcy, score] = prices(lanes.simd, &lanes.tables, &inputs);
-                put(out.liquidation_price, start, &liquidation);
-                put(out.bankruptcy_price, start, &bankruptcy);
-                put(out.adl_score, start, &score);
+            let PriceRun {
+                lanes,
+                rows,
+                mut out,
+            } = self;
+            let n = rows.qty.len();
+            let whole = n - n % LANES;
+            for start in (0..whole).step_by(LANES) {
+                prices_at(lanes, &rows, &mut out, start);
             }
+            if whole == n {
+                return;
+            }
+            let pad = |column: &[f64]| padded(&column[whole..], 0.0);
+            let (qty, entry_price) = (pad(rows.qty), pad(rows.entry_price));
+            let instrument = padded(&rows.instrument[whole..], 0);
+            let (upnl, notional) = (pad(rows.upnl), pad(rows.notional));
+            let mut prices = [
+                pad(out.liquidation_price),
+                pad(out.bankruptcy_price),
+                pad(out.adl_score),
+            ];
+            {
+                let [liquidation_price, bankruptcy_price, adl_score] = &mut prices;
+                let tail = PriceRows {
+                    qty: &qty,
+                    entry_price: &entry_price,
+                    instrument: &instrument,
+                    upnl: &upnl,
+                    notional: &notional,
+                };
+                let mut tail_out = PositionPrices {
+                    liquidation_price,
+                    bankruptcy_price,
+                    adl_score,
+                };
+                prices_at(lanes, &tail, &mut tail_out, 0);
+            }
+            let rest = n - whole;
+            out.liquidation_price[whole..].copy_from_slice(&prices[0][..rest]);
+            out.bankruptcy_price[whole..].copy_from_slice(&prices[1][..rest]);
+            out.adl_score[whole..].copy_from_slice(&prices[2][..rest]);
         }
+    }
+
+    /// The prices step on the register of rows at `start` (a whole one).
+    #[inline(always)]
+    fn prices_at(
+        lanes: &PositionLanes,
+        rows: &PriceRows<'_>,
+        out: &mut PositionPrices<'_>,
+        start: usize,
+    ) {
+        let inputs = PriceInputs {
+            qty: register(rows.qty, start),
+            entry_price: register(rows.entry_price, start),
+            instrument: register(rows.instrument, start),
+            upnl: register(rows.upnl, start),
+            notional: register(rows.notional, start),
+            liquidation_balance: register(out.liquidation_price, start),
+            bankruptcy_balance: register(out.bankruptcy_price, start),
+            margin_balance: register(out.adl_score, start),
+        };
+        let [liquidation, bankruptcy, score] = prices(lanes.simd, &lanes.tables, &inputs);
+        put(out.liquidation_price, start, &liquidation);
+        put(out.bankruptcy_price, start, &bankruptcy);
+        put(out.adl_score, start, &score);
     }
 
     impl PositionLanes {
@@ -378,27 +492,26 @@ mod avx512 {
         }
     }
 
-    /// The register of `column` at `start`; past its end, default values (a quantity of
-    /// 0: an empty row, whose figures are not written back).
+    /// The whole register of `column` at `start`.
     #[inline(always)]
-    fn register<T: Copy + Default>(column: &[T], start: usize) -> [T; LANES] {
-        match column.get(start..start + LANES) {
-            Some(whole) => whole.try_into().expect("a register of rows"),
-            None => {
-                let mut lanes = [T::default(); LANES];
-                let rest = &column[start..];
-                lanes[..rest.len()].copy_from_slice(rest);
-                lanes
-            }
-        }
+    fn register<T: Copy>(column: &[T], start: usize) -> [T; LANES] {
+        column[start..start + LANES]
+            .try_into()
+            .expect("a register of rows")
     }
 
-    /// Writes the lanes of a register back to `column` at `start`, as many as it has rows.
+    /// The last rows of a column (fewer than a register), padded with `fill`.
+    #[inline(always)]
+    fn padded<T: Copy>(rest: &[T], fill: T) -> [T; LANES] {
+        let mut lanes = [fill; LANES];
+        lanes[..rest.len()].copy_from_slice(rest);
+        lanes
+    }
+
+    /// Writes a register back to `column` at `start` (a whole one).
     #[inline(always)]
     fn put<T: Copy>(column: &mut [T], start: usize, lanes: &[T; LANES]) {
-        let rest = &mut column[start..];
-        let n = rest.len().min(LANES);
-        rest[..n].copy_from_slice(&lanes[..n]);
+        column[start..start + LANES].copy_from_slice(lanes);
     }
 
     /// The ids of a register of rows, widened for the permutations.
