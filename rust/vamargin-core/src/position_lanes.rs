@@ -721,8 +721,14 @@ mod avx512 {
         let below = f._mm512_cmp_pd_mask::<_CMP_LT_OQ>(notional_at, floor);
         // Without a next bracket `next_floor` is NaN, which compares false.
         let above = f._mm512_cmp_pd_mask::<_CMP_GT_OQ>(notional_at, next_floor) & !below;
-        let x = select(simd, below, f._mm512_div_pd(floor, a), x);
-        let x = select(simd, above, f._mm512_div_pd(next_floor, a), x);
+        // Rare, so divided only when a lane needs it: one division for both clamps.
+        let clamped = below | above;
+        let x = if clamped == 0 {
+            x
+        } else {
+            let bound = select(simd, below, floor, next_floor);
+            select(simd, clamped, f._mm512_div_pd(bound, a), x)
+        };
         let priced = f._mm512_cmp_pd_mask::<_CMP_GT_OQ>(x, zero) & finite(simd, x);
         let price = select(simd, linear, x, f._mm512_div_pd(f._mm512_set1_pd(1.0), x));
         let liquidation = select(
@@ -735,11 +741,10 @@ mod avx512 {
         // Bankruptcy price: x = −b0/b1, an inverse contract's price 1/x = −b1/b0.
         let balance: __m512d = cast(rows.bankruptcy_balance);
         let b0 = b0_of(balance);
-        let price = select(
-            simd,
-            linear,
-            f._mm512_div_pd(negate(simd, b0), b1),
-            f._mm512_div_pd(negate(simd, b1), b0),
+        // One division either way: each lane's operands are picked first.
+        let price = f._mm512_div_pd(
+            negate(simd, select(simd, linear, b0, b1)),
+            select(simd, linear, b1, b0),
         );
         let priced = f._mm512_cmp_pd_mask::<_CMP_GT_OQ>(price, zero) & finite(simd, price);
         let bankruptcy = select(simd, exposed & finite(simd, balance) & priced, price, nan);
