@@ -42,6 +42,8 @@ struct Tables {
     /// `1/mark` for an inverse contract (NaN for a linear one, as in `MarkTerms`).
     reciprocal: Table,
     settle_price: Table,
+    /// `1/settle_price`.
+    per_settle_unit: Table,
     /// Bracket `j`'s figures; a contract with fewer brackets has NaN floors beyond its
     /// last (a NaN floor is never reached), and its last bracket's figures repeated.
     floor: [Table; TIERS],
@@ -73,6 +75,7 @@ impl Tables {
             mark: zero,
             reciprocal: zero,
             settle_price: zero,
+            per_settle_unit: zero,
             floor: [[f64::NAN; CONTRACTS]; TIERS],
             mmr: [zero; TIERS],
             maintenance_amount: [zero; TIERS],
@@ -92,6 +95,7 @@ impl Tables {
             tables.mark[id] = quote.mark.mark();
             tables.reciprocal[id] = quote.mark.reciprocal();
             tables.settle_price[id] = quote.settle_price;
+            tables.per_settle_unit[id] = quote.per_settle_unit;
             let brackets = contract.tiers.tiers();
             tables.tiers = tables.tiers.max(brackets.len());
             let last = brackets[brackets.len() - 1];
@@ -187,6 +191,41 @@ pub(crate) struct PriceRows<'a> {
     pub notional: &'a [f64],
 }
 
+/// What backs the cross positions of a block of accounts (reporting currency; see
+/// `valuation::CrossBacking`), one column per figure, indexed by account less `first`.
+/// Each column has [`LANES`] elements of slack past the block's last account, so that a
+/// register of consecutive accounts can be read from any account of the block.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct AccountBacking<'a> {
+    pub first: u32,
+    pub wallet: &'a [f64],
+    pub holdings_value: &'a [f64],
+    pub cross_maintenance: &'a [f64],
+    pub cross_upnl: &'a [f64],
+    pub equity: &'a [f64],
+}
+
+/// What the prices step reads to work out rows' balances itself, for rows laid out by
+/// account: each row's account (book ids, ascending), isolated margin (NaN or no column:
+/// cross) and maintenance margin, and the backing of the rows' accounts.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BalanceRows<'a> {
+    pub account: &'a [u32],
+    pub isolated_margin: Option<&'a [f64]>,
+    pub maintenance_margin: &'a [f64],
+    pub backing: AccountBacking<'a>,
+}
+
+/// A register of rows' balance inputs: isolated margin (NaN: cross), maintenance margin,
+/// and their accounts' backing by figure (wallet, holdings value, cross maintenance,
+/// cross uPnL, equity).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct BalanceInputs {
+    pub isolated_margin: [f64; LANES],
+    pub maintenance_margin: [f64; LANES],
+    pub backing: [[f64; LANES]; 5],
+}
+
 /// The two steps on AVX-512 for one revaluation's quotes.
 #[derive(Debug, Clone)]
 pub(crate) struct PositionLanes {
@@ -230,6 +269,20 @@ impl PositionLanes {
         let _ = (rows, out);
     }
 
+    /// [`Self::prices`] of rows laid out by account, their balances worked out in the
+    /// lanes from `balances` (the one-row `valuation` steps' formula, bit for bit).
+    pub(crate) fn prices_from_backing(
+        &self,
+        rows: PriceRows<'_>,
+        balances: BalanceRows<'_>,
+        out: PositionPrices<'_>,
+    ) {
+        #[cfg(target_arch = "x86_64")]
+        self.prices_from_backing_avx512(rows, balances, out);
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = (rows, balances, out);
+    }
+
     /// Whether `VAMARGIN_SCALAR_ROWS` asks for the scalar steps (for A/B timing; any
     /// value but empty or `0`).
     pub(crate) fn disabled_by_environment() -> bool {
@@ -248,8 +301,8 @@ mod avx512 {
     use pulp::{cast, Simd, WithSimd};
 
     use super::{
-        MarginColumns, MarginInputs, MarginOutputs, MarginRows, PositionLanes, PositionPrices,
-        PriceInputs, PriceRows, Table, Tables, LANES,
+        AccountBacking, BalanceInputs, BalanceRows, MarginColumns, MarginInputs, MarginOutputs,
+        MarginRows, PositionLanes, PositionPrices, PriceInputs, PriceRows, Table, Tables, LANES,
     };
 
     /// A register's lanes picked from a table by contract id.
@@ -453,6 +506,232 @@ mod avx512 {
         put(out.liquidation_price, start, &liquidation);
         put(out.bankruptcy_price, start, &bankruptcy);
         put(out.adl_score, start, &score);
+    }
+
+    /// Rows laid out by account through the balances and the prices step (see
+    /// [`MarginRun`]).
+    struct BackedPriceRun<'a> {
+        lanes: &'a PositionLanes,
+        rows: PriceRows<'a>,
+        balances: BalanceRows<'a>,
+        out: PositionPrices<'a>,
+    }
+
+    impl WithSimd for BackedPriceRun<'_> {
+        type Output = ();
+
+        #[inline(always)]
+        fn with_simd<D: Simd>(self, _: D) {
+            let BackedPriceRun {
+                lanes,
+                rows,
+                balances,
+                mut out,
+            } = self;
+            let n = rows.qty.len();
+            let whole = n - n % LANES;
+            for start in (0..whole).step_by(LANES) {
+                backed_prices_at(lanes, &rows, &balances, &mut out, start);
+            }
+            if whole == n {
+                return;
+            }
+            let pad = |column: &[f64]| padded(&column[whole..], 0.0);
+            let (qty, entry_price) = (pad(rows.qty), pad(rows.entry_price));
+            let instrument = padded(&rows.instrument[whole..], 0);
+            let (upnl, notional) = (pad(rows.upnl), pad(rows.notional));
+            let maintenance_margin = pad(balances.maintenance_margin);
+            let isolated_margin = balances
+                .isolated_margin
+                .map(|column| padded(&column[whole..], f64::NAN));
+            // The last row's account again: the padded rows' ids stay in the block.
+            let account = padded(&balances.account[whole..], balances.account[n - 1]);
+            let mut prices = [[0.0; LANES]; 3];
+            {
+                let [liquidation_price, bankruptcy_price, adl_score] = &mut prices;
+                let tail = PriceRows {
+                    qty: &qty,
+                    entry_price: &entry_price,
+                    instrument: &instrument,
+                    upnl: &upnl,
+                    notional: &notional,
+                };
+                let tail_balances = BalanceRows {
+                    account: &account,
+                    isolated_margin: isolated_margin.as_ref().map(|m| &m[..]),
+                    maintenance_margin: &maintenance_margin,
+                    backing: balances.backing,
+                };
+                let mut tail_out = PositionPrices {
+                    liquidation_price,
+                    bankruptcy_price,
+                    adl_score,
+                };
+                backed_prices_at(lanes, &tail, &tail_balances, &mut tail_out, 0);
+            }
+            let rest = n - whole;
+            out.liquidation_price[whole..].copy_from_slice(&prices[0][..rest]);
+            out.bankruptcy_price[whole..].copy_from_slice(&prices[1][..rest]);
+            out.adl_score[whole..].copy_from_slice(&prices[2][..rest]);
+        }
+    }
+
+    /// The balances and prices of the register of rows at `start` (a whole one).
+    #[inline(always)]
+    fn backed_prices_at(
+        lanes: &PositionLanes,
+        rows: &PriceRows<'_>,
+        balances: &BalanceRows<'_>,
+        out: &mut PositionPrices<'_>,
+        start: usize,
+    ) {
+        let simd = lanes.simd;
+        let instrument = register(rows.instrument, start);
+        let upnl = register(rows.upnl, start);
+        let inputs = BalanceInputs {
+            isolated_margin: balances
+                .isolated_margin
+                .map_or([f64::NAN; LANES], |column| register(column, start)),
+            maintenance_margin: register(balances.maintenance_margin, start),
+            backing: backing_of(simd, &balances.backing, register(balances.account, start)),
+        };
+        let [liquidation_balance, bankruptcy_balance, margin_balance] =
+            row_balances(simd, &lanes.tables, instrument, upnl, &inputs);
+        let inputs = PriceInputs {
+            qty: register(rows.qty, start),
+            entry_price: register(rows.entry_price, start),
+            instrument,
+            upnl,
+            notional: register(rows.notional, start),
+            liquidation_balance,
+            bankruptcy_balance,
+            margin_balance,
+        };
+        let [liquidation, bankruptcy, score] = prices(simd, &lanes.tables, &inputs);
+        put(out.liquidation_price, start, &liquidation);
+        put(out.bankruptcy_price, start, &bankruptcy);
+        put(out.adl_score, start, &score);
+    }
+
+    /// The backing of a register of rows' accounts (ascending book ids), figure by
+    /// figure. When the register's accounts lie within eight of each other (the common
+    /// case: an account has a few rows), each figure is one read of eight consecutive
+    /// accounts and a permutation; otherwise eight reads.
+    #[inline(always)]
+    fn backing_of(
+        simd: V4,
+        backing: &AccountBacking<'_>,
+        account: [u32; LANES],
+    ) -> [[f64; LANES]; 5] {
+        let f = simd.avx512f;
+        let columns = [
+            backing.wallet,
+            backing.holdings_value,
+            backing.cross_maintenance,
+            backing.cross_upnl,
+            backing.equity,
+        ];
+        let low = account[0];
+        let base = (low - backing.first) as usize;
+        // No closures here: one passed to `array::map` is compiled apart from this
+        // function, without its AVX-512 features, and its intrinsics become calls.
+        let mut figures = [[0.0; LANES]; 5];
+        if account[LANES - 1] - low < LANES as u32 {
+            let offsets = f._mm512_sub_epi64(
+                f._mm512_cvtepu32_epi64(cast::<_, __m256i>(account)),
+                f._mm512_set1_epi64(i64::from(low)),
+            );
+            for (figure, column) in figures.iter_mut().zip(columns) {
+                let eight: [f64; LANES] = register(column, base);
+                *figure = cast(f._mm512_permutexvar_pd(offsets, cast(eight)));
+            }
+        } else {
+            for (figure, column) in figures.iter_mut().zip(columns) {
+                for (value, &id) in figure.iter_mut().zip(&account) {
+                    *value = column[(id - backing.first) as usize];
+                }
+            }
+        }
+        figures
+    }
+
+    impl PositionLanes {
+        /// [`super::PositionLanes::prices_from_backing`] on this CPU.
+        pub(super) fn prices_from_backing_avx512(
+            &self,
+            rows: PriceRows<'_>,
+            balances: BalanceRows<'_>,
+            out: PositionPrices<'_>,
+        ) {
+            Simd::vectorize(
+                self.simd,
+                BackedPriceRun {
+                    lanes: self,
+                    rows,
+                    balances,
+                    out,
+                },
+            );
+        }
+
+        /// A register's balances (for the tests).
+        #[cfg(test)]
+        pub(super) fn register_balances(
+            &self,
+            instrument: [u32; LANES],
+            upnl: [f64; LANES],
+            rows: &BalanceInputs,
+        ) -> [[f64; LANES]; 3] {
+            row_balances(self.simd, &self.tables, instrument, upnl, rows)
+        }
+    }
+
+    /// `valuation`'s balances of a register of rows, lane by lane: an isolated row's
+    /// `(m, m, m + uPnL)`; a cross row's from its account's backing, the other cross
+    /// positions at their current marks, converted to the settle currency.
+    #[inline(always)]
+    fn row_balances(
+        simd: V4,
+        tables: &Tables,
+        instrument: [u32; LANES],
+        upnl: [f64; LANES],
+        rows: &BalanceInputs,
+    ) -> [[f64; LANES]; 3] {
+        let f = simd.avx512f;
+        let pick = pick(simd, instrument);
+        let upnl: __m512d = cast(upnl);
+        let margin: __m512d = cast(rows.isolated_margin);
+        let maintenance: __m512d = cast(rows.maintenance_margin);
+        let cross = f._mm512_cmp_pd_mask::<_CMP_UNORD_Q>(margin, margin);
+        let [wallet, holdings_value, cross_maintenance, cross_upnl, equity] = rows.backing;
+        let (wallet, holdings_value): (__m512d, __m512d) = (cast(wallet), cast(holdings_value));
+        let (cross_maintenance, cross_upnl): (__m512d, __m512d) =
+            (cast(cross_maintenance), cast(cross_upnl));
+        let equity: __m512d = cast(equity);
+        let settle_price = pick.of(&tables.settle_price);
+        let per_settle_unit = pick.of(&tables.per_settle_unit);
+        let other_upnl = f._mm512_sub_pd(cross_upnl, f._mm512_mul_pd(upnl, settle_price));
+        let other_maintenance = f._mm512_sub_pd(
+            cross_maintenance,
+            f._mm512_mul_pd(maintenance, settle_price),
+        );
+        let liquidation = f._mm512_mul_pd(
+            f._mm512_add_pd(f._mm512_sub_pd(wallet, other_maintenance), other_upnl),
+            per_settle_unit,
+        );
+        let bankruptcy =
+            f._mm512_mul_pd(f._mm512_add_pd(holdings_value, other_upnl), per_settle_unit);
+        let margin_balance = f._mm512_mul_pd(equity, per_settle_unit);
+        [
+            cast(select(simd, cross, liquidation, margin)),
+            cast(select(simd, cross, bankruptcy, margin)),
+            cast(select(
+                simd,
+                cross,
+                margin_balance,
+                f._mm512_add_pd(margin, upnl),
+            )),
+        ]
     }
 
     impl PositionLanes {
@@ -881,6 +1160,32 @@ mod tests {
         ]
     }
 
+    /// `valuation`'s balances of one row: isolated `(m, m, m + uPnL)`, or from its
+    /// account's backing (wallet, holdings value, cross maintenance, cross uPnL, equity).
+    fn one_row_balances(
+        quote: &Quote<'_>,
+        upnl: f64,
+        rows: &BalanceInputs,
+        lane: usize,
+    ) -> [u64; 3] {
+        let margin = rows.isolated_margin[lane];
+        let [wallet, holdings_value, cross_maintenance, cross_upnl, equity] =
+            rows.backing.map(|figure| figure[lane]);
+        let balances = if margin.is_nan() {
+            let other_upnl = cross_upnl - upnl * quote.settle_price;
+            let other_maintenance =
+                cross_maintenance - rows.maintenance_margin[lane] * quote.settle_price;
+            [
+                (wallet - other_maintenance + other_upnl) * quote.per_settle_unit,
+                (holdings_value + other_upnl) * quote.per_settle_unit,
+                equity * quote.per_settle_unit,
+            ]
+        } else {
+            [margin, margin, margin + upnl]
+        };
+        balances.map(f64::to_bits)
+    }
+
     /// The one-row prices step, as `valuation` computes it.
     fn one_row_prices(quote: &Quote<'_>, rows: &PriceInputs, lane: usize) -> [u64; 3] {
         let contract = quote.contract;
@@ -1018,11 +1323,26 @@ mod tests {
                     prices_in.margin_balance[lane] = balance(&mut rng);
                 }
                 let prices = lanes.register_prices(&prices_in);
+                let mut balance_in = BalanceInputs {
+                    isolated_margin: margins_in.isolated_margin,
+                    maintenance_margin: margins.maintenance_margin,
+                    ..BalanceInputs::default()
+                };
+                for figure in &mut balance_in.backing {
+                    for value in figure.iter_mut() {
+                        *value = awkward(&mut rng, 1e6);
+                    }
+                }
+                let balances =
+                    lanes.register_balances(prices_in.instrument, prices_in.upnl, &balance_in);
                 for lane in 0..LANES {
                     let quote = &quotes[prices_in.instrument[lane] as usize];
                     let lane_bits = [0, 1, 2].map(|k| prices[k][lane].to_bits());
                     let expected = one_row_prices(quote, &prices_in, lane);
                     assert_eq!(lane_bits, expected, "set {set}, prices lane {lane}");
+                    let lane_bits = [0, 1, 2].map(|k| balances[k][lane].to_bits());
+                    let expected = one_row_balances(quote, prices_in.upnl[lane], &balance_in, lane);
+                    assert_eq!(lane_bits, expected, "set {set}, balances lane {lane}");
                     for (count, price) in priced.iter_mut().zip(&prices) {
                         *count += usize::from(!price[lane].is_nan());
                     }
@@ -1053,6 +1373,9 @@ mod tests {
             .map(|c| Quote::new(c, 3_000.0 + rng.below(60_000) as f64, &asset_prices))
             .collect();
         let lanes = PositionLanes::new(&quotes).unwrap();
+        let mut backed_prices = 0;
+        // Which spans of accounts (last less first, 8 or more as 8) registers had.
+        let mut spans = [false; LANES + 1];
         for n in 0..=40 {
             let qty: Vec<f64> = (0..n).map(|_| awkward(&mut rng, 100.0)).collect();
             let entry: Vec<f64> = (0..n).map(|_| 1_000.0 + rng.below(90_000) as f64).collect();
@@ -1168,8 +1491,96 @@ mod tests {
                     let got = [0, 1, 2].map(|k| prices[k][row].to_bits());
                     assert_eq!(got, expected, "{n} rows, prices of row {row}");
                 }
+
+                // The same rows laid out by account (ascending ids from 1 000, a few rows
+                // each, with gaps: some registers' accounts lie within eight of each other
+                // and some do not), their balances worked out in the lanes.
+                let first = 1_000u32;
+                let mut account = Vec::with_capacity(n);
+                let mut id = first + rng.below(3) as u32;
+                for _ in 0..n {
+                    if rng.below(3) == 0 {
+                        id += 1 + [0, 0, 1, 9][rng.below(4) as usize];
+                    }
+                    account.push(id);
+                }
+                let height = (id - first) as usize + 1 + LANES;
+                let backing: Vec<Vec<f64>> = (0..5)
+                    .map(|_| (0..height).map(|_| awkward(&mut rng, 50_000.0)).collect())
+                    .collect();
+                let mut backed: Vec<Vec<f64>> = vec![vec![-7.0; n + 1]; 3];
+                {
+                    let [liquidation, bankruptcy, score] = &mut backed[..] else {
+                        unreachable!()
+                    };
+                    lanes.prices_from_backing(
+                        PriceRows {
+                            qty: &qty,
+                            entry_price: &entry,
+                            instrument: &instrument,
+                            upnl: &out[1][..n],
+                            notional: &out[0][..n],
+                        },
+                        BalanceRows {
+                            account: &account,
+                            isolated_margin: with_columns.then_some(&isolated[..]),
+                            maintenance_margin: &out[3][..n],
+                            backing: AccountBacking {
+                                first,
+                                wallet: &backing[0],
+                                holdings_value: &backing[1],
+                                cross_maintenance: &backing[2],
+                                cross_upnl: &backing[3],
+                                equity: &backing[4],
+                            },
+                        },
+                        PositionPrices {
+                            liquidation_price: &mut liquidation[..n],
+                            bankruptcy_price: &mut bankruptcy[..n],
+                            adl_score: &mut score[..n],
+                        },
+                    );
+                }
+                assert!(backed.iter().all(|column| column[n] == -7.0));
+                for row in 0..n {
+                    let quote = &quotes[instrument[row] as usize];
+                    let mut one = BalanceInputs::default();
+                    one.isolated_margin[0] = if with_columns {
+                        isolated[row]
+                    } else {
+                        f64::NAN
+                    };
+                    one.maintenance_margin[0] = out[3][row];
+                    for (figure, column) in one.backing.iter_mut().zip(&backing) {
+                        figure[0] = column[(account[row] - first) as usize];
+                    }
+                    let balances =
+                        one_row_balances(quote, out[1][row], &one, 0).map(f64::from_bits);
+                    let mut priced = PriceInputs::default();
+                    priced.qty[0] = qty[row];
+                    priced.entry_price[0] = entry[row];
+                    priced.instrument[0] = instrument[row];
+                    priced.upnl[0] = out[1][row];
+                    priced.notional[0] = out[0][row];
+                    [
+                        priced.liquidation_balance[0],
+                        priced.bankruptcy_balance[0],
+                        priced.margin_balance[0],
+                    ] = balances;
+                    let expected = one_row_prices(quote, &priced, 0);
+                    let got = [0, 1, 2].map(|k| backed[k][row].to_bits());
+                    assert_eq!(got, expected, "{n} rows by account, row {row}");
+                    backed_prices += usize::from(!backed[0][row].is_nan());
+                }
+                for window in account.windows(LANES) {
+                    spans[((window[LANES - 1] - window[0]) as usize).min(LANES)] = true;
+                }
             }
         }
+        // Lanes found prices from their accounts' backing, and registers' accounts
+        // spanned every width up to eight and beyond.
+        assert!(backed_prices > 100, "{backed_prices}");
+        assert!(spans.iter().all(|&s| s), "{spans:?}");
     }
 
     #[test]

@@ -17,7 +17,9 @@ use crate::error::{Error, Result};
 use crate::parallel::{column_bundle, for_each_chunk, SplitRows};
 use crate::params::{CallTarget, EngineParams, PerpetualParams};
 use crate::perp;
-use crate::position_lanes::{MarginColumns, MarginRows, PositionLanes, PriceRows};
+use crate::position_lanes::{
+    AccountBacking, BalanceRows, MarginColumns, MarginRows, PositionLanes, PriceRows, LANES,
+};
 
 const POSITION_CHUNK: usize = 16 * 1024;
 const ACCOUNT_CHUNK: usize = 2 * 1024;
@@ -942,7 +944,7 @@ impl<'k, 'b> Kernel<'k, 'b> {
 
     /// A block of [`Walk::InAccountOrder`] (accounts from `first`, their rows from
     /// `starts[0]`) through the lane steps, a few hundred rows at a time: the rows'
-    /// margins, then each account's sums, figures and its rows' balances, then the rows'
+    /// margins, then each account's sums and figures, then the rows' balances and
     /// prices. Sums run over the rows in the same order as the one-row walk.
     fn account_block_in_lanes(
         &self,
@@ -956,6 +958,9 @@ impl<'k, 'b> Kernel<'k, 'b> {
         let steps = self.rows();
         let first_row = starts[0];
         let n_accounts = accounts.rows();
+        // What backs each account's cross positions, by figure (see `AccountBacking`).
+        let height = n_accounts + LANES;
+        let mut backing = vec![0.0; 5 * height];
         let mut i = 0;
         while i < n_accounts {
             let mut end = i + 1;
@@ -973,37 +978,50 @@ impl<'k, 'b> Kernel<'k, 'b> {
                 for j in starts[account] - first_row..starts[account + 1] - first_row {
                     cross.add(&out.contribution(j));
                 }
-                let backing = self.account(first + account, &cross, accounts, account);
-                if scope == Scope::WithoutPrices {
-                    continue; // `revalue_walking` clears the prices.
-                }
-                for row in starts[account]..starts[account + 1] {
-                    let j = row - first_row;
-                    let [liquidation, bankruptcy, margin] =
-                        steps.balances(row, out.upnl[j], out.maintenance_margin[j], || &backing);
-                    out.liquidation_price[j] = liquidation;
-                    out.bankruptcy_price[j] = bankruptcy;
-                    out.adl_score[j] = margin;
+                let figures = self.account(first + account, &cross, accounts, account);
+                for (figure, value) in figures.into_iter().enumerate() {
+                    backing[figure * height + account] = value;
                 }
             }
-            if scope == Scope::Full {
-                let PositionColumns {
-                    notional,
-                    upnl,
-                    liquidation_price,
-                    bankruptcy_price,
-                    adl_score,
-                    ..
-                } = out;
-                lanes.prices(
-                    steps.price_rows(rows, &upnl[local.clone()], &notional[local.clone()]),
-                    PositionPrices {
-                        liquidation_price: &mut liquidation_price[local.clone()],
-                        bankruptcy_price: &mut bankruptcy_price[local.clone()],
-                        adl_score: &mut adl_score[local],
+            if scope == Scope::WithoutPrices {
+                // `revalue_walking` clears the prices.
+                i = end;
+                continue;
+            }
+            let PositionColumns {
+                notional,
+                upnl,
+                maintenance_margin,
+                liquidation_price,
+                bankruptcy_price,
+                adl_score,
+                ..
+            } = out;
+            let figure = |k: usize| &backing[k * height..(k + 1) * height];
+            let positions = &self.book.positions;
+            lanes.prices_from_backing(
+                steps.price_rows(rows.clone(), &upnl[local.clone()], &notional[local.clone()]),
+                BalanceRows {
+                    account: &positions.account[rows.clone()],
+                    isolated_margin: positions
+                        .isolated_margin
+                        .map(|column| &column[rows.clone()]),
+                    maintenance_margin: &maintenance_margin[local.clone()],
+                    backing: AccountBacking {
+                        first: first as u32,
+                        wallet: figure(WALLET),
+                        holdings_value: figure(HOLDINGS_VALUE),
+                        cross_maintenance: figure(CROSS_MAINTENANCE),
+                        cross_upnl: figure(CROSS_UPNL),
+                        equity: figure(EQUITY),
                     },
-                );
-            }
+                },
+                PositionPrices {
+                    liquidation_price: &mut liquidation_price[local.clone()],
+                    bankruptcy_price: &mut bankruptcy_price[local.clone()],
+                    adl_score: &mut adl_score[local],
+                },
+            );
             i = end;
         }
     }
