@@ -880,6 +880,9 @@ mod avx512 {
         let mut max_leverage = pick.of(&tables.max_leverage[0]);
         for j in 1..tables.tiers {
             let reached = f._mm512_cmp_pd_mask::<_CMP_LE_OQ>(pick.of(&tables.floor[j]), notional);
+            if reached == 0 {
+                break; // No lane reaches this floor, so none reaches a higher one.
+            }
             tier = f._mm512_mask_mov_epi64(tier, reached, f._mm512_set1_epi64(j as i64));
             mmr = f._mm512_mask_mov_pd(mmr, reached, pick.of(&tables.mmr[j]));
             maintenance_amount = f._mm512_mask_mov_pd(
@@ -976,7 +979,11 @@ mod avx512 {
         let mut maintenance_amount = pick.of(&tables.last_maintenance_amount);
         let mut floor = pick.of(&tables.last_floor);
         let mut next_floor = nan;
+        let mut this_floor = pick.of(&tables.floor[0]);
         for j in 0..tables.tiers - 1 {
+            if found == 0xff {
+                break; // Every lane's bracket is found: the rest changes nothing.
+            }
             let next = pick.of(&tables.floor[j + 1]);
             let tier_mmr = pick.of(&tables.mmr[j]);
             let tier_amount = pick.of(&tables.maintenance_amount[j]);
@@ -988,9 +995,10 @@ mod avx512 {
                 f._mm512_cmp_pd_mask::<_CMP_GE_OQ>(f._mm512_mul_pd(gap, direction), zero) & !found;
             mmr = f._mm512_mask_mov_pd(mmr, reached, tier_mmr);
             maintenance_amount = f._mm512_mask_mov_pd(maintenance_amount, reached, tier_amount);
-            floor = f._mm512_mask_mov_pd(floor, reached, pick.of(&tables.floor[j]));
+            floor = f._mm512_mask_mov_pd(floor, reached, this_floor);
             next_floor = f._mm512_mask_mov_pd(next_floor, reached, next);
             found |= reached;
+            this_floor = next;
         }
         let x = f._mm512_div_pd(
             f._mm512_add_pd(b0, maintenance_amount),
