@@ -7,6 +7,10 @@
 //! three in one pass over blocks of accounts; any other book in three parallel sweeps
 //! (see [`Walk`]).
 //!
+//! The per-row steps (a position's margins, balances and prices) run eight rows at a time
+//! where the CPU has AVX-512 (see [`crate::position_lanes`]), with the same bits as the
+//! one-row steps here.
+//!
 //! Money here is `f64` in the reporting currency (risk measures, not cash movements).
 
 use std::ops::Range;
