@@ -10,8 +10,10 @@
 //! so a block's rows stay in cache while all scenarios are priced. A block's rows are read
 //! from the book once, into what does not move with the prices (a position's `|q|·cs`,
 //! `q·cs`, entry term and leverage, holdings as pairs, cross and isolated rows apart), so
-//! a scenario reads only that and its prices. Every figure is bitwise a revaluation's at
-//! the same prices. Block totals are added in block order, so results are bitwise
+//! a scenario reads only that and its prices. Where the CPU has AVX-512, a block's
+//! positions are priced under a scenario eight rows at a time (the revaluation's margins
+//! step, [`crate::position_lanes`]) before its accounts are summed. Every figure is
+//! bitwise a revaluation's at the same prices. Block totals are added in block order, so results are bitwise
 //! identical for any number of threads.
 //!
 //! What a scenario reports (reporting currency):
@@ -30,7 +32,8 @@ use crate::book::{check_len, Book};
 use crate::error::{Error, Result};
 use crate::params::EngineParams;
 use crate::perp::PositionTerms;
-use crate::valuation::{sum_holdings, value_account, CrossSums, Quote, Status};
+use crate::position_lanes::{MarginColumns, MarginRows, PositionLanes};
+use crate::valuation::{sum_holdings, value_account, CrossSums, HoldingTotals, Quote, Status};
 
 /// Accounts per block: a block's rows are priced under every scenario before moving on.
 const BLOCK: usize = 512;
@@ -171,6 +174,85 @@ struct Prepared {
     cross: Vec<PreparedPosition>,
     /// With the position's isolated margin.
     isolated: Vec<(PreparedPosition, f64)>,
+    /// The same cross and isolated rows as the book has them, for the lanes.
+    cross_rows: RowColumns,
+    isolated_rows: RowColumns,
+}
+
+/// Live positions' columns as the book has them (the leverage NaN where none), for the
+/// margins lane step.
+#[derive(Debug, Default)]
+struct RowColumns {
+    qty: Vec<f64>,
+    entry_price: Vec<f64>,
+    instrument: Vec<u32>,
+    leverage: Vec<f64>,
+}
+
+impl RowColumns {
+    fn push(&mut self, qty: f64, entry_price: f64, instrument: u32, leverage: f64) {
+        self.qty.push(qty);
+        self.entry_price.push(entry_price);
+        self.instrument.push(instrument);
+        self.leverage.push(leverage);
+    }
+
+    fn rows(&self) -> MarginRows<'_> {
+        MarginRows {
+            qty: &self.qty,
+            entry_price: &self.entry_price,
+            instrument: &self.instrument,
+            leverage: Some(&self.leverage),
+            isolated_margin: None,
+        }
+    }
+}
+
+/// The margins step's outputs for a list of rows under one scenario, one figure after
+/// the other in one column: notional, uPnL, initial and maintenance margin, and the three
+/// cross contributions; and the tiers.
+struct RowFigures {
+    figures: Vec<f64>,
+    tier: Vec<u8>,
+}
+
+impl RowFigures {
+    fn new(rows: usize) -> Self {
+        RowFigures {
+            figures: vec![0.0; 7 * rows],
+            tier: vec![0; rows],
+        }
+    }
+
+    /// `rows`' figures under the scenario whose quotes `lanes` holds.
+    fn price(&mut self, lanes: &PositionLanes, rows: &RowColumns) {
+        let n = self.tier.len();
+        let (notional, rest) = self.figures.split_at_mut(n);
+        let (upnl, rest) = rest.split_at_mut(n);
+        let (initial_margin, rest) = rest.split_at_mut(n);
+        let (maintenance_margin, rest) = rest.split_at_mut(n);
+        let (cross_upnl, rest) = rest.split_at_mut(n);
+        let (cross_initial, cross_maintenance) = rest.split_at_mut(n);
+        lanes.margins(
+            rows.rows(),
+            MarginColumns {
+                notional,
+                upnl,
+                initial_margin,
+                maintenance_margin,
+                tier: &mut self.tier,
+                cross_upnl,
+                cross_initial,
+                cross_maintenance,
+            },
+        );
+    }
+
+    /// Figure `k` (in the order above) of every row.
+    fn figure(&self, k: usize) -> &[f64] {
+        let n = self.tier.len();
+        &self.figures[k * n..(k + 1) * n]
+    }
 }
 
 impl Prepared {
@@ -182,6 +264,8 @@ impl Prepared {
             holdings: Vec::new(),
             cross: Vec::new(),
             isolated: Vec::new(),
+            cross_rows: RowColumns::default(),
+            isolated_rows: RowColumns::default(),
         };
         for account in accounts {
             prepared
@@ -199,18 +283,29 @@ impl Prepared {
                     continue;
                 }
                 let contract = positions.instrument[row];
+                let (entry_price, leverage) = (positions.entry_price[row], positions.leverage(row));
                 let position = PreparedPosition {
                     contract,
                     terms: PositionTerms::new(
                         &params.perpetuals[contract as usize],
                         qty,
-                        positions.entry_price[row],
-                        positions.leverage(row),
+                        entry_price,
+                        leverage,
                     ),
                 };
                 match positions.isolated_margin(row) {
-                    Some(margin) => prepared.isolated.push((position, margin)),
-                    None => prepared.cross.push(position),
+                    Some(margin) => {
+                        prepared.isolated.push((position, margin));
+                        prepared
+                            .isolated_rows
+                            .push(qty, entry_price, contract, leverage);
+                    }
+                    None => {
+                        prepared.cross.push(position);
+                        prepared
+                            .cross_rows
+                            .push(qty, entry_price, contract, leverage);
+                    }
                 }
             }
             prepared.ends.push([
@@ -256,11 +351,84 @@ impl Prepared {
             let (figures, settle_price) = margins(position);
             cross.add(&CrossSums::of(&figures, settle_price));
         }
-        let value = value_account(params, self.credit_limit[i], &held, &cross);
+        let isolated =
+            self.isolated[isolated_start..isolated_end]
+                .iter()
+                .map(|(position, margin)| {
+                    let (figures, settle_price) = margins(position);
+                    (
+                        *margin,
+                        figures.upnl,
+                        figures.maintenance_margin,
+                        settle_price,
+                    )
+                });
+        self.close(params, i, &held, &cross, !cross_rows.is_empty(), isolated)
+    }
+
+    /// [`Self::account`] from its positions' figures under the scenario (`cross` and
+    /// `isolated`: the margins lane step's over the block's cross and isolated rows).
+    #[inline]
+    fn account_from_figures(
+        &self,
+        params: &EngineParams,
+        i: usize,
+        asset_prices: &[f64],
+        quotes: &[Quote<'_>],
+        figures: &BlockFigures,
+    ) -> StressedAccount {
+        let [holdings_start, cross_start, isolated_start] = match i {
+            0 => [0; 3],
+            _ => self.ends[i - 1],
+        };
+        let [holdings_end, cross_end, isolated_end] = self.ends[i];
+        let held = sum_holdings(
+            params,
+            asset_prices,
+            self.holdings[holdings_start..holdings_end].iter().copied(),
+        );
+        let (upnl, initial, maintenance) = (
+            figures.cross.figure(4),
+            figures.cross.figure(5),
+            figures.cross.figure(6),
+        );
+        let mut cross = CrossSums::default();
+        for row in cross_start..cross_end {
+            cross.add(&CrossSums {
+                upnl: upnl[row],
+                initial_margin: initial[row],
+                maintenance_margin: maintenance[row],
+            });
+        }
+        let (upnl, maintenance) = (figures.isolated.figure(1), figures.isolated.figure(3));
+        let isolated = (isolated_start..isolated_end).map(|row| {
+            let settle_price = quotes[self.isolated_rows.instrument[row] as usize].settle_price;
+            (
+                self.isolated[row].1,
+                upnl[row],
+                maintenance[row],
+                settle_price,
+            )
+        });
+        self.close(params, i, &held, &cross, cross_end > cross_start, isolated)
+    }
+
+    /// The `i`-th account from its valued holdings, its cross sums, and its isolated
+    /// positions' `(margin, uPnL, maintenance margin, settle price)`.
+    #[inline(always)]
+    fn close(
+        &self,
+        params: &EngineParams,
+        i: usize,
+        held: &HoldingTotals,
+        cross: &CrossSums,
+        has_cross: bool,
+        isolated: impl Iterator<Item = (f64, f64, f64, f64)>,
+    ) -> StressedAccount {
+        let value = value_account(params, self.credit_limit[i], held, cross);
         let shortfall = (-value.equity).max(0.0);
         // An account with cross perpetuals is closed out on the platform: its shortfall is
         // the insurance fund's; without, negative equity is a margin loan gone bad.
-        let has_cross = !cross_rows.is_empty();
         let mut stressed = StressedAccount {
             equity: value.equity,
             status: value.status,
@@ -269,10 +437,9 @@ impl Prepared {
             broker_loss: if has_cross { 0.0 } else { shortfall },
             isolated_liquidations: 0,
         };
-        for (position, margin) in &self.isolated[isolated_start..isolated_end] {
-            let (figures, settle_price) = margins(position);
-            let balance = margin + figures.upnl;
-            if balance < figures.maintenance_margin {
+        for (margin, upnl, maintenance, settle_price) in isolated {
+            let balance = margin + upnl;
+            if balance < maintenance {
                 stressed.isolated_liquidations += 1;
             }
             if balance < 0.0 {
@@ -280,6 +447,27 @@ impl Prepared {
             }
         }
         stressed
+    }
+}
+
+/// A block's positions' figures under one scenario, from the margins lane step.
+struct BlockFigures {
+    cross: RowFigures,
+    isolated: RowFigures,
+}
+
+impl BlockFigures {
+    fn new(prepared: &Prepared) -> Self {
+        BlockFigures {
+            cross: RowFigures::new(prepared.cross.len()),
+            isolated: RowFigures::new(prepared.isolated.len()),
+        }
+    }
+
+    /// The block's figures under the scenario whose quotes `lanes` holds.
+    fn price(&mut self, lanes: &PositionLanes, prepared: &Prepared) {
+        self.cross.price(lanes, &prepared.cross_rows);
+        self.isolated.price(lanes, &prepared.isolated_rows);
     }
 }
 
@@ -291,10 +479,31 @@ pub fn stress(
     scenarios: &Scenarios<'_>,
     keep_min_equity: bool,
 ) -> Result<StressResult> {
+    let lanes = !PositionLanes::disabled_by_environment();
+    stress_with(params, book, scenarios, keep_min_equity, lanes)
+}
+
+/// [`stress`], with the margins lane step where `lanes` allows it and the CPU has it.
+fn stress_with(
+    params: &EngineParams,
+    book: &Book<'_>,
+    scenarios: &Scenarios<'_>,
+    keep_min_equity: bool,
+    lanes: bool,
+) -> Result<StressResult> {
     scenarios.check(params)?;
     let quotes = Quotes::new(params, scenarios);
     let n_scenarios = scenarios.count;
     let n_accounts = book.n_accounts();
+    // One per scenario (its quotes in the tables), or none.
+    let lanes: Option<Vec<PositionLanes>> = if lanes {
+        (0..n_scenarios)
+            .map(|scenario| PositionLanes::new(quotes.of(scenario)))
+            .collect()
+    } else {
+        None
+    };
+    let lanes = lanes.as_deref();
     let mut min_equity = if keep_min_equity {
         vec![f64::INFINITY; n_accounts]
     } else {
@@ -302,7 +511,7 @@ pub fn stress(
     };
     let n_blocks = n_accounts.div_ceil(BLOCK);
     let run_block = |block: usize, lowest: &mut [f64]| {
-        stress_block(params, book, scenarios, &quotes, block, lowest)
+        stress_block(params, book, scenarios, &quotes, lanes, block, lowest)
     };
     let block_totals: Vec<Vec<ScenarioTotals>> = if keep_min_equity {
         min_equity
@@ -333,19 +542,29 @@ fn stress_block(
     book: &Book<'_>,
     scenarios: &Scenarios<'_>,
     quotes: &Quotes<'_>,
+    lanes: Option<&[PositionLanes]>,
     block: usize,
     lowest: &mut [f64],
 ) -> Vec<ScenarioTotals> {
     let first = block * BLOCK;
     let end = (first + BLOCK).min(book.n_accounts());
     let prepared = Prepared::new(params, book, first..end);
+    let mut figures = lanes.map(|_| BlockFigures::new(&prepared));
     (0..scenarios.count)
         .map(|scenario| {
             let (asset_prices, _) = scenarios.prices(params, scenario);
             let quotes = quotes.of(scenario);
+            if let (Some(figures), Some(lanes)) = (&mut figures, lanes) {
+                figures.price(&lanes[scenario], &prepared);
+            }
             let mut totals = ScenarioTotals::default();
             for i in 0..prepared.len() {
-                let a = prepared.account(params, i, asset_prices, quotes);
+                let a = match &figures {
+                    Some(figures) => {
+                        prepared.account_from_figures(params, i, asset_prices, quotes, figures)
+                    }
+                    None => prepared.account(params, i, asset_prices, quotes),
+                };
                 totals.accounts_by_status[a.status as usize] += 1;
                 totals.isolated_liquidations += a.isolated_liquidations;
                 totals.call_amount += a.call_amount;
@@ -403,6 +622,100 @@ mod tests {
     use crate::perp::ContractKind;
     use crate::test_book::TestBook;
     use crate::tiers::{SizeTiers, TierTable};
+
+    /// Stress with the margins lane step gives the one-row steps' totals and lowest
+    /// equities bit for bit: 3 books of up to 3 blocks, linear and inverse contracts of
+    /// several brackets, cross and isolated positions, loans, and 12 scenarios from a
+    /// crash to a squeeze.
+    #[test]
+    fn the_lane_steps_give_the_one_row_stress_bit_for_bit() {
+        use crate::test_rng::Rng;
+        let cash = AssetParams::new(
+            Haircuts::new(0.0, 0.0, 0.0).unwrap(),
+            true,
+            SizeTiers::default(),
+        );
+        let btc = AssetParams::new(
+            Haircuts::new(0.6, 0.5, 0.4).unwrap(),
+            true,
+            SizeTiers::new(&[(0.0, 1.0), (200_000.0, 0.5)]).unwrap(),
+        );
+        let tiers = TierTable::new(&[
+            (0.0, 0.004, 125.0),
+            (50_000.0, 0.005, 100.0),
+            (250_000.0, 0.01, 50.0),
+            (1_000_000.0, 0.025, 20.0),
+        ])
+        .unwrap();
+        let params = EngineParams::new(
+            vec![cash, btc],
+            vec![
+                PerpetualParams::new(ContractKind::Linear, 0.001, 0, tiers.clone()).unwrap(),
+                PerpetualParams::new(ContractKind::Inverse, 100.0, 1, tiers).unwrap(),
+            ],
+            CallTarget::Initial,
+        )
+        .unwrap();
+        let moves = [
+            -0.9, -0.6, -0.3, -0.1, -0.02, 0.0, 0.01, 0.05, 0.2, 0.5, 1.0, 3.0,
+        ];
+        let asset_prices: Vec<f64> = moves
+            .iter()
+            .flat_map(|m| [1.0, 60_000.0 * (1.0 + m)])
+            .collect();
+        let marks: Vec<f64> = moves
+            .iter()
+            .flat_map(|m| [60_000.0 * (1.0 + m); 2])
+            .collect();
+        let scenarios = Scenarios {
+            count: moves.len(),
+            asset_prices: &asset_prices,
+            marks: &marks,
+        };
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        for n_accounts in [7, BLOCK + 3, 2 * BLOCK + 101] {
+            let mut holdings = Vec::new();
+            let mut positions = Vec::new();
+            let mut isolated = Vec::new();
+            for account in 0..n_accounts as u32 {
+                holdings.push((account, 0, rng.below(60_000) as f64 - 20_000.0));
+                if rng.below(2) == 0 {
+                    holdings.push((account, 1, rng.below(800) as f64 / 100.0));
+                }
+                for _ in 0..rng.below(7) {
+                    let qty = match rng.below(8) {
+                        0 => 0.0,
+                        k => (rng.below(20_000) as f64 + 1.0) * if k % 2 == 0 { 1.0 } else { -1.0 },
+                    };
+                    let entry = 40_000.0 + rng.below(40_000) as f64;
+                    positions.push((account, rng.below(2) as u32, qty, entry));
+                    isolated.push(if rng.below(3) == 0 {
+                        rng.below(5_000) as f64
+                    } else {
+                        f64::NAN
+                    });
+                }
+            }
+            let credit = vec![f64::INFINITY; n_accounts];
+            let owned = TestBook::new(&credit, &holdings, &positions, Some(&isolated));
+            let book = owned.book(&params);
+            let lanes = stress_with(&params, &book, &scenarios, true, true).unwrap();
+            let one_row = stress_with(&params, &book, &scenarios, true, false).unwrap();
+            let bits = |r: &StressResult| {
+                let mut bits: Vec<u64> = r.min_equity.iter().map(|x| x.to_bits()).collect();
+                for t in &r.totals {
+                    bits.extend(t.accounts_by_status);
+                    bits.push(t.isolated_liquidations);
+                    bits.extend([t.call_amount, t.insurance_draw, t.broker_loss].map(f64::to_bits));
+                }
+                bits
+            };
+            assert!(bits(&lanes) == bits(&one_row), "{n_accounts} accounts");
+            // The scenarios reach every status and liquidate isolated positions.
+            let reached: u64 = lanes.totals.iter().map(|t| t.accounts_by_status[3]).sum();
+            assert!(reached > 0 && lanes.totals.iter().any(|t| t.isolated_liquidations > 0));
+        }
+    }
 
     #[test]
     fn loan_and_cross_perpetual_under_two_falls() {
