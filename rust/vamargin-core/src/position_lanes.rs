@@ -324,192 +324,127 @@ mod avx512 {
         }
     }
 
-    /// Rows through the margins step, in a function compiled with the AVX-512 features
+    /// A step over the registers of some rows: whole registers, then (`WHOLE` false) the
+    /// last rows, fewer than a register, padded to one (a quantity of 0: an empty row)
+    /// and written back as far as the rows go.
+    trait Registers {
+        fn rows(&self) -> usize;
+        fn step<const WHOLE: bool>(&mut self, start: usize);
+    }
+
+    /// Every register of a step's rows, in a function compiled with the AVX-512 features
     /// (the step is in line there: no call per register).
+    struct Run<R>(R);
+
+    impl<R: Registers> WithSimd for Run<R> {
+        type Output = ();
+
+        #[inline(always)]
+        fn with_simd<D: Simd>(self, _: D) {
+            let Run(mut registers) = self;
+            let n = registers.rows();
+            let whole = n - n % LANES;
+            for start in (0..whole).step_by(LANES) {
+                registers.step::<true>(start);
+            }
+            if whole < n {
+                registers.step::<false>(whole);
+            }
+        }
+    }
+
+    /// Rows through the margins step.
     struct MarginRun<'a> {
         lanes: &'a PositionLanes,
         rows: MarginRows<'a>,
         out: MarginColumns<'a>,
     }
 
-    impl WithSimd for MarginRun<'_> {
-        type Output = ();
+    impl Registers for MarginRun<'_> {
+        fn rows(&self) -> usize {
+            self.rows.qty.len()
+        }
 
         #[inline(always)]
-        fn with_simd<D: Simd>(self, _: D) {
-            let MarginRun {
-                lanes,
-                rows,
-                mut out,
-            } = self;
-            let n = rows.qty.len();
-            let whole = n - n % LANES;
-            for start in (0..whole).step_by(LANES) {
-                margins_at(lanes, &rows, &mut out, start);
-            }
-            if whole == n {
-                return;
-            }
-            // The last rows, padded to a register with empty rows (quantity 0), through
-            // the same step into a register's worth of columns.
-            let pad = |column: &[f64]| padded(&column[whole..], 0.0);
-            let (qty, entry_price) = (pad(rows.qty), pad(rows.entry_price));
-            let instrument = padded(&rows.instrument[whole..], 0);
-            let nan = f64::NAN;
-            let leverage = rows.leverage.map(|column| padded(&column[whole..], nan));
-            let isolated_margin = rows
-                .isolated_margin
-                .map(|column| padded(&column[whole..], nan));
-            let mut figures = [[0.0; LANES]; 7];
-            let mut tier = [0u8; LANES];
-            {
-                let [notional, upnl, initial, maintenance, cross_upnl, cross_initial, cross_maintenance] =
-                    &mut figures;
-                let tail = MarginRows {
-                    qty: &qty,
-                    entry_price: &entry_price,
-                    instrument: &instrument,
-                    leverage: leverage.as_ref().map(|l| &l[..]),
-                    isolated_margin: isolated_margin.as_ref().map(|m| &m[..]),
-                };
-                let mut tail_out = MarginColumns {
-                    notional,
-                    upnl,
-                    initial_margin: initial,
-                    maintenance_margin: maintenance,
-                    tier: &mut tier,
-                    cross_upnl,
-                    cross_initial,
-                    cross_maintenance,
-                };
-                margins_at(lanes, &tail, &mut tail_out, 0);
-            }
-            let rest = n - whole;
-            let [notional, upnl, initial, maintenance, cross_upnl, cross_initial, cross_maintenance] =
-                &figures;
-            out.notional[whole..].copy_from_slice(&notional[..rest]);
-            out.upnl[whole..].copy_from_slice(&upnl[..rest]);
-            out.initial_margin[whole..].copy_from_slice(&initial[..rest]);
-            out.maintenance_margin[whole..].copy_from_slice(&maintenance[..rest]);
-            out.tier[whole..].copy_from_slice(&tier[..rest]);
-            out.cross_upnl[whole..].copy_from_slice(&cross_upnl[..rest]);
-            out.cross_initial[whole..].copy_from_slice(&cross_initial[..rest]);
-            out.cross_maintenance[whole..].copy_from_slice(&cross_maintenance[..rest]);
+        fn step<const WHOLE: bool>(&mut self, start: usize) {
+            margins_at::<WHOLE>(self.lanes, &self.rows, &mut self.out, start);
         }
     }
 
-    /// The margins step on the register of rows at `start` (a whole one).
+    /// The margins step on the register of rows at `start`.
     #[inline(always)]
-    fn margins_at(
+    fn margins_at<const WHOLE: bool>(
         lanes: &PositionLanes,
         rows: &MarginRows<'_>,
         out: &mut MarginColumns<'_>,
         start: usize,
     ) {
-        let nan = [f64::NAN; LANES];
+        let nan = f64::NAN;
         let inputs = MarginInputs {
-            qty: register(rows.qty, start),
-            entry_price: register(rows.entry_price, start),
-            instrument: register(rows.instrument, start),
-            leverage: rows.leverage.map_or(nan, |column| register(column, start)),
-            isolated_margin: rows
-                .isolated_margin
-                .map_or(nan, |column| register(column, start)),
+            qty: register::<WHOLE, _>(rows.qty, start, 0.0),
+            entry_price: register::<WHOLE, _>(rows.entry_price, start, 0.0),
+            instrument: register::<WHOLE, _>(rows.instrument, start, 0),
+            leverage: rows.leverage.map_or([nan; LANES], |column| {
+                register::<WHOLE, _>(column, start, nan)
+            }),
+            isolated_margin: rows.isolated_margin.map_or([nan; LANES], |column| {
+                register::<WHOLE, _>(column, start, nan)
+            }),
         };
         let figures = margins(lanes.simd, &lanes.tables, &inputs);
-        put(out.notional, start, &figures.notional);
-        put(out.upnl, start, &figures.upnl);
-        put(out.initial_margin, start, &figures.initial_margin);
-        put(out.maintenance_margin, start, &figures.maintenance_margin);
-        put(out.tier, start, &figures.tier);
-        put(out.cross_upnl, start, &figures.cross_upnl);
-        put(out.cross_initial, start, &figures.cross_initial);
-        put(out.cross_maintenance, start, &figures.cross_maintenance);
+        put::<WHOLE, _>(out.notional, start, &figures.notional);
+        put::<WHOLE, _>(out.upnl, start, &figures.upnl);
+        put::<WHOLE, _>(out.initial_margin, start, &figures.initial_margin);
+        put::<WHOLE, _>(out.maintenance_margin, start, &figures.maintenance_margin);
+        put::<WHOLE, _>(out.tier, start, &figures.tier);
+        put::<WHOLE, _>(out.cross_upnl, start, &figures.cross_upnl);
+        put::<WHOLE, _>(out.cross_initial, start, &figures.cross_initial);
+        put::<WHOLE, _>(out.cross_maintenance, start, &figures.cross_maintenance);
     }
 
-    /// Rows through the prices step (see [`MarginRun`]).
+    /// Rows through the prices step.
     struct PriceRun<'a> {
         lanes: &'a PositionLanes,
         rows: PriceRows<'a>,
         out: PositionPrices<'a>,
     }
 
-    impl WithSimd for PriceRun<'_> {
-        type Output = ();
+    impl Registers for PriceRun<'_> {
+        fn rows(&self) -> usize {
+            self.rows.qty.len()
+        }
 
         #[inline(always)]
-        fn with_simd<D: Simd>(self, _: D) {
-            let PriceRun {
-                lanes,
-                rows,
-                mut out,
-            } = self;
-            let n = rows.qty.len();
-            let whole = n - n % LANES;
-            for start in (0..whole).step_by(LANES) {
-                prices_at(lanes, &rows, &mut out, start);
-            }
-            if whole == n {
-                return;
-            }
-            let pad = |column: &[f64]| padded(&column[whole..], 0.0);
-            let (qty, entry_price) = (pad(rows.qty), pad(rows.entry_price));
-            let instrument = padded(&rows.instrument[whole..], 0);
-            let (upnl, notional) = (pad(rows.upnl), pad(rows.notional));
-            let mut prices = [
-                pad(out.liquidation_price),
-                pad(out.bankruptcy_price),
-                pad(out.adl_score),
-            ];
-            {
-                let [liquidation_price, bankruptcy_price, adl_score] = &mut prices;
-                let tail = PriceRows {
-                    qty: &qty,
-                    entry_price: &entry_price,
-                    instrument: &instrument,
-                    upnl: &upnl,
-                    notional: &notional,
-                };
-                let mut tail_out = PositionPrices {
-                    liquidation_price,
-                    bankruptcy_price,
-                    adl_score,
-                };
-                prices_at(lanes, &tail, &mut tail_out, 0);
-            }
-            let rest = n - whole;
-            out.liquidation_price[whole..].copy_from_slice(&prices[0][..rest]);
-            out.bankruptcy_price[whole..].copy_from_slice(&prices[1][..rest]);
-            out.adl_score[whole..].copy_from_slice(&prices[2][..rest]);
+        fn step<const WHOLE: bool>(&mut self, start: usize) {
+            prices_at::<WHOLE>(self.lanes, &self.rows, &mut self.out, start);
         }
     }
 
-    /// The prices step on the register of rows at `start` (a whole one).
+    /// The prices step on the register of rows at `start`.
     #[inline(always)]
-    fn prices_at(
+    fn prices_at<const WHOLE: bool>(
         lanes: &PositionLanes,
         rows: &PriceRows<'_>,
         out: &mut PositionPrices<'_>,
         start: usize,
     ) {
         let inputs = PriceInputs {
-            qty: register(rows.qty, start),
-            entry_price: register(rows.entry_price, start),
-            instrument: register(rows.instrument, start),
-            upnl: register(rows.upnl, start),
-            notional: register(rows.notional, start),
-            liquidation_balance: register(out.liquidation_price, start),
-            bankruptcy_balance: register(out.bankruptcy_price, start),
-            margin_balance: register(out.adl_score, start),
+            qty: register::<WHOLE, _>(rows.qty, start, 0.0),
+            entry_price: register::<WHOLE, _>(rows.entry_price, start, 0.0),
+            instrument: register::<WHOLE, _>(rows.instrument, start, 0),
+            upnl: register::<WHOLE, _>(rows.upnl, start, 0.0),
+            notional: register::<WHOLE, _>(rows.notional, start, 0.0),
+            liquidation_balance: register::<WHOLE, _>(out.liquidation_price, start, 0.0),
+            bankruptcy_balance: register::<WHOLE, _>(out.bankruptcy_price, start, 0.0),
+            margin_balance: register::<WHOLE, _>(out.adl_score, start, 0.0),
         };
         let [liquidation, bankruptcy, score] = prices(lanes.simd, &lanes.tables, &inputs);
-        put(out.liquidation_price, start, &liquidation);
-        put(out.bankruptcy_price, start, &bankruptcy);
-        put(out.adl_score, start, &score);
+        put::<WHOLE, _>(out.liquidation_price, start, &liquidation);
+        put::<WHOLE, _>(out.bankruptcy_price, start, &bankruptcy);
+        put::<WHOLE, _>(out.adl_score, start, &score);
     }
 
-    /// Rows laid out by account through the balances and the prices step (see
-    /// [`MarginRun`]).
+    /// Rows laid out by account through the balances and the prices step.
     struct BackedPriceRun<'a> {
         lanes: &'a PositionLanes,
         rows: PriceRows<'a>,
@@ -517,68 +452,20 @@ mod avx512 {
         out: PositionPrices<'a>,
     }
 
-    impl WithSimd for BackedPriceRun<'_> {
-        type Output = ();
+    impl Registers for BackedPriceRun<'_> {
+        fn rows(&self) -> usize {
+            self.rows.qty.len()
+        }
 
         #[inline(always)]
-        fn with_simd<D: Simd>(self, _: D) {
-            let BackedPriceRun {
-                lanes,
-                rows,
-                balances,
-                mut out,
-            } = self;
-            let n = rows.qty.len();
-            let whole = n - n % LANES;
-            for start in (0..whole).step_by(LANES) {
-                backed_prices_at(lanes, &rows, &balances, &mut out, start);
-            }
-            if whole == n {
-                return;
-            }
-            let pad = |column: &[f64]| padded(&column[whole..], 0.0);
-            let (qty, entry_price) = (pad(rows.qty), pad(rows.entry_price));
-            let instrument = padded(&rows.instrument[whole..], 0);
-            let (upnl, notional) = (pad(rows.upnl), pad(rows.notional));
-            let maintenance_margin = pad(balances.maintenance_margin);
-            let isolated_margin = balances
-                .isolated_margin
-                .map(|column| padded(&column[whole..], f64::NAN));
-            // The last row's account again: the padded rows' ids stay in the block.
-            let account = padded(&balances.account[whole..], balances.account[n - 1]);
-            let mut prices = [[0.0; LANES]; 3];
-            {
-                let [liquidation_price, bankruptcy_price, adl_score] = &mut prices;
-                let tail = PriceRows {
-                    qty: &qty,
-                    entry_price: &entry_price,
-                    instrument: &instrument,
-                    upnl: &upnl,
-                    notional: &notional,
-                };
-                let tail_balances = BalanceRows {
-                    account: &account,
-                    isolated_margin: isolated_margin.as_ref().map(|m| &m[..]),
-                    maintenance_margin: &maintenance_margin,
-                    backing: balances.backing,
-                };
-                let mut tail_out = PositionPrices {
-                    liquidation_price,
-                    bankruptcy_price,
-                    adl_score,
-                };
-                backed_prices_at(lanes, &tail, &tail_balances, &mut tail_out, 0);
-            }
-            let rest = n - whole;
-            out.liquidation_price[whole..].copy_from_slice(&prices[0][..rest]);
-            out.bankruptcy_price[whole..].copy_from_slice(&prices[1][..rest]);
-            out.adl_score[whole..].copy_from_slice(&prices[2][..rest]);
+        fn step<const WHOLE: bool>(&mut self, start: usize) {
+            backed_prices_at::<WHOLE>(self.lanes, &self.rows, &self.balances, &mut self.out, start);
         }
     }
 
-    /// The balances and prices of the register of rows at `start` (a whole one).
+    /// The balances and prices of the register of rows at `start`.
     #[inline(always)]
-    fn backed_prices_at(
+    fn backed_prices_at<const WHOLE: bool>(
         lanes: &PositionLanes,
         rows: &PriceRows<'_>,
         balances: &BalanceRows<'_>,
@@ -586,31 +473,35 @@ mod avx512 {
         start: usize,
     ) {
         let simd = lanes.simd;
-        let instrument = register(rows.instrument, start);
-        let upnl = register(rows.upnl, start);
+        let instrument = register::<WHOLE, _>(rows.instrument, start, 0);
+        let upnl = register::<WHOLE, _>(rows.upnl, start, 0.0);
+        let nan = f64::NAN;
+        // Padded rows take the last row's account: their ids stay in the block.
+        let last_account = balances.account.last().copied().unwrap_or(0);
+        let account = register::<WHOLE, _>(balances.account, start, last_account);
         let inputs = BalanceInputs {
-            isolated_margin: balances
-                .isolated_margin
-                .map_or([f64::NAN; LANES], |column| register(column, start)),
-            maintenance_margin: register(balances.maintenance_margin, start),
-            backing: backing_of(simd, &balances.backing, register(balances.account, start)),
+            isolated_margin: balances.isolated_margin.map_or([nan; LANES], |column| {
+                register::<WHOLE, _>(column, start, nan)
+            }),
+            maintenance_margin: register::<WHOLE, _>(balances.maintenance_margin, start, 0.0),
+            backing: backing_of(simd, &balances.backing, account),
         };
         let [liquidation_balance, bankruptcy_balance, margin_balance] =
             row_balances(simd, &lanes.tables, instrument, upnl, &inputs);
         let inputs = PriceInputs {
-            qty: register(rows.qty, start),
-            entry_price: register(rows.entry_price, start),
+            qty: register::<WHOLE, _>(rows.qty, start, 0.0),
+            entry_price: register::<WHOLE, _>(rows.entry_price, start, 0.0),
             instrument,
             upnl,
-            notional: register(rows.notional, start),
+            notional: register::<WHOLE, _>(rows.notional, start, 0.0),
             liquidation_balance,
             bankruptcy_balance,
             margin_balance,
         };
         let [liquidation, bankruptcy, score] = prices(simd, &lanes.tables, &inputs);
-        put(out.liquidation_price, start, &liquidation);
-        put(out.bankruptcy_price, start, &bankruptcy);
-        put(out.adl_score, start, &score);
+        put::<WHOLE, _>(out.liquidation_price, start, &liquidation);
+        put::<WHOLE, _>(out.bankruptcy_price, start, &bankruptcy);
+        put::<WHOLE, _>(out.adl_score, start, &score);
     }
 
     /// The backing of a register of rows' accounts (ascending book ids), figure by
@@ -642,7 +533,7 @@ mod avx512 {
                 f._mm512_set1_epi64(i64::from(low)),
             );
             for (figure, column) in figures.iter_mut().zip(columns) {
-                let eight: [f64; LANES] = register(column, base);
+                let eight: [f64; LANES] = register::<true, _>(column, base, 0.0);
                 *figure = cast(f._mm512_permutexvar_pd(offsets, cast(eight)));
             }
         } else {
@@ -665,12 +556,12 @@ mod avx512 {
         ) {
             Simd::vectorize(
                 self.simd,
-                BackedPriceRun {
+                Run(BackedPriceRun {
                     lanes: self,
                     rows,
                     balances,
                     out,
-                },
+                }),
             );
         }
 
@@ -739,11 +630,11 @@ mod avx512 {
         pub(super) fn margins_avx512(&self, rows: MarginRows<'_>, out: MarginColumns<'_>) {
             Simd::vectorize(
                 self.simd,
-                MarginRun {
+                Run(MarginRun {
                     lanes: self,
                     rows,
                     out,
-                },
+                }),
             );
         }
 
@@ -751,11 +642,11 @@ mod avx512 {
         pub(super) fn prices_avx512(&self, rows: PriceRows<'_>, out: PositionPrices<'_>) {
             Simd::vectorize(
                 self.simd,
-                PriceRun {
+                Run(PriceRun {
                     lanes: self,
                     rows,
                     out,
-                },
+                }),
             );
         }
 
@@ -771,26 +662,34 @@ mod avx512 {
         }
     }
 
-    /// The whole register of `column` at `start`.
+    /// The register of `column` at `start`: a whole one, or (`WHOLE` false) the
+    /// column's last rows padded with `fill`.
     #[inline(always)]
-    fn register<T: Copy>(column: &[T], start: usize) -> [T; LANES] {
-        column[start..start + LANES]
-            .try_into()
-            .expect("a register of rows")
+    fn register<const WHOLE: bool, T: Copy>(column: &[T], start: usize, fill: T) -> [T; LANES] {
+        if WHOLE {
+            column[start..start + LANES]
+                .try_into()
+                .expect("a register of rows")
+        } else {
+            let rest = &column[start..];
+            let n = rest.len().min(LANES);
+            let mut lanes = [fill; LANES];
+            lanes[..n].copy_from_slice(&rest[..n]);
+            lanes
+        }
     }
 
-    /// The last rows of a column (fewer than a register), padded with `fill`.
+    /// Writes a register back to `column` at `start`: all of it, or (`WHOLE` false) as
+    /// many lanes as the column has rows left.
     #[inline(always)]
-    fn padded<T: Copy>(rest: &[T], fill: T) -> [T; LANES] {
-        let mut lanes = [fill; LANES];
-        lanes[..rest.len()].copy_from_slice(rest);
-        lanes
-    }
-
-    /// Writes a register back to `column` at `start` (a whole one).
-    #[inline(always)]
-    fn put<T: Copy>(column: &mut [T], start: usize, lanes: &[T; LANES]) {
-        column[start..start + LANES].copy_from_slice(lanes);
+    fn put<const WHOLE: bool, T: Copy>(column: &mut [T], start: usize, lanes: &[T; LANES]) {
+        if WHOLE {
+            column[start..start + LANES].copy_from_slice(lanes);
+        } else {
+            let rest = &mut column[start..];
+            let n = rest.len().min(LANES);
+            rest[..n].copy_from_slice(&lanes[..n]);
+        }
     }
 
     /// The ids of a register of rows, widened for the permutations.
