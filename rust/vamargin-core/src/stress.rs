@@ -321,15 +321,15 @@ impl Prepared {
         self.ends.len()
     }
 
-    /// The `i`-th account at one scenario's `asset_prices` and `quotes`.
-    #[inline]
-    fn account(
+    /// Where the `i`-th account's cross and isolated rows start and end, and its
+    /// holdings valued at `asset_prices`.
+    #[inline(always)]
+    fn positions_and_holdings(
         &self,
         params: &EngineParams,
         i: usize,
         asset_prices: &[f64],
-        quotes: &[Quote<'_>],
-    ) -> StressedAccount {
+    ) -> ([usize; 2], [usize; 2], HoldingTotals) {
         let [holdings_start, cross_start, isolated_start] = match i {
             0 => [0; 3],
             _ => self.ends[i - 1],
@@ -340,6 +340,24 @@ impl Prepared {
             asset_prices,
             self.holdings[holdings_start..holdings_end].iter().copied(),
         );
+        (
+            [cross_start, isolated_start],
+            [cross_end, isolated_end],
+            held,
+        )
+    }
+
+    /// The `i`-th account at one scenario's `asset_prices` and `quotes`.
+    #[inline]
+    fn account(
+        &self,
+        params: &EngineParams,
+        i: usize,
+        asset_prices: &[f64],
+        quotes: &[Quote<'_>],
+    ) -> StressedAccount {
+        let ([cross_start, isolated_start], [cross_end, isolated_end], held) =
+            self.positions_and_holdings(params, i, asset_prices);
         let margins = |position: &PreparedPosition| {
             let quote = &quotes[position.contract as usize];
             let figures = position.terms.margins(quote.contract, &quote.mark);
@@ -377,16 +395,8 @@ impl Prepared {
         quotes: &[Quote<'_>],
         figures: &BlockFigures,
     ) -> StressedAccount {
-        let [holdings_start, cross_start, isolated_start] = match i {
-            0 => [0; 3],
-            _ => self.ends[i - 1],
-        };
-        let [holdings_end, cross_end, isolated_end] = self.ends[i];
-        let held = sum_holdings(
-            params,
-            asset_prices,
-            self.holdings[holdings_start..holdings_end].iter().copied(),
-        );
+        let ([cross_start, isolated_start], [cross_end, isolated_end], held) =
+            self.positions_and_holdings(params, i, asset_prices);
         let (upnl, initial, maintenance) = (
             figures.cross.figure(4),
             figures.cross.figure(5),
@@ -623,6 +633,17 @@ mod tests {
     use crate::test_book::TestBook;
     use crate::tiers::{SizeTiers, TierTable};
 
+    /// USD (no haircut) and BTC (haircuts 60/50/40, credited by `btc_tiers`).
+    fn cash_and_btc(btc_tiers: SizeTiers) -> (AssetParams, AssetParams) {
+        let cash = AssetParams::new(
+            Haircuts::new(0.0, 0.0, 0.0).unwrap(),
+            true,
+            SizeTiers::default(),
+        );
+        let btc = AssetParams::new(Haircuts::new(0.6, 0.5, 0.4).unwrap(), true, btc_tiers);
+        (cash, btc)
+    }
+
     /// Stress with the margins lane step gives the one-row steps' totals and lowest
     /// equities bit for bit: 3 books of up to 3 blocks, linear and inverse contracts of
     /// several brackets, cross and isolated positions, loans, and 12 scenarios from a
@@ -630,16 +651,7 @@ mod tests {
     #[test]
     fn the_lane_steps_give_the_one_row_stress_bit_for_bit() {
         use crate::test_rng::Rng;
-        let cash = AssetParams::new(
-            Haircuts::new(0.0, 0.0, 0.0).unwrap(),
-            true,
-            SizeTiers::default(),
-        );
-        let btc = AssetParams::new(
-            Haircuts::new(0.6, 0.5, 0.4).unwrap(),
-            true,
-            SizeTiers::new(&[(0.0, 1.0), (200_000.0, 0.5)]).unwrap(),
-        );
+        let (cash, btc) = cash_and_btc(SizeTiers::new(&[(0.0, 1.0), (200_000.0, 0.5)]).unwrap());
         let tiers = TierTable::new(&[
             (0.0, 0.004, 125.0),
             (50_000.0, 0.005, 100.0),
@@ -721,16 +733,7 @@ mod tests {
     fn loan_and_cross_perpetual_under_two_falls() {
         // Assets: USD (cash), BTC (haircuts 60/50/40). One perpetual on BTC settled in USD,
         // 1% maintenance, 50x.
-        let cash = AssetParams::new(
-            Haircuts::new(0.0, 0.0, 0.0).unwrap(),
-            true,
-            SizeTiers::default(),
-        );
-        let btc = AssetParams::new(
-            Haircuts::new(0.6, 0.5, 0.4).unwrap(),
-            true,
-            SizeTiers::default(),
-        );
+        let (cash, btc) = cash_and_btc(SizeTiers::default());
         let tiers = TierTable::new(&[(0.0, 0.01, 50.0)]).unwrap();
         let params = EngineParams::new(
             vec![cash, btc],
