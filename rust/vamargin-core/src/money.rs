@@ -95,7 +95,7 @@ pub(crate) const ESTIMATE_MAX_QUOTIENT: f64 = (1u64 << 49) as f64;
 pub(crate) const ROUNDING_SHIFT: f64 = (3u64 << 51) as f64;
 
 /// `x` rounded to the nearest integer (ties to even), as `i64`, for `|x| < 2^51`: adding
-/// [`ROUNDING_SHIFT`] leaves the integer in the low bits, so no conversion instruction
+/// `ROUNDING_SHIFT` leaves the integer in the low bits, so no conversion instruction
 /// (nor its handling of NaN and overflow) is needed. Beyond that range the result is
 /// meaningless, but every step wraps rather than overflows.
 #[inline(always)]

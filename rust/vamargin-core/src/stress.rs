@@ -12,7 +12,7 @@
 //! `q·cs`, entry term and leverage, holdings as pairs, cross and isolated rows apart), so
 //! a scenario reads only that and its prices. Where the CPU has AVX-512, a block's
 //! positions are priced under a scenario eight rows at a time (the revaluation's margins
-//! step, [`crate::position_lanes`]) before its accounts are summed. Every figure is
+//! step, `position_lanes`) before its accounts are summed. Every figure is
 //! bitwise a revaluation's at the same prices. Block totals are added in block order, so results are bitwise
 //! identical for any number of threads.
 //!

@@ -5,10 +5,10 @@
 //! status; then per position the liquidation and bankruptcy prices and ADL score, which
 //! need the account's totals. A book whose positions are laid out by account does all
 //! three in one pass over blocks of accounts; any other book in three parallel sweeps
-//! (see [`Walk`]).
+//! (see `Walk`).
 //!
 //! The per-row steps (a position's margins, balances and prices) run eight rows at a time
-//! where the CPU has AVX-512 (see [`crate::position_lanes`]), with the same bits as the
+//! where the CPU has AVX-512 (see `position_lanes`), with the same bits as the
 //! one-row steps here.
 //!
 //! Money here is `f64` in the reporting currency (risk measures, not cash movements).
@@ -455,7 +455,7 @@ pub fn revalue_into(
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Steps {
     /// Eight rows at a time where the CPU has AVX-512 and the contracts fit its tables
-    /// (see [`crate::position_lanes`]); else one.
+    /// (see `position_lanes`); else one.
     Best,
     /// One row at a time (asked for by `VAMARGIN_SCALAR_ROWS`, for A/B timing).
     Scalar,
