@@ -282,11 +282,34 @@ impl PositionLanes {
         #[cfg(not(target_arch = "x86_64"))]
         let _ = (rows, balances, out);
     }
+}
 
-    /// Whether `VAMARGIN_SCALAR_ROWS` asks for the scalar steps (for A/B timing; any
-    /// value but empty or `0`).
-    pub(crate) fn disabled_by_environment() -> bool {
-        std::env::var_os("VAMARGIN_SCALAR_ROWS").is_some_and(|v| !v.is_empty() && v != "0")
+/// How a kernel runs its per-row steps. Both give the same bits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Steps {
+    /// Eight rows at a time where the CPU has AVX-512 and the contracts fit the tables;
+    /// else one.
+    Best,
+    /// One row at a time.
+    Scalar,
+}
+
+impl Steps {
+    /// [`Steps::Scalar`] when `VAMARGIN_SCALAR_ROWS` asks for it (for A/B timing; any
+    /// value but empty or `0`), else [`Steps::Best`].
+    pub(crate) fn from_environment() -> Self {
+        match std::env::var_os("VAMARGIN_SCALAR_ROWS") {
+            Some(v) if !v.is_empty() && v != "0" => Steps::Scalar,
+            _ => Steps::Best,
+        }
+    }
+
+    /// The lanes for `quotes`, when these steps run eight rows at a time.
+    pub(crate) fn lanes(self, quotes: &[Quote<'_>]) -> Option<PositionLanes> {
+        match self {
+            Steps::Best => PositionLanes::new(quotes),
+            Steps::Scalar => None,
+        }
     }
 }
 

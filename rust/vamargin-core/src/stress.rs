@@ -32,7 +32,7 @@ use crate::book::{check_len, Book};
 use crate::error::{Error, Result};
 use crate::params::EngineParams;
 use crate::perp::PositionTerms;
-use crate::position_lanes::{MarginColumns, MarginRows, PositionLanes};
+use crate::position_lanes::{MarginColumns, MarginRows, PositionLanes, Steps};
 use crate::valuation::{sum_holdings, value_account, CrossSums, HoldingTotals, Quote, Status};
 
 /// Accounts per block: a block's rows are priced under every scenario before moving on.
@@ -489,30 +489,31 @@ pub fn stress(
     scenarios: &Scenarios<'_>,
     keep_min_equity: bool,
 ) -> Result<StressResult> {
-    let lanes = !PositionLanes::disabled_by_environment();
-    stress_with(params, book, scenarios, keep_min_equity, lanes)
+    stress_with(
+        params,
+        book,
+        scenarios,
+        keep_min_equity,
+        Steps::from_environment(),
+    )
 }
 
-/// [`stress`], with the margins lane step where `lanes` allows it and the CPU has it.
+/// [`stress`], its positions' margins run as `steps` says.
 fn stress_with(
     params: &EngineParams,
     book: &Book<'_>,
     scenarios: &Scenarios<'_>,
     keep_min_equity: bool,
-    lanes: bool,
+    steps: Steps,
 ) -> Result<StressResult> {
     scenarios.check(params)?;
     let quotes = Quotes::new(params, scenarios);
     let n_scenarios = scenarios.count;
     let n_accounts = book.n_accounts();
     // One per scenario (its quotes in the tables), or none.
-    let lanes: Option<Vec<PositionLanes>> = if lanes {
-        (0..n_scenarios)
-            .map(|scenario| PositionLanes::new(quotes.of(scenario)))
-            .collect()
-    } else {
-        None
-    };
+    let lanes: Option<Vec<PositionLanes>> = (0..n_scenarios)
+        .map(|scenario| steps.lanes(quotes.of(scenario)))
+        .collect();
     let lanes = lanes.as_deref();
     let mut min_equity = if keep_min_equity {
         vec![f64::INFINITY; n_accounts]
@@ -711,8 +712,8 @@ mod tests {
             let credit = vec![f64::INFINITY; n_accounts];
             let owned = TestBook::new(&credit, &holdings, &positions, Some(&isolated));
             let book = owned.book(&params);
-            let lanes = stress_with(&params, &book, &scenarios, true, true).unwrap();
-            let one_row = stress_with(&params, &book, &scenarios, true, false).unwrap();
+            let lanes = stress_with(&params, &book, &scenarios, true, Steps::Best).unwrap();
+            let one_row = stress_with(&params, &book, &scenarios, true, Steps::Scalar).unwrap();
             let bits = |r: &StressResult| {
                 let mut bits: Vec<u64> = r.min_equity.iter().map(|x| x.to_bits()).collect();
                 for t in &r.totals {

@@ -22,7 +22,7 @@ use crate::parallel::{column_bundle, for_each_chunk, SplitRows};
 use crate::params::{CallTarget, EngineParams, PerpetualParams};
 use crate::perp;
 use crate::position_lanes::{
-    AccountBacking, BalanceRows, MarginColumns, MarginRows, PositionLanes, PriceRows, LANES,
+    AccountBacking, BalanceRows, MarginColumns, MarginRows, PositionLanes, PriceRows, Steps, LANES,
 };
 
 const POSITION_CHUNK: usize = 16 * 1024;
@@ -443,22 +443,15 @@ pub fn revalue_into(
         Some(starts) => Walk::InAccountOrder(starts),
         None => Walk::Sweeps,
     };
-    let steps = if PositionLanes::disabled_by_environment() {
-        Steps::Scalar
-    } else {
-        Steps::Best
-    };
-    revalue_walking(params, book, market, columns, walk, steps, scope)
-}
-
-/// How a revaluation runs its per-row steps. Both give the same bits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Steps {
-    /// Eight rows at a time where the CPU has AVX-512 and the contracts fit its tables
-    /// (see `position_lanes`); else one.
-    Best,
-    /// One row at a time (asked for by `VAMARGIN_SCALAR_ROWS`, for A/B timing).
-    Scalar,
+    revalue_walking(
+        params,
+        book,
+        market,
+        columns,
+        walk,
+        Steps::from_environment(),
+        scope,
+    )
 }
 
 /// How [`revalue_into`] goes through the book. Both walks compute every figure with the
@@ -826,10 +819,7 @@ impl<'k, 'b> Kernel<'k, 'b> {
             .zip(market.marks)
             .map(|(contract, &mark)| Quote::new(contract, mark, market.asset_prices))
             .collect();
-        let lanes = match steps {
-            Steps::Best => PositionLanes::new(&quotes),
-            Steps::Scalar => None,
-        };
+        let lanes = steps.lanes(&quotes);
         Kernel {
             params,
             book,
