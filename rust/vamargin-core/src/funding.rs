@@ -21,6 +21,8 @@ use crate::money::{
 use crate::parallel::{column_bundle, map_chunks, SplitRows};
 use crate::params::EngineParams;
 use crate::perp::ContractKind;
+use crate::position_lanes::Steps;
+use crate::run_sum_lanes::RunSumLanes;
 
 /// Decimal places a quantity is read with when it moves money (1e-9 contract).
 pub const QTY_DECIMALS: i32 = 9;
@@ -216,7 +218,8 @@ pub fn settle_funding(
 }
 
 /// [`settle_funding`], the payments in a column from `columns` (every element is
-/// written).
+/// written). Rows go eight at a time where the CPU has AVX-512, unless
+/// `VAMARGIN_SCALAR_ROWS` asks for one at a time (the same bits either way).
 pub fn settle_funding_into(
     params: &EngineParams,
     positions: &Positions<'_>,
@@ -224,7 +227,8 @@ pub fn settle_funding_into(
     settle_decimals: &[u32],
     columns: &impl Columns,
 ) -> Result<FundingSettlement> {
-    let settler = Settler::new(params, positions, basis, settle_decimals)?;
+    let steps = Steps::from_environment();
+    let settler = Settler::new(params, positions, basis, settle_decimals, steps)?;
     let mut payments = columns.i64s(positions.qty.len());
     // Per chunk, in row order: its totals, or the error of its first bad row (so the
     // first error among them is the book's first).
@@ -250,7 +254,8 @@ pub fn settle_funding_into(
 /// When the positions are laid out by account (`groups` is sorted), each block of
 /// accounts makes its rows' payments, then sums them per account while they are in
 /// cache; otherwise the payments are made, then summed. The payments column comes from
-/// `columns`.
+/// `columns`. Rows go eight at a time where the CPU has AVX-512 (payments and sums),
+/// unless `VAMARGIN_SCALAR_ROWS` asks for one at a time (the same results either way).
 pub fn settle_funding_by_account(
     params: &EngineParams,
     positions: &Positions<'_>,
@@ -258,6 +263,28 @@ pub fn settle_funding_by_account(
     basis: FundingBasis<'_>,
     settle_decimals: &[u32],
     columns: &impl Columns,
+) -> Result<(FundingSettlement, AccountSumBlocks)> {
+    let steps = Steps::from_environment();
+    settle_funding_by_account_with(
+        params,
+        positions,
+        groups,
+        basis,
+        settle_decimals,
+        columns,
+        steps,
+    )
+}
+
+/// [`settle_funding_by_account`] with its rows' `steps`.
+fn settle_funding_by_account_with(
+    params: &EngineParams,
+    positions: &Positions<'_>,
+    groups: &Grouping,
+    basis: FundingBasis<'_>,
+    settle_decimals: &[u32],
+    columns: &impl Columns,
+    steps: Steps,
 ) -> Result<(FundingSettlement, AccountSumBlocks)> {
     if groups.n_rows() != positions.qty.len() {
         return Err(Error::LengthMismatch {
@@ -280,8 +307,13 @@ pub fn settle_funding_by_account(
         )?;
         return Ok((settlement, sums));
     };
-    let settler = Settler::new(params, positions, basis, settle_decimals)?;
+    let settler = Settler::new(params, positions, basis, settle_decimals, steps)?;
     let mut payments = columns.i64s(positions.qty.len());
+    // The runs eight rows at a time, where the steps and the CPU allow.
+    let run_lanes = match steps {
+        Steps::Best => RunSumLanes::new(&settle_of),
+        Steps::Scalar => None,
+    };
     // Per block, in account order: its totals and its accounts' sums (`None` when an
     // account's total overflowed), or the error of its first bad row.
     let work = |first: usize, block: AccountPayments<'_>| {
@@ -296,7 +328,14 @@ pub fn settle_funding_by_account(
         // them) are usually in account then settle asset order too: each (account, asset)
         // is then one run of rows.
         let key_of = |row: usize| settle_of[instrument[row] as usize];
-        let summed = match sum_sorted_runs(first, starts, n_assets, key_of, payments) {
+        let in_lanes = run_lanes
+            .as_ref()
+            .and_then(|lanes| lanes.sums(first, starts, n_assets, instrument, payments));
+        let runs = match in_lanes {
+            Some(sums) => SortedRuns::Sums(sums),
+            None => sum_sorted_runs(first, starts, n_assets, key_of, payments),
+        };
+        let summed = match runs {
             SortedRuns::Sums(sums) => Some(sums),
             SortedRuns::Overflow => None,
             SortedRuns::NotSorted => {
@@ -432,6 +471,7 @@ impl<'a> Settler<'a> {
         positions: &'a Positions<'a>,
         basis: FundingBasis<'a>,
         settle_decimals: &'a [u32],
+        steps: Steps,
     ) -> Result<Self> {
         let n_instruments = params.perpetuals.len();
         if settle_decimals.len() != params.assets.len() {
@@ -530,6 +570,7 @@ impl<'a> Settler<'a> {
                 .iter()
                 .map(|estimate| estimate.unwrap_or(Estimate::UNTRUSTED))
                 .collect(),
+            steps,
         );
         Ok(Settler {
             params,
@@ -918,7 +959,7 @@ mod tests {
         let positions = positions(&instrument, &qty);
         let settlement = settle_funding(&params, &positions, basis, &[6, 8]).unwrap();
 
-        let settler = Settler::new(&params, &positions, basis, &[6, 8]).unwrap();
+        let settler = Settler::new(&params, &positions, basis, &[6, 8], Steps::Best).unwrap();
         let (mut received, mut paid, mut units) = ([0i64; 2], [0i64; 2], [0i128; 2]);
         for (row, (&q, &id)) in qty.iter().zip(&instrument).enumerate() {
             let id = id as usize;
@@ -1091,20 +1132,24 @@ mod tests {
             let instrument_o: Vec<u32> = order.iter().map(|&r| instrument[r]).collect();
             let qty_o: Vec<f64> = order.iter().map(|&r| qty[r]).collect();
             let groups = Grouping::build(&account_o, None, n_accounts, "account").unwrap();
-            let (settlement_o, sums_o) = settle_funding_by_account(
-                &params,
-                &self::positions(&instrument_o, &qty_o),
-                &groups,
-                basis,
-                &[6, 8],
-                &Stale,
-            )
-            .unwrap();
-            assert_eq!(sums_o.concatenate(), expected_sums);
-            let payments_o: Vec<i64> = order.iter().map(|&r| expected.payments[r]).collect();
-            assert_eq!(settlement_o.payments, payments_o);
-            assert_eq!(settlement_o.house, expected.house);
-            assert_eq!(settlement_o.dust, expected.dust);
+            // Rows eight at a time (where the CPU allows) and one at a time.
+            for steps in [Steps::Best, Steps::Scalar] {
+                let (settlement_o, sums_o) = settle_funding_by_account_with(
+                    &params,
+                    &self::positions(&instrument_o, &qty_o),
+                    &groups,
+                    basis,
+                    &[6, 8],
+                    &Stale,
+                    steps,
+                )
+                .unwrap();
+                assert_eq!(sums_o.concatenate(), expected_sums, "{steps:?}");
+                let payments_o: Vec<i64> = order.iter().map(|&r| expected.payments[r]).collect();
+                assert_eq!(settlement_o.payments, payments_o);
+                assert_eq!(settlement_o.house, expected.house);
+                assert_eq!(settlement_o.dust, expected.dust);
+            }
             groups.is_sorted()
         };
         // Laid out by account, each account's rows by instrument (as a grouping by

@@ -11,6 +11,7 @@
 //! so the bits do not depend on the kernel: the tests below hold the two to each other.
 
 use crate::money::{nearest_f64, nearest_i64, Estimate};
+use crate::position_lanes::Steps;
 
 /// Rows per run: on the straight path a payment is below 2^49 and a row's quantity units
 /// below 2^51 in magnitude, so a run's sums stay below 2^58 and 2^60, within `i64`.
@@ -77,22 +78,18 @@ pub(crate) struct StraightRuns {
 }
 
 impl StraightRuns {
-    pub(crate) fn new(estimates: Vec<Estimate>) -> Self {
+    /// Runs with `steps`: eight rows at a time where they ask for it and the CPU and
+    /// the instrument count allow, else one.
+    pub(crate) fn new(estimates: Vec<Estimate>, steps: Steps) -> Self {
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = steps;
         StraightRuns {
             #[cfg(target_arch = "x86_64")]
-            wide: avx512::Kernel::new(&estimates),
+            wide: match steps {
+                Steps::Best => avx512::Kernel::new(&estimates),
+                Steps::Scalar => None,
+            },
             estimates,
-        }
-    }
-
-    /// The same runs on the one-row loop only (for tests holding the kernels to each
-    /// other).
-    #[cfg(test)]
-    fn one_row_only(estimates: Vec<Estimate>) -> Self {
-        StraightRuns {
-            estimates,
-            #[cfg(target_arch = "x86_64")]
-            wide: None,
         }
     }
 
@@ -472,8 +469,16 @@ mod tests {
             let instrument: Vec<u32> = (0..len)
                 .map(|_| rng.below(n_instruments as u64) as u32)
                 .collect();
-            let fast = run(&StraightRuns::new(estimates.clone()), &qty, &instrument);
-            let one_row = run(&StraightRuns::one_row_only(estimates), &qty, &instrument);
+            let fast = run(
+                &StraightRuns::new(estimates.clone(), Steps::Best),
+                &qty,
+                &instrument,
+            );
+            let one_row = run(
+                &StraightRuns::new(estimates, Steps::Scalar),
+                &qty,
+                &instrument,
+            );
             assert_eq!(
                 fast, one_row,
                 "case {case}: {len} rows, {n_instruments} instruments"
@@ -510,7 +515,11 @@ mod tests {
             })
             .collect();
         let instrument: Vec<u32> = (0..203).map(|r| (r * 7 % 3) as u32).collect();
-        let (on_path, payments, sums) = run(&StraightRuns::new(estimates), &qty, &instrument);
+        let (on_path, payments, sums) = run(
+            &StraightRuns::new(estimates, Steps::Best),
+            &qty,
+            &instrument,
+        );
         assert!(on_path);
         let mut expected = [RunSums::default(); 3];
         for ((&q, &id), &paid) in qty.iter().zip(&instrument).zip(&payments) {
@@ -536,9 +545,15 @@ mod tests {
         let has =
             std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512dq");
         let estimates = vec![Estimate::UNTRUSTED; 16];
-        assert_eq!(StraightRuns::new(estimates.clone()).wide.is_some(), has);
+        assert_eq!(
+            StraightRuns::new(estimates.clone(), Steps::Best)
+                .wide
+                .is_some(),
+            has
+        );
+        assert!(StraightRuns::new(estimates, Steps::Scalar).wide.is_none());
         // More instruments than its table: the one-row loop.
         let more = vec![Estimate::UNTRUSTED; 17];
-        assert!(StraightRuns::new(more).wide.is_none());
+        assert!(StraightRuns::new(more, Steps::Best).wide.is_none());
     }
 }

@@ -20,6 +20,7 @@ pub mod params;
 pub mod perp;
 mod position_lanes;
 pub mod pretrade;
+mod run_sum_lanes;
 pub mod scan;
 pub mod stress;
 #[cfg(test)]

@@ -754,7 +754,7 @@ impl CellSums {
 
     /// The most sums the accounts with the row `offsets` given can have: one per row and
     /// per key.
-    fn room(n_keys: usize, offsets: &[usize]) -> usize {
+    pub(crate) fn room(n_keys: usize, offsets: &[usize]) -> usize {
         offsets
             .windows(2)
             .map(|rows| (rows[1] - rows[0]).min(n_keys))
