@@ -73,45 +73,18 @@ impl Grouping {
             id: u64::from(account_of_row[row]),
             len: n_accounts,
         };
-        // Rows in (account, key) order, keys strictly increasing within an account: each
-        // block compares every row with the one before it, without branches, so the
-        // comparisons vectorise.
-        let sorted = rows_after_the_first(account_of_row.len()).all(|rows| {
-            let before_rows = rows.start - 1..rows.end - 1;
-            let now = &account_of_row[rows.clone()];
-            let before = &account_of_row[before_rows.clone()];
-            match key_of_row {
-                None => now
-                    .iter()
-                    .zip(before)
-                    .fold(true, |ok, (a, p)| ok & (a >= p)),
-                Some(keys) => {
-                    let keys_now = &keys[rows];
-                    let keys_before = &keys[before_rows];
-                    now.iter()
-                        .zip(before)
-                        .zip(keys_now.iter().zip(keys_before))
-                        .fold(true, |ok, ((a, p), (k, q))| {
-                            ok & ((a > p) | ((a == p) & (k > q)))
-                        })
-                }
+        // Rows in (account, key) order, keys strictly increasing within an account: the
+        // common case, found while the accounts' starts are written.
+        match sorted_offsets(account_of_row, key_of_row, n_accounts, columns) {
+            Sorted::Offsets(offsets) => {
+                return Ok(Grouping {
+                    offsets,
+                    order: None,
+                    distinct_keys: key_of_row.is_some(),
+                })
             }
-        });
-        if sorted {
-            // Accounts never decrease, so the last row holds the largest: one comparison
-            // checks the range (the first row past it is the first of the last account's).
-            if let Some(&last) = account_of_row.last() {
-                if last as usize >= n_accounts {
-                    let row = account_of_row.partition_point(|&a| (a as usize) < n_accounts);
-                    return Err(out_of_range(row));
-                }
-            }
-            // The scan asked for keys strictly increasing within each account.
-            return Ok(Grouping {
-                offsets: sorted_offsets(account_of_row, n_accounts, columns),
-                order: None,
-                distinct_keys: key_of_row.is_some(),
-            });
+            Sorted::OutOfRange(row) => return Err(out_of_range(row)),
+            Sorted::No => {}
         }
         if let Some(row) = first_id_out_of_range(account_of_row, n_accounts) {
             return Err(out_of_range(row));
@@ -257,38 +230,113 @@ fn running_sum(counts: &mut [usize]) {
     }
 }
 
-/// Where each account's rows start in rows sorted by account (plus the row count at the
-/// end): blocks of accounts in parallel, each finding its first row by binary search and
-/// then walking forward.
-fn sorted_offsets(account_of_row: &[u32], n_accounts: usize, columns: &impl Columns) -> Vec<usize> {
+/// Rows [`sorted_offsets`] walks between two looks at whether they were in order.
+const ORDER_PIECE: usize = 4096;
+
+/// What [`sorted_offsets`] found.
+enum Sorted {
+    /// The rows are in order: where each account's rows start, plus the row count.
+    Offsets(Vec<usize>),
+    /// The rows are in order up to this one, the first whose account is not below the
+    /// account count.
+    OutOfRange(usize),
+    /// The rows are not in order.
+    No,
+}
+
+/// Where each account's rows start (plus the row count at the end), if the rows are in
+/// order: accounts never decreasing and, with `key_of_row`, keys strictly increasing
+/// within an account. Blocks of accounts in parallel, each finding its rows by binary
+/// search, then walking them once: every row is compared with the one before it, and
+/// each row of an account whose start lies after it in the block writes its end there
+/// (the last row's write stays); a running maximum then carries the starts over accounts
+/// without rows. No branch depends on the rows. The maximum is carried in a register:
+/// read back from the slot just written, it waited on the store each account.
+///
+/// The binary searches assume the order the walks check. Each block's last search is the
+/// next block's first, so the blocks' rows tile the rows below the first of an account
+/// past the count, and every row is compared with the one before it; a block whose
+/// search went backwards, or a row outside its block's accounts, is out of order.
+fn sorted_offsets(
+    account_of_row: &[u32],
+    key_of_row: Option<&[u32]>,
+    n_accounts: usize,
+    columns: &impl Columns,
+) -> Sorted {
+    let start_of = |account: usize| account_of_row.partition_point(|&a| (a as usize) < account);
     let mut offsets = columns.usizes(n_accounts + 1);
-    offsets
+    let in_order = offsets
         .par_chunks_mut(SCAN_BLOCK)
         .enumerate()
-        .for_each(|(block, out)| {
+        .map(|(block, out)| {
             // The column may hold stale values: accounts without rows need a 0 here.
             out.fill(0);
             // `out[i]` is where account `first + i` starts: the number of rows of the
-            // accounts before it. Each row of an account whose start lies after it in this
-            // block writes its end there (the last row's write stays), then a running
-            // maximum carries the starts over accounts without rows. No branch depends on
-            // how many rows an account has. (The maximum is carried in a register: read
-            // back from the slot just written, it waited on the store each account.)
+            // accounts before it.
             let first = block * SCAN_BLOCK;
-            let start_of =
-                |account: usize| account_of_row.partition_point(|&a| (a as usize) < account);
-            let rows = start_of(first)..start_of(first + out.len() - 1);
+            // The block walks the rows of its accounts: of its last slot's account too,
+            // whose end is where the next block starts, except in the last block, whose
+            // last slot is the end of the rows of every account.
+            let past = if first + out.len() > n_accounts {
+                first + out.len() - 1
+            } else {
+                first + out.len()
+            };
+            let rows = start_of(first)..start_of(past);
+            if rows.start > rows.end {
+                return false;
+            }
+            let rows_end = rows.end;
             out[0] = rows.start;
-            for (row, &account) in account_of_row[rows.clone()].iter().enumerate() {
-                out[account as usize - first + 1] = rows.start + row + 1;
+            let (accounts, ends) = (past - first, out.len() - 1);
+            // In pieces, so that rows out of order stop the walk early. A piece's rows
+            // are compared with the rows before them in one loop without branches (it
+            // vectorises), then write their ends: while they are in cache.
+            for piece in rows.step_by(ORDER_PIECE) {
+                let end = (piece + ORDER_PIECE).min(rows_end);
+                let compared = piece.max(1)..end.max(1);
+                let before = compared.start - 1..compared.end - 1;
+                let now = &account_of_row[compared.clone()];
+                let then = &account_of_row[before.clone()];
+                let in_order = match key_of_row {
+                    None => now.iter().zip(then).fold(true, |ok, (a, p)| ok & (a >= p)),
+                    Some(keys) => now
+                        .iter()
+                        .zip(then)
+                        .zip(keys[compared].iter().zip(&keys[before]))
+                        .fold(true, |ok, ((a, p), (k, q))| {
+                            ok & ((a > p) | ((a == p) & (k > q)))
+                        }),
+                };
+                // In order, the piece's accounts lie between its first and last rows'.
+                let slot = |row: usize| (account_of_row[row] as usize).wrapping_sub(first);
+                if !in_order || slot(piece) >= accounts || slot(end - 1) >= accounts {
+                    return false;
+                }
+                for (row, &account) in (piece..).zip(&account_of_row[piece..end]) {
+                    // Account `first + i` ends where slot `i + 1` starts.
+                    let slot = account as usize - first;
+                    if slot < ends {
+                        out[slot + 1] = row + 1;
+                    }
+                }
             }
             let mut start = 0;
             for slot in out.iter_mut() {
                 start = start.max(*slot);
                 *slot = start;
             }
-        });
-    offsets
+            true
+        })
+        .all(|in_order| in_order);
+    if !in_order {
+        return Sorted::No;
+    }
+    let past = start_of(n_accounts);
+    if past < account_of_row.len() {
+        return Sorted::OutOfRange(past);
+    }
+    Sorted::Offsets(offsets)
 }
 
 /// Most bits per digit of [`radix_grouping`]: at most 2048 buckets, whose write
@@ -1018,6 +1066,7 @@ pub fn first_repeated_key(keys: &[u32], groups: &Grouping, qty: Option<&[f64]>) 
 mod tests {
     use super::*;
     use crate::columns::Stale;
+    use crate::test_rng::Rng;
 
     #[test]
     fn grouping_keeps_row_order_within_each_account() {
@@ -1191,6 +1240,113 @@ mod tests {
         assert_eq!(err.unwrap_err(), out_of_range(3, 3));
         let err = Grouping::build(&[1, 6, 0, 2], None, 2, "positions.account").unwrap_err();
         assert_eq!(err, out_of_range(1, 6));
+    }
+
+    #[test]
+    fn sorted_offsets_agree_with_a_plain_scan() {
+        // Accounts in order over several blocks of accounts (runs of empty ones too),
+        // then disturbed: a row moved back or past its block's accounts, a key repeated,
+        // an account past the count at the end or in the middle. Each grouping is what a
+        // row-by-row scan says: sorted with the counted offsets, the first row out of
+        // range, or grouped through an order (which the sort's tests cover).
+        let mut rng = Rng(0x5851_f42d_4c95_7f2d);
+        let n_accounts = 2 * SCAN_BLOCK + 300;
+        for case in 0..40 {
+            let mut account = Vec::new();
+            let mut keys = Vec::new();
+            for a in 0..n_accounts as u32 {
+                let n = [0, 0, 1, 2, 3][rng.below(5) as usize];
+                account.extend(std::iter::repeat_n(a, n));
+                keys.extend(1..=n as u32);
+            }
+            let rows = account.len();
+            let row = rng.below(rows as u64) as usize;
+            match case % 5 {
+                0 => {}
+                1 => account[row] = account[row].saturating_sub(1 + rng.below(3) as u32),
+                2 => account[row] += SCAN_BLOCK as u32,
+                3 => keys[row] = keys[row.saturating_sub(1)],
+                _ => account[row] = n_accounts as u32 + rng.below(2) as u32,
+            }
+            let with_keys = case % 2 == 0;
+            let key = |r: usize| if with_keys { keys[r] } else { 0 };
+            let in_order = (1..rows).all(|r| {
+                let (a, p) = (account[r], account[r - 1]);
+                a > p || (a == p && (!with_keys || key(r) > key(r - 1)))
+            });
+            let first_out = account.iter().position(|&a| a as usize >= n_accounts);
+            let got = Grouping::build(
+                &account,
+                with_keys.then_some(&keys[..]),
+                n_accounts,
+                "account",
+            );
+            match (first_out, got) {
+                (Some(r), Err(err)) => assert_eq!(
+                    err,
+                    Error::IdOutOfRange {
+                        column: "account",
+                        row: r,
+                        id: u64::from(account[r]),
+                        len: n_accounts,
+                    },
+                    "case {case}"
+                ),
+                (None, Ok(groups)) => {
+                    assert_eq!(groups.is_sorted(), in_order, "case {case}");
+                    let mut expected = vec![0usize; n_accounts + 1];
+                    for &a in &account {
+                        expected[a as usize + 1] += 1;
+                    }
+                    for a in 0..n_accounts {
+                        expected[a + 1] += expected[a];
+                    }
+                    assert_eq!(groups.offsets, expected, "case {case}");
+                }
+                (want, got) => panic!("case {case}: out of range at {want:?}, got {got:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn sorted_offsets_agree_with_a_plain_scan_on_every_short_table() {
+        // Two blocks of accounts, and every table of up to four rows over accounts at
+        // the blocks' edges and past the count: the binary searches then meet tables out
+        // of order, ranges past rows out of range, and blocks whose search goes back.
+        let n_accounts = SCAN_BLOCK + 2;
+        let values =
+            [0, 1, SCAN_BLOCK - 1, SCAN_BLOCK, n_accounts, n_accounts + 1].map(|a| a as u32);
+        let mut checked = 0;
+        for len in 0..=4u32 {
+            for code in 0..values.len().pow(len) {
+                let account: Vec<u32> = (0..len)
+                    .map(|i| values[code / values.len().pow(i) % values.len()])
+                    .collect();
+                let got = Grouping::build(&account, None, n_accounts, "account");
+                match account.iter().position(|&a| a as usize >= n_accounts) {
+                    Some(row) => assert_eq!(
+                        got.unwrap_err(),
+                        Error::IdOutOfRange {
+                            column: "account",
+                            row,
+                            id: u64::from(account[row]),
+                            len: n_accounts,
+                        },
+                        "{account:?}"
+                    ),
+                    None => {
+                        let groups = got.unwrap();
+                        let in_order = account.windows(2).all(|pair| pair[0] <= pair[1]);
+                        assert_eq!(groups.is_sorted(), in_order, "{account:?}");
+                        let mut rows = groups.rows();
+                        rows.sort_unstable();
+                        assert_eq!(rows, (0..account.len()).collect::<Vec<_>>(), "{account:?}");
+                    }
+                }
+                checked += 1;
+            }
+        }
+        assert_eq!(checked, (0..=4).map(|len| 6usize.pow(len)).sum::<usize>());
     }
 
     #[test]
