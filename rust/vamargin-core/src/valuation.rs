@@ -214,6 +214,7 @@ pub(crate) struct HoldingTotals {
 }
 
 /// Values an account's holdings and their three requirements, rows in key order.
+#[inline(always)]
 pub(crate) fn holding_totals(
     params: &EngineParams,
     book: &Book<'_>,
