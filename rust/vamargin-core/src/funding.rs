@@ -228,6 +228,18 @@ pub fn settle_funding_into(
     columns: &impl Columns,
 ) -> Result<FundingSettlement> {
     let steps = Steps::from_environment();
+    settle_funding_with(params, positions, basis, settle_decimals, columns, steps)
+}
+
+/// [`settle_funding_into`] with its rows' `steps`.
+fn settle_funding_with(
+    params: &EngineParams,
+    positions: &Positions<'_>,
+    basis: FundingBasis<'_>,
+    settle_decimals: &[u32],
+    columns: &impl Columns,
+    steps: Steps,
+) -> Result<FundingSettlement> {
     let settler = Settler::new(params, positions, basis, settle_decimals, steps)?;
     let mut payments = columns.i64s(positions.qty.len());
     // Per chunk, in row order: its totals, or the error of its first bad row (so the
@@ -297,7 +309,8 @@ fn settle_funding_by_account_with(
     // Each row's payment counts under its instrument's settle asset.
     let settle_of: Vec<u32> = params.perpetuals.iter().map(|p| p.settle_asset).collect();
     let Some(starts) = groups.row_starts() else {
-        let settlement = settle_funding_into(params, positions, basis, settle_decimals, columns)?;
+        let settlement =
+            settle_funding_with(params, positions, basis, settle_decimals, columns, steps)?;
         let sums = sum_by_account(
             groups,
             positions.instrument,
