@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import pyarrow as pa
 
 from vamargin import _core
 from vamargin._columns import (
@@ -42,17 +43,24 @@ INVESTOR_CLASSES: tuple[str, ...] = ("institutional_pi", "corporate_pi", "indivi
 
 PROFESSIONAL_CLASSES: frozenset[str] = frozenset(INVESTOR_CLASSES[:3])
 
-_EMPTY_HOLDINGS = {
-    "account_id": np.zeros(0, dtype=np.int64),
-    "asset": np.zeros(0, dtype=np.str_),
-    "amount": np.zeros(0, dtype=np.float64),
-}
-_EMPTY_POSITIONS = {
-    "account_id": np.zeros(0, dtype=np.int64),
-    "instrument": np.zeros(0, dtype=np.str_),
-    "qty": np.zeros(0, dtype=np.float64),
-    "entry_price": np.zeros(0, dtype=np.float64),
-}
+_NAMES = pa.dictionary(pa.int32(), pa.string())
+_EMPTY_HOLDINGS = pa.table(
+    {
+        "account_id": pa.array([], pa.int64()),
+        "asset": pa.array([], _NAMES),
+        "amount": pa.array([], pa.float64()),
+    }
+)
+"""The table a ``Book`` reads when it is given no holdings (built once: a job that reads
+two tables would otherwise convert an empty one on every ``Book``)."""
+_EMPTY_POSITIONS = pa.table(
+    {
+        "account_id": pa.array([], pa.int64()),
+        "instrument": pa.array([], _NAMES),
+        "qty": pa.array([], pa.float64()),
+        "entry_price": pa.array([], pa.float64()),
+    }
+)
 
 
 @dataclass(frozen=True)
