@@ -250,8 +250,9 @@ enum Sorted {
 /// search, then walking them once: every row is compared with the one before it, and
 /// each row of an account whose start lies after it in the block writes its end there
 /// (the last row's write stays); a running maximum then carries the starts over accounts
-/// without rows. No branch depends on the rows. The maximum is carried in a register:
-/// read back from the slot just written, it waited on the store each account.
+/// without rows. No branch depends on how many rows an account has. The maximum is
+/// carried in a register: read back from the slot just written, it waited on the store
+/// each account.
 ///
 /// The binary searches assume the order the walks check. Each block's last search is the
 /// next block's first, so the blocks' rows tile the rows below the first of an account
