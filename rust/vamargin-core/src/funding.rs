@@ -21,8 +21,8 @@ use crate::money::{
 use crate::parallel::{column_bundle, map_chunks, SplitRows};
 use crate::params::EngineParams;
 use crate::perp::ContractKind;
-use crate::position_lanes::Steps;
 use crate::run_sum_lanes::RunSumLanes;
+use crate::steps::Steps;
 
 /// Decimal places a quantity is read with when it moves money (1e-9 contract).
 pub const QTY_DECIMALS: i32 = 9;

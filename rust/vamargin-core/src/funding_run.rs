@@ -11,7 +11,7 @@
 //! so the bits do not depend on the kernel: the tests below hold the two to each other.
 
 use crate::money::{nearest_f64, nearest_i64, Estimate};
-use crate::position_lanes::Steps;
+use crate::steps::Steps;
 
 /// Rows per run: on the straight path a payment is below 2^49 and a row's quantity units
 /// below 2^51 in magnitude, so a run's sums stay below 2^58 and 2^60, within `i64`.

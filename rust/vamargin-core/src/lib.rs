@@ -22,6 +22,7 @@ mod position_lanes;
 pub mod pretrade;
 mod run_sum_lanes;
 pub mod scan;
+mod steps;
 pub mod stress;
 #[cfg(test)]
 mod test_book;

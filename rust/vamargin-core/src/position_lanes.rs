@@ -18,6 +18,7 @@
 //! steps.
 
 use crate::perp::ContractKind;
+use crate::steps::Steps;
 use crate::valuation::{PositionPrices, Quote};
 
 /// Contracts the tables take: two registers of eight.
@@ -284,26 +285,7 @@ impl PositionLanes {
     }
 }
 
-/// How a kernel runs its per-row steps. Both give the same bits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Steps {
-    /// Eight rows at a time where the CPU has AVX-512 and the contracts fit the tables;
-    /// else one.
-    Best,
-    /// One row at a time.
-    Scalar,
-}
-
 impl Steps {
-    /// [`Steps::Scalar`] when `VAMARGIN_SCALAR_ROWS` asks for it (for A/B timing; any
-    /// value but empty or `0`), else [`Steps::Best`].
-    pub(crate) fn from_environment() -> Self {
-        match std::env::var_os("VAMARGIN_SCALAR_ROWS") {
-            Some(v) if !v.is_empty() && v != "0" => Steps::Scalar,
-            _ => Steps::Best,
-        }
-    }
-
     /// The lanes for `quotes`, when these steps run eight rows at a time.
     pub(crate) fn lanes(self, quotes: &[Quote<'_>]) -> Option<PositionLanes> {
         match self {

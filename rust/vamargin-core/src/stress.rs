@@ -32,7 +32,8 @@ use crate::book::{check_len, Book};
 use crate::error::{Error, Result};
 use crate::params::EngineParams;
 use crate::perp::PositionTerms;
-use crate::position_lanes::{MarginColumns, MarginRows, PositionLanes, Steps};
+use crate::position_lanes::{MarginColumns, MarginRows, PositionLanes};
+use crate::steps::Steps;
 use crate::valuation::{sum_holdings, value_account, CrossSums, HoldingTotals, Quote, Status};
 
 /// Accounts per block: a block's rows are priced under every scenario before moving on.

@@ -22,8 +22,9 @@ use crate::parallel::{column_bundle, for_each_chunk, SplitRows};
 use crate::params::{CallTarget, EngineParams, PerpetualParams};
 use crate::perp;
 use crate::position_lanes::{
-    AccountBacking, BalanceRows, MarginColumns, MarginRows, PositionLanes, PriceRows, Steps, LANES,
+    AccountBacking, BalanceRows, MarginColumns, MarginRows, PositionLanes, PriceRows, LANES,
 };
+use crate::steps::Steps;
 
 const POSITION_CHUNK: usize = 16 * 1024;
 const ACCOUNT_CHUNK: usize = 2 * 1024;
