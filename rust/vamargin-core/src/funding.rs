@@ -323,10 +323,7 @@ fn settle_funding_by_account_with(
     let settler = Settler::new(params, positions, basis, settle_decimals, steps)?;
     let mut payments = columns.i64s(positions.qty.len());
     // The runs eight rows at a time, where the steps and the CPU allow.
-    let run_lanes = match steps {
-        Steps::Best => RunSumLanes::new(&settle_of),
-        Steps::Scalar => None,
-    };
+    let run_lanes = steps.lanes(|| RunSumLanes::new(&settle_of));
     // Per block, in account order: its totals and its accounts' sums (`None` when an
     // account's total overflowed), or the error of its first bad row.
     let work = |first: usize, block: AccountPayments<'_>| {

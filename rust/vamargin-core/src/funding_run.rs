@@ -85,10 +85,7 @@ impl StraightRuns {
         let _ = steps;
         StraightRuns {
             #[cfg(target_arch = "x86_64")]
-            wide: match steps {
-                Steps::Best => avx512::Kernel::new(&estimates),
-                Steps::Scalar => None,
-            },
+            wide: steps.lanes(|| avx512::Kernel::new(&estimates)),
             estimates,
         }
     }

@@ -18,7 +18,6 @@
 //! steps.
 
 use crate::perp::ContractKind;
-use crate::steps::Steps;
 use crate::valuation::{PositionPrices, Quote};
 
 /// Contracts the tables take: two registers of eight.
@@ -282,16 +281,6 @@ impl PositionLanes {
         self.prices_from_backing_avx512(rows, balances, out);
         #[cfg(not(target_arch = "x86_64"))]
         let _ = (rows, balances, out);
-    }
-}
-
-impl Steps {
-    /// The lanes for `quotes`, when these steps run eight rows at a time.
-    pub(crate) fn lanes(self, quotes: &[Quote<'_>]) -> Option<PositionLanes> {
-        match self {
-            Steps::Best => PositionLanes::new(quotes),
-            Steps::Scalar => None,
-        }
     }
 }
 

@@ -22,4 +22,13 @@ impl Steps {
             _ => Steps::Best,
         }
     }
+
+    /// `make()`'s eight-rows-at-a-time kernel when these steps ask for one (`make` says
+    /// `None` where the CPU or the kernel's tables do not allow it), else `None`.
+    pub(crate) fn lanes<T>(self, make: impl FnOnce() -> Option<T>) -> Option<T> {
+        match self {
+            Steps::Best => make(),
+            Steps::Scalar => None,
+        }
+    }
 }

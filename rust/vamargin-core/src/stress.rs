@@ -513,7 +513,7 @@ fn stress_with(
     let n_accounts = book.n_accounts();
     // One per scenario (its quotes in the tables), or none.
     let lanes: Option<Vec<PositionLanes>> = (0..n_scenarios)
-        .map(|scenario| steps.lanes(quotes.of(scenario)))
+        .map(|scenario| steps.lanes(|| PositionLanes::new(quotes.of(scenario))))
         .collect();
     let lanes = lanes.as_deref();
     let mut min_equity = if keep_min_equity {

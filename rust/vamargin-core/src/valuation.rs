@@ -821,7 +821,7 @@ impl<'k, 'b> Kernel<'k, 'b> {
             .zip(market.marks)
             .map(|(contract, &mark)| Quote::new(contract, mark, market.asset_prices))
             .collect();
-        let lanes = steps.lanes(&quotes);
+        let lanes = steps.lanes(|| PositionLanes::new(&quotes));
         Kernel {
             params,
             book,
