@@ -348,13 +348,13 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     if GATES:
         terminalreporter.section("vamargin speedup gate: peer ÷ engine, alternating rounds")
         write(f"vamargin threads: {_core.thread_count()}; the issue's target: {TARGET:g}x")
-        write(f"{'job':<24} {'size':<14} {'peer s':>8} {'engine s':>9} {'ratio':>7} {'floor':>6}")
+        write(f"{'job':<24} {'size':<22} {'peer s':>8} {'engine s':>9} {'ratio':>7} {'floor':>6}")
         for gate in GATES:
             floor = gate["floor"]
             verdict = "not gated" if floor is None else ("ok" if gate["ratio"] >= floor else "FAIL")
             shown = "-" if floor is None else f"{floor:g}x"
             write(
-                f"{gate['job']:<24} {gate['size']:<14} {gate['peer_s']:8.3f} "
+                f"{gate['job']:<24} {gate['size']:<22} {gate['peer_s']:8.3f} "
                 f"{gate['engine_s']:9.3f} {gate['ratio']:6.2f}x {shown:>6} {verdict}"
                 f"{'' if gate['ratio'] >= TARGET else ' (below 5x)'}"
             )

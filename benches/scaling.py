@@ -4,7 +4,7 @@
     python benches/scaling.py time --size 10M [--rounds 3] [--skip-peer]  # one process
     python benches/scaling.py memory --size 10M                  # peak RSS, fresh process
     python benches/scaling.py stress --size 10M --scenarios 40   # wall time and peak RSS
-    python benches/scaling.py bandwidth --size 10M               # copy bandwidth and floor
+    python benches/scaling.py bandwidth --size 10M [--job funding]  # copy bandwidth, floor
     python benches/scaling.py loop --size 10M --job revalue --ready pid  # for perf record -p
     python benches/scaling.py run --sizes 1M,3M,10M,30M --out benches/scaling.json
     python benches/scaling.py plot --json benches/scaling.json --png benches/scaling.png
@@ -25,8 +25,9 @@ process per size and thread count (1 and 2) and collects their JSON lines.
 revaluation next to the input (Arrow buffers) and output (result columns) sizes: the
 issue's budget is input + 1.5 × output. ``bandwidth`` measures the machine's copy
 bandwidth (numpy copy of 1 GiB, best of 5; one thread, and two threads each copying half)
-and the bytes a built-book revaluation must read once and write once, and prints the
-engine's built-book time as a multiple of bytes ÷ bandwidth.
+and the bytes a built-book revaluation (or, with ``--job funding``, a funding settlement
+of one interval) must read once and write once, and prints the engine's built-book time
+as a multiple of bytes ÷ bandwidth.
 
 Processes may be capped with ``--max-gib`` (``RLIMIT_AS``), so that a size that does not
 fit fails with ``MemoryError`` instead of pushing the shared machine into the OOM killer.
@@ -332,6 +333,15 @@ def copy_bandwidth(gib: float = 1.0, repeats: int = 5) -> dict[str, float]:
     }
 
 
+FUNDING_RATES = {
+    "BTC-USDT-PERP": 0.0001,
+    "ETH-USDT-PERP": 0.0003,
+    "BTC-USD-PERP": 0.000125,
+    "ETH-USD-PERP": 0.00007,
+}
+"""One funding interval (``bench_operations.RATES``)."""
+
+
 def mode_bandwidth(args: argparse.Namespace) -> dict[str, Any]:
     import vamargin as vm
     from vamargin import _core
@@ -339,26 +349,47 @@ def mode_bandwidth(args: argparse.Namespace) -> dict[str, Any]:
     config = vm.RiskConfig.hk_default()
     engine = vm.RiskEngine(config)
     tables, prices = load(args.size, args.shuffled)
-    book = vm.Book(*tables)
-    engine.revalue(book, prices)
     accounts, holdings, positions = (t.num_rows for t in tables)
-    has_leverage = "leverage" in tables[2].column_names
-    # What a built-book revaluation must read once: per position account (u32, for cross
-    # positions), instrument (u32), qty, entry price, isolated margin (f64); per holding
-    # asset (u32) and amount; per account its credit limit and the two groupings' offsets
-    # (usize); and write once: per position notional, uPnL, IM, MM, liquidation and
-    # bankruptcy price, ADL score (f64) and tier (u8); per account 11 f64 figures and the
-    # status (u8).
-    read = positions * (4 + 4 + 8 + 8 + 8 + (8 if has_leverage else 0))
-    read += holdings * (4 + 8) + accounts * (8 + 8 + 8)
-    write = positions * (7 * 8 + 1) + accounts * (11 * 8 + 1)
+    if args.job == "funding":
+        book = vm.Book(accounts=tables[0], positions=tables[2])
+
+        def job() -> Any:
+            return engine.funding(book, FUNDING_RATES, prices)
+
+        # What a built-book settlement must read once: per position its instrument (u32),
+        # quantity (f64) and, for a book not laid out by account, its place in account
+        # order (usize); per account its id (i64) and where its rows start (usize); and
+        # write once: per position the payment (i64), per (account, settle asset) sum its
+        # account id (i64), asset (u32) and amount (i64).
+        sums = len(job().by_account)
+        read = positions * (4 + 8 + (8 if args.shuffled else 0)) + accounts * (8 + 8)
+        write = positions * 8 + sums * (8 + 4 + 8)
+    elif args.job == "revalue":
+        book = vm.Book(*tables)
+
+        def job() -> Any:
+            return engine.revalue(book, prices)
+
+        job()
+        has_leverage = "leverage" in tables[2].column_names
+        # What a built-book revaluation must read once: per position account (u32, for
+        # cross positions), instrument (u32), qty, entry price, isolated margin (f64); per
+        # holding asset (u32) and amount; per account its credit limit and the two
+        # groupings' offsets (usize); and write once: per position notional, uPnL, IM, MM,
+        # liquidation and bankruptcy price, ADL score (f64) and tier (u8); per account 11
+        # f64 figures and the status (u8).
+        read = positions * (4 + 4 + 8 + 8 + 8 + (8 if has_leverage else 0))
+        read += holdings * (4 + 8) + accounts * (8 + 8 + 8)
+        write = positions * (7 * 8 + 1) + accounts * (11 * 8 + 1)
+    else:
+        raise SystemExit(f"bandwidth: no floor for --job {args.job}")
     rounds: dict[str, list[float]] = {"engine built": [], "bandwidth": []}
     bandwidths = []
     for _ in range(args.rounds):
         bandwidths.append(copy_bandwidth())
         gc.collect()
         start = time.perf_counter()
-        result = engine.revalue(book, prices)
+        result = job()
         rounds["engine built"].append(time.perf_counter() - start)
         del result
     best = max(max(b.values()) for b in bandwidths)
@@ -366,7 +397,9 @@ def mode_bandwidth(args: argparse.Namespace) -> dict[str, Any]:
     built = statistics.median(rounds["engine built"])
     return {
         "mode": "bandwidth",
+        "job": args.job,
         "size": args.size,
+        "shuffled": args.shuffled,
         "threads": _core.thread_count(),
         "positions": positions,
         "accounts": accounts,
@@ -384,7 +417,7 @@ def mode_bandwidth(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def mode_loop(args: argparse.Namespace) -> dict[str, Any]:
-    """Builds the Book, then repeats the built-book ``revalue`` (or ``stress``) for
+    """Builds the Book, then repeats the built-book ``revalue`` (or ``stress``, ``funding``) for
     ``--seconds``, for a profiler to attach to: the process id is written to
     ``--ready`` once the setup is done, one second before the loop starts."""
     import vamargin as vm
@@ -396,11 +429,12 @@ def mode_loop(args: argparse.Namespace) -> dict[str, Any]:
     book = vm.Book(*tables)
     engine.revalue(book, prices)
     sets = dict(list(shipped.standard().items())[: args.scenarios])
-    job: Callable[[], object] = (
-        (lambda: engine.stress(book, prices, sets))
-        if args.job == "stress"
-        else (lambda: engine.revalue(book, prices))
-    )
+    jobs: dict[str, Callable[[], object]] = {
+        "stress": lambda: engine.stress(book, prices, sets),
+        "revalue": lambda: engine.revalue(book, prices),
+        "funding": lambda: engine.funding(book, FUNDING_RATES, prices),
+    }
+    job = jobs[args.job]
     if args.ready:
         Path(args.ready).write_text(str(os.getpid()))
     time.sleep(1.0)
@@ -498,7 +532,7 @@ def main() -> None:
         "mode",
         choices=["generate", "time", "memory", "stress", "bandwidth", "loop", "run", "plot"],
     )
-    parser.add_argument("--job", choices=["revalue", "stress"], default="revalue")
+    parser.add_argument("--job", choices=["revalue", "stress", "funding"], default="revalue")
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--ready", default="", help="loop: file to write the pid to")
     parser.add_argument("--size", choices=sorted(SIZES), default="1M")
