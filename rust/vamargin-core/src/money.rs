@@ -752,13 +752,13 @@ impl CellSums {
         }
     }
 
-    /// The most sums the accounts with the row `offsets` given can have: one per row and
-    /// per key.
+    /// Room for the sums of the accounts with the row `offsets` given: at most one per
+    /// row, and `n_keys` per account. A bound, not a count (a count is a pass over every
+    /// account); capacity past what is written is never touched.
     pub(crate) fn room(n_keys: usize, offsets: &[usize]) -> usize {
-        offsets
-            .windows(2)
-            .map(|rows| (rows[1] - rows[0]).min(n_keys))
-            .sum()
+        let n_accounts = offsets.len().saturating_sub(1);
+        let rows = offsets.last().map_or(0, |end| end - offsets[0]);
+        rows.min(n_accounts.saturating_mul(n_keys))
     }
 
     /// Adds `amount` to the open account's sum under `key`; `None` on overflow.

@@ -18,9 +18,10 @@ fn first_where(
     bad: impl Fn(usize) -> bool,
 ) -> Option<usize> {
     let rows = |b: usize| b * BLOCK..n.min((b + 1) * BLOCK);
+    let arch = pulp::Arch::new();
     let block = (0..n.div_ceil(BLOCK))
         .into_par_iter()
-        .position_first(|b| any_bad(rows(b)))?;
+        .position_first(|b| arch.dispatch(|| any_bad(rows(b))))?;
     rows(block).find(|&row| bad(row))
 }
 
@@ -181,18 +182,21 @@ pub fn first_broken(rules: &[Rule<'_>]) -> Option<(usize, usize)> {
     assert!(rules.len() <= MAX_RULES, "at most {MAX_RULES} rules");
     let n = rules.first().map_or(0, Rule::rows);
     let rows = |b: usize| b * BLOCK..n.min((b + 1) * BLOCK);
+    let arch = pulp::Arch::new();
     let masks: Vec<u64> = (0..n.div_ceil(BLOCK))
         .into_par_iter()
         .map(|b| {
-            let block = rows(b);
-            let mut broken = 0u64;
-            for start in block.clone().step_by(SUB_BLOCK) {
-                let sub = start..block.end.min(start + SUB_BLOCK);
-                for (k, rule) in rules.iter().enumerate() {
-                    broken |= u64::from(rule.broken_in(sub.clone())) << k;
+            arch.dispatch(|| {
+                let block = rows(b);
+                let mut broken = 0u64;
+                for start in block.clone().step_by(SUB_BLOCK) {
+                    let sub = start..block.end.min(start + SUB_BLOCK);
+                    for (k, rule) in rules.iter().enumerate() {
+                        broken |= u64::from(rule.broken_in(sub.clone())) << k;
+                    }
                 }
-            }
-            broken
+                broken
+            })
         })
         .collect();
     let all = masks.iter().fold(0, |all, &mask| all | mask);
