@@ -13,7 +13,7 @@ use crate::columns::{Columns, Zeroed};
 use crate::error::{Error, Result};
 use crate::params::EngineParams;
 use crate::perp;
-use crate::scan::first_id_out_of_range;
+use crate::scan::{first_id_out_of_range, first_where};
 
 /// Rows of a table grouped by account: account `a` owns rows
 /// `order[offsets[a]..offsets[a + 1]]` (or that range itself when the table is already
@@ -297,18 +297,11 @@ fn sorted_offsets(
                 let end = (piece + ORDER_PIECE).min(rows_end);
                 let compared = piece.max(1)..end.max(1);
                 let before = compared.start - 1..compared.end - 1;
-                let now = &account_of_row[compared.clone()];
-                let then = &account_of_row[before.clone()];
-                let in_order = match key_of_row {
-                    None => now.iter().zip(then).fold(true, |ok, (a, p)| ok & (a >= p)),
-                    Some(keys) => now
-                        .iter()
-                        .zip(then)
-                        .zip(keys[compared].iter().zip(&keys[before]))
-                        .fold(true, |ok, ((a, p), (k, q))| {
-                            ok & ((a > p) | ((a == p) & (k > q)))
-                        }),
-                };
+                let in_order = pulp::Arch::new().dispatch(InOrder {
+                    now: &account_of_row[compared.clone()],
+                    then: &account_of_row[before.clone()],
+                    keys: key_of_row.map(|keys| (&keys[compared], &keys[before])),
+                });
                 // In order, the piece's accounts lie between its first and last rows'.
                 let slot = |row: usize| (account_of_row[row] as usize).wrapping_sub(first);
                 if !in_order || slot(piece) >= accounts || slot(end - 1) >= accounts {
@@ -338,6 +331,35 @@ fn sorted_offsets(
         return Sorted::OutOfRange(past);
     }
     Sorted::Offsets(offsets)
+}
+
+/// Whether each row of a piece comes after the row before it (`now[i]` after
+/// `then[i]`): accounts not decreasing and, with keys, keys strictly increasing within an
+/// account. One loop without branches, compiled for the CPU's vector features (a struct,
+/// not a closure, so that it is in line in the function `pulp` compiles with them).
+struct InOrder<'a> {
+    now: &'a [u32],
+    then: &'a [u32],
+    keys: Option<(&'a [u32], &'a [u32])>,
+}
+
+impl pulp::WithSimd for InOrder<'_> {
+    type Output = bool;
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _: S) -> bool {
+        let InOrder { now, then, keys } = self;
+        match keys {
+            None => now.iter().zip(then).fold(true, |ok, (a, p)| ok & (a >= p)),
+            Some((keys, keys_before)) => now
+                .iter()
+                .zip(then)
+                .zip(keys.iter().zip(keys_before))
+                .fold(true, |ok, ((a, p), (k, q))| {
+                    ok & ((a > p) | ((a == p) & (k > q)))
+                }),
+        }
+    }
 }
 
 /// Most bits per digit of [`radix_grouping`]: at most 2048 buckets, whose write
@@ -649,14 +671,29 @@ impl AccountIndex {
             });
         }
         let len = ids.len();
+        // Both checks are branch-free folds over blocks of ids, in parallel (see
+        // `scan::first_where`).
         let dense = ids.first().is_some_and(|&first| {
-            ids.iter()
-                .enumerate()
-                .all(|(i, &id)| first.checked_add(i as i64) == Some(id))
+            // Id `i` is `first + i` (without overflow).
+            let off = |i: usize, id: i64| !(id >= first && id.abs_diff(first) == i as u64);
+            let any_off = |rows: Range<usize>| {
+                (rows.start..)
+                    .zip(&ids[rows])
+                    .fold(false, |any, (i, &id)| any | off(i, id))
+            };
+            first_where(len, any_off, |i| off(i, ids[i])).is_none()
         });
+        // Pair `p` is the ids at `p` and `p + 1`.
+        let descends = |p: usize| ids[p] >= ids[p + 1];
+        let any_descends = |pairs: Range<usize>| {
+            let (now, next) = (&ids[pairs.clone()], &ids[pairs.start + 1..pairs.end + 1]);
+            now.iter()
+                .zip(next)
+                .fold(false, |any, (id, after)| any | (id >= after))
+        };
         let layout = if dense {
             Layout::Dense { first: ids[0] }
-        } else if ids.windows(2).all(|pair| pair[0] < pair[1]) {
+        } else if first_where(len.saturating_sub(1), any_descends, descends).is_none() {
             Layout::Ascending {
                 ids: ids.to_vec(),
                 table: OnceLock::new(),
@@ -1429,6 +1466,40 @@ mod tests {
         assert_eq!(hashed.lookup_all(&[12, 10]).unwrap(), vec![0, 1]);
         assert_eq!(dense.get(13), None);
         assert_eq!(hashed.get(-7), None);
+    }
+
+    #[test]
+    fn layouts_are_told_apart_across_blocks_and_at_the_ends_of_i64() {
+        let layout = |ids: &[i64]| match AccountIndex::build(ids).unwrap().layout {
+            Layout::Dense { .. } => "dense",
+            Layout::Ascending { .. } => "ascending",
+            Layout::Hashed(_) => "hashed",
+        };
+        // Over three blocks of the scans: contiguous, then one id off in the second.
+        let mut ids: Vec<i64> = (0..3 * SCAN_BLOCK as i64 + 5).map(|i| i - 70_000).collect();
+        assert_eq!(layout(&ids), "dense");
+        // A gap in the second block: ascending, not contiguous.
+        for id in &mut ids[SCAN_BLOCK + 7..] {
+            *id += 3;
+        }
+        assert_eq!(layout(&ids), "ascending");
+        // A descent in the last block only.
+        let n = ids.len();
+        ids.swap(n - 2, n - 1);
+        assert_eq!(layout(&ids), "hashed");
+        // first + i overflowing is not contiguous, even where it wraps onto the id.
+        assert_eq!(layout(&[i64::MAX, i64::MIN]), "hashed");
+        assert_eq!(layout(&[i64::MAX - 1, i64::MAX]), "dense");
+        assert_eq!(layout(&[i64::MIN, i64::MIN + 1]), "dense");
+        assert_eq!(layout(&[i64::MIN, i64::MAX]), "ascending");
+        assert_eq!(layout(&[7]), "dense");
+        // Below the first id by its row is not contiguous either.
+        assert_eq!(layout(&[5, 4]), "hashed");
+        // A repeat is not ascending: hashed, where it is named.
+        assert_eq!(
+            AccountIndex::build(&[3, 5, 5, 9]).unwrap_err(),
+            Error::DuplicateKey { row: 2, key: 5 }
+        );
     }
 
     #[test]

@@ -11,18 +11,38 @@ const BLOCK: usize = 64 * 1024;
 
 /// The first of `0..n` for which `bad` holds. `any_bad(range)` says whether a block has
 /// one: it runs over every row of the block without stopping early, so it can be a
-/// branch-free fold the compiler vectorises; only the block found is scanned row by row.
-fn first_where(
+/// branch-free fold the compiler vectorises (for the CPU found at run time); only the
+/// block found is scanned row by row.
+pub(crate) fn first_where(
     n: usize,
     any_bad: impl Fn(Range<usize>) -> bool + Sync,
     bad: impl Fn(usize) -> bool,
 ) -> Option<usize> {
     let rows = |b: usize| b * BLOCK..n.min((b + 1) * BLOCK);
     let arch = pulp::Arch::new();
-    let block = (0..n.div_ceil(BLOCK))
-        .into_par_iter()
-        .position_first(|b| arch.dispatch(|| any_bad(rows(b))))?;
+    let block = (0..n.div_ceil(BLOCK)).into_par_iter().position_first(|b| {
+        arch.dispatch(AnyBad {
+            any_bad: &any_bad,
+            rows: rows(b),
+        })
+    })?;
     rows(block).find(|&row| bad(row))
+}
+
+/// `any_bad(rows)` compiled for the CPU's vector features: a struct, not a closure, so
+/// that the fold is in line in the function `pulp` compiles with them.
+struct AnyBad<'a, F> {
+    any_bad: &'a F,
+    rows: Range<usize>,
+}
+
+impl<F: Fn(Range<usize>) -> bool> pulp::WithSimd for AnyBad<'_, F> {
+    type Output = bool;
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _: S) -> bool {
+        (self.any_bad)(self.rows)
+    }
 }
 
 /// A rule every row of a float column must keep.
@@ -86,7 +106,7 @@ impl Rule<'_> {
     /// Whether any row of `rows` breaks the rule: a branch-free fold over every row,
     /// which the compiler vectorises. Each kind of test gets its own fold, so the loop
     /// body is one comparison (and one more for a mask).
-    #[inline]
+    #[inline(always)]
     fn broken_in(&self, rows: Range<usize>) -> bool {
         let (values, mask, breaks) = self.parts();
         let values = &values[rows.clone()];
@@ -141,7 +161,7 @@ impl Breaks {
     }
 
     /// Whether `v` breaks the rule.
-    #[inline]
+    #[inline(always)]
     #[allow(
         clippy::neg_cmp_op_on_partial_ord,
         reason = "a negated comparison is how NaN fails the rule"
@@ -160,7 +180,7 @@ impl Breaks {
 
 /// Whether `bad` holds for some value (where `mask` is not 0, with a mask): an `|`-fold
 /// over every value, no early exit, so it vectorises.
-#[inline]
+#[inline(always)]
 fn any_breaks(values: &[f64], mask: Option<&[f64]>, bad: impl Fn(f64) -> bool) -> bool {
     match mask {
         None => values.iter().fold(false, |any, &v| any | bad(v)),
@@ -186,16 +206,9 @@ pub fn first_broken(rules: &[Rule<'_>]) -> Option<(usize, usize)> {
     let masks: Vec<u64> = (0..n.div_ceil(BLOCK))
         .into_par_iter()
         .map(|b| {
-            arch.dispatch(|| {
-                let block = rows(b);
-                let mut broken = 0u64;
-                for start in block.clone().step_by(SUB_BLOCK) {
-                    let sub = start..block.end.min(start + SUB_BLOCK);
-                    for (k, rule) in rules.iter().enumerate() {
-                        broken |= u64::from(rule.broken_in(sub.clone())) << k;
-                    }
-                }
-                broken
+            arch.dispatch(BlockRules {
+                rules,
+                block: rows(b),
             })
         })
         .collect();
@@ -207,6 +220,31 @@ pub fn first_broken(rules: &[Rule<'_>]) -> Option<(usize, usize)> {
     let block = masks.iter().position(|&mask| mask & (1 << k) != 0)?;
     let row = rows(block).find(|&row| rules[k].broken_at(row))?;
     Some((k, row))
+}
+
+/// Which of `rules` some row of `block` breaks (bit `k` for rule `k`), compiled for the
+/// CPU's vector features: a struct, not a closure, so that the loop is in line in the
+/// function `pulp` compiles with them.
+struct BlockRules<'a, 'r> {
+    rules: &'a [Rule<'r>],
+    block: Range<usize>,
+}
+
+impl pulp::WithSimd for BlockRules<'_, '_> {
+    type Output = u64;
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _: S) -> u64 {
+        let BlockRules { rules, block } = self;
+        let mut broken = 0u64;
+        for start in block.clone().step_by(SUB_BLOCK) {
+            let sub = start..block.end.min(start + SUB_BLOCK);
+            for (k, rule) in rules.iter().enumerate() {
+                broken |= u64::from(rule.broken_in(sub.clone())) << k;
+            }
+        }
+        broken
+    }
 }
 
 /// First row whose id is not below `len` (ids indexing a table of `len` rows): each block
