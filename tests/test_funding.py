@@ -845,7 +845,7 @@ def test_freed_payments_are_reused_and_live_ones_never_are() -> None:
     assert third.payments.tobytes() == kept.tobytes()
 
 
-def test_by_account_needs_one_id_per_account_of_the_grouping() -> None:
+def test_by_account_needs_one_id_per_account_and_an_account_per_position() -> None:
     config = vm.RiskConfig.hk_default()
     synthetic = synthetic_book(config, n_accounts=50, seed=2)
     book = vm.Book(synthetic.accounts, positions=synthetic.positions)
@@ -859,5 +859,15 @@ def test_by_account_needs_one_id_per_account_of_the_grouping() -> None:
             [a.minor_decimals for a in config.assets],
             rates=np.zeros(n),
             marks=np.ones(n),
-            by_account=(bound.position_groups, book.account_id[:-1]),
+            by_account=(bound.position_groups, book.account_id[:-1], book.position_account),
+        )
+    with pytest.raises(vm.DataError, match=f"funding: {book.n_positions - 1} position acc"):
+        _core.settle_funding(
+            config.engine_params,
+            bound.position_instrument,
+            book.qty,
+            [a.minor_decimals for a in config.assets],
+            rates=np.zeros(n),
+            marks=np.ones(n),
+            by_account=(bound.position_groups, book.account_id, book.position_account[1:]),
         )

@@ -204,7 +204,7 @@ def settle_funding(
     marks: _F64 | None = None,
     index_now: _F64 | None = None,
     position_index: _F64 | None = None,
-    by_account: tuple[Grouping, _I64] | None = None,
+    by_account: tuple[Grouping, _I64, _U32] | None = None,
 ) -> dict[str, Any]: ...
 def funding_house(
     params: EngineParams,

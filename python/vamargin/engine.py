@@ -195,7 +195,7 @@ class RiskEngine:
                 settle_decimals,
                 rates=rate_by_id,
                 marks=marks,
-                by_account=(bound.position_groups, book.account_id),
+                by_account=(bound.position_groups, book.account_id, book.position_account),
             )
         else:
             if book.funding_index is None:
@@ -210,7 +210,7 @@ class RiskEngine:
                 settle_decimals,
                 index_now=index_now,
                 position_index=book.funding_index,
-                by_account=(bound.position_groups, book.account_id),
+                by_account=(bound.position_groups, book.account_id, book.position_account),
             )
         return self._funding_settlement(book, bound, raw)
 

@@ -20,6 +20,7 @@ use crate::money::{
 };
 use crate::parallel::{column_bundle, map_chunks, SplitRows};
 use crate::params::EngineParams;
+use crate::partitioned_sums::sum_partitioned;
 use crate::perp::ContractKind;
 use crate::run_sum_lanes::RunSumLanes;
 use crate::steps::Steps;
@@ -259,13 +260,23 @@ fn settle_funding_with(
     settler.finish(payments, chunk_totals)
 }
 
+/// Rows from which a book not laid out by account has its payments summed by
+/// partitioning them (see `partitioned_sums`) rather than through the grouping's order.
+/// Measured on this project's 2-vCPU machine, built funding on shuffled books, the
+/// partitioned sums against the grouping's: 1.10× the time at 1M rows, 0.98× at 2M,
+/// 0.77× at 3M, 0.69× at 10M. Below that, the rows the grouping's order reads at random
+/// (12 bytes a row) stay in cache.
+const PARTITION_ROWS: usize = 1 << 21;
+
 /// [`settle_funding`], and each account's payments summed per settle asset: the
 /// settlement's postings by account, in account then asset order (as
 /// [`crate::money::sum_by_account`] gives them).
 ///
 /// When the positions are laid out by account (`groups` is sorted), each block of
 /// accounts makes its rows' payments, then sums them per account while they are in
-/// cache; otherwise the payments are made, then summed. The payments column comes from
+/// cache; otherwise the payments are made, then summed: partitioned by account first
+/// when `positions.account` gives each row's account (see `partitioned_sums`), else
+/// through the grouping. The payments column comes from
 /// `columns`. Rows go eight at a time where the CPU has AVX-512 (payments and sums),
 /// unless `VAMARGIN_SCALAR_ROWS` asks for one at a time (the same results either way).
 pub fn settle_funding_by_account(
@@ -285,10 +296,13 @@ pub fn settle_funding_by_account(
         settle_decimals,
         columns,
         steps,
+        PARTITION_ROWS,
     )
 }
 
-/// [`settle_funding_by_account`] with its rows' `steps`.
+/// [`settle_funding_by_account`] with its rows' `steps`, partitioning a book not laid
+/// out by account from `partition_rows` rows (see [`PARTITION_ROWS`]).
+#[allow(clippy::too_many_arguments)]
 fn settle_funding_by_account_with(
     params: &EngineParams,
     positions: &Positions<'_>,
@@ -297,6 +311,7 @@ fn settle_funding_by_account_with(
     settle_decimals: &[u32],
     columns: &impl Columns,
     steps: Steps,
+    partition_rows: usize,
 ) -> Result<(FundingSettlement, AccountSumBlocks)> {
     if groups.n_rows() != positions.qty.len() {
         return Err(Error::LengthMismatch {
@@ -311,13 +326,32 @@ fn settle_funding_by_account_with(
     let Some(starts) = groups.row_starts() else {
         let settlement =
             settle_funding_with(params, positions, basis, settle_decimals, columns, steps)?;
-        let sums = sum_by_account(
-            groups,
-            positions.instrument,
-            &settle_of,
-            &settlement.payments,
-            n_assets,
-        )?;
+        // Many rows are partitioned by account, then summed in cache; fewer, or without
+        // the rows' accounts, or where the sums could overflow, they are summed in
+        // account order through the grouping (where an account's overflow is found and
+        // reported).
+        let partitioned = if positions.account.is_empty() || positions.qty.len() < partition_rows {
+            None
+        } else {
+            sum_partitioned(
+                positions.account,
+                groups.n_accounts(),
+                positions.instrument,
+                &settle_of,
+                &settlement.payments,
+                n_assets,
+            )?
+        };
+        let sums = match partitioned {
+            Some(sums) => sums,
+            None => sum_by_account(
+                groups,
+                positions.instrument,
+                &settle_of,
+                &settlement.payments,
+                n_assets,
+            )?,
+        };
         return Ok((settlement, sums));
     };
     let settler = Settler::new(params, positions, basis, settle_decimals, steps)?;
@@ -1142,19 +1176,32 @@ mod tests {
             let instrument_o: Vec<u32> = order.iter().map(|&r| instrument[r]).collect();
             let qty_o: Vec<f64> = order.iter().map(|&r| qty[r]).collect();
             let groups = Grouping::build(&account_o, None, n_accounts, "account").unwrap();
-            // Rows eight at a time (where the CPU allows) and one at a time.
-            for steps in [Steps::Best, Steps::Scalar] {
+            // Rows eight at a time (where the CPU allows) and one at a time; with the rows'
+            // accounts (rows not laid out by account are partitioned by account) and
+            // without (summed through the grouping).
+            let with_accounts = Positions {
+                account: &account_o,
+                ..self::positions(&instrument_o, &qty_o)
+            };
+            let without = self::positions(&instrument_o, &qty_o);
+            // With the accounts, the rows are partitioned (from 0 rows, for this book).
+            let cases = [Steps::Best, Steps::Scalar]
+                .into_iter()
+                .flat_map(|steps| [(steps, &with_accounts, 0), (steps, &without, 0)]);
+            for (steps, positions, partition_rows) in cases {
                 let (settlement_o, sums_o) = settle_funding_by_account_with(
                     &params,
-                    &self::positions(&instrument_o, &qty_o),
+                    positions,
                     &groups,
                     basis,
                     &[6, 8],
                     &Stale,
                     steps,
+                    partition_rows,
                 )
                 .unwrap();
-                assert_eq!(sums_o.concatenate(), expected_sums, "{steps:?}");
+                let accounts = positions.account.len();
+                assert_eq!(sums_o.concatenate(), expected_sums, "{steps:?}, {accounts}");
                 let payments_o: Vec<i64> = order.iter().map(|&r| expected.payments[r]).collect();
                 assert_eq!(settlement_o.payments, payments_o);
                 assert_eq!(settlement_o.house, expected.house);

@@ -17,6 +17,7 @@ pub mod loss_allocation;
 pub mod money;
 mod parallel;
 pub mod params;
+mod partitioned_sums;
 pub mod perp;
 mod position_lanes;
 pub mod pretrade;

@@ -16,9 +16,10 @@ use crate::pool;
 
 /// Settles funding per position in minor units; `rates`+`marks` (one interval) or
 /// `index_now`+`position_index` (cumulative index), one value per instrument. With
-/// `by_account = (groups, account_id)` (the positions' grouping and the accounts'
-/// ids), also each account's payments summed per settle asset: `by_account =
-/// (account_ids, assets, amounts)`, the non-zero sums in account then asset order.
+/// `by_account = (groups, account_id, position_account)` (the positions' grouping, the
+/// accounts' ids and each position's account row), also each account's payments summed
+/// per settle asset: `by_account = (account_ids, assets, amounts)`, the non-zero sums in
+/// account then asset order.
 #[pyfunction]
 #[pyo3(signature = (params, position_instrument, qty, settle_decimals, *, rates=None, marks=None, index_now=None, position_index=None, by_account=None))]
 #[allow(clippy::too_many_arguments)]
@@ -32,7 +33,11 @@ pub fn settle_funding<'py>(
     marks: Option<PyReadonlyArray1<'py, f64>>,
     index_now: Option<PyReadonlyArray1<'py, f64>>,
     position_index: Option<PyReadonlyArray1<'py, f64>>,
-    by_account: Option<(PyRef<'py, PyGrouping>, PyReadonlyArray1<'py, i64>)>,
+    by_account: Option<(
+        PyRef<'py, PyGrouping>,
+        PyReadonlyArray1<'py, i64>,
+        PyReadonlyArray1<'py, u32>,
+    )>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let instrument = position_instrument.as_slice()?;
     let qty = qty.as_slice()?;
@@ -56,8 +61,12 @@ pub fn settle_funding<'py>(
             ))
         }
     };
+    let position_account = match &by_account {
+        Some((_, _, position_account)) => position_account.as_slice()?,
+        None => &[],
+    };
     let positions = Positions {
-        account: &[],
+        account: position_account,
         instrument,
         qty,
         entry_price: &[],
@@ -65,13 +74,20 @@ pub fn settle_funding<'py>(
         leverage: None,
     };
     let accounts = match &by_account {
-        Some((groups, account_id)) => {
+        Some((groups, account_id, _)) => {
             let account_id = account_id.as_slice()?;
             if account_id.len() != groups.inner.n_accounts() {
                 return Err(fail(&format!(
                     "{} account ids for a grouping of {} accounts",
                     account_id.len(),
                     groups.inner.n_accounts()
+                )));
+            }
+            if position_account.len() != qty.len() {
+                return Err(fail(&format!(
+                    "{} position accounts for {} positions",
+                    position_account.len(),
+                    qty.len()
                 )));
             }
             Some((&groups.inner, account_id))
