@@ -357,12 +357,12 @@ def mode_bandwidth(args: argparse.Namespace) -> dict[str, Any]:
             return engine.funding(book, FUNDING_RATES, prices)
 
         # What a built-book settlement must read once: per position its instrument (u32),
-        # quantity (f64) and, for a book not laid out by account, its place in account
-        # order (usize); per account its id (i64) and where its rows start (usize); and
-        # write once: per position the payment (i64), per (account, settle asset) sum its
-        # account id (i64), asset (u32) and amount (i64).
+        # quantity (f64) and, for a book not laid out by account, its account (u32); per
+        # account its id (i64) and where its rows start (usize); and write once: per
+        # position the payment (i64), per (account, settle asset) sum its account id
+        # (i64), asset (u32) and amount (i64).
         sums = len(job().by_account)
-        read = positions * (4 + 8 + (8 if args.shuffled else 0)) + accounts * (8 + 8)
+        read = positions * (4 + 8 + (4 if args.shuffled else 0)) + accounts * (8 + 8)
         write = positions * 8 + sums * (8 + 4 + 8)
     elif args.job == "revalue":
         book = vm.Book(*tables)

@@ -1475,7 +1475,7 @@ mod tests {
             Layout::Ascending { .. } => "ascending",
             Layout::Hashed(_) => "hashed",
         };
-        // Over three blocks of the scans: contiguous, then one id off in the second.
+        // Contiguous, over three blocks of the scans.
         let mut ids: Vec<i64> = (0..3 * SCAN_BLOCK as i64 + 5).map(|i| i - 70_000).collect();
         assert_eq!(layout(&ids), "dense");
         // A gap in the second block: ascending, not contiguous.
