@@ -20,6 +20,7 @@ from fractions import Fraction
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
@@ -851,23 +852,19 @@ def test_by_account_needs_one_id_per_account_and_an_account_per_position() -> No
     book = vm.Book(synthetic.accounts, positions=synthetic.positions)
     bound = book.bind(config)
     n = len(config.perpetuals)
+
+    def settle(account_id: npt.NDArray[np.int64], position_account: npt.NDArray[np.uint32]) -> None:
+        _core.settle_funding(
+            config.engine_params,
+            bound.position_instrument,
+            book.qty,
+            [a.minor_decimals for a in config.assets],
+            rates=np.zeros(n),
+            marks=np.ones(n),
+            by_account=(bound.position_groups, account_id, position_account),
+        )
+
     with pytest.raises(vm.DataError, match="funding: 49 account ids for a grouping of 50"):
-        _core.settle_funding(
-            config.engine_params,
-            bound.position_instrument,
-            book.qty,
-            [a.minor_decimals for a in config.assets],
-            rates=np.zeros(n),
-            marks=np.ones(n),
-            by_account=(bound.position_groups, book.account_id[:-1], book.position_account),
-        )
+        settle(book.account_id[:-1], book.position_account)
     with pytest.raises(vm.DataError, match=f"funding: {book.n_positions - 1} position acc"):
-        _core.settle_funding(
-            config.engine_params,
-            bound.position_instrument,
-            book.qty,
-            [a.minor_decimals for a in config.assets],
-            rates=np.zeros(n),
-            marks=np.ones(n),
-            by_account=(bound.position_groups, book.account_id, book.position_account[1:]),
-        )
+        settle(book.account_id, book.position_account[1:])

@@ -930,6 +930,28 @@ const SUM_GATHER: usize = 16;
 /// Accounts per parallel block of [`sum_by_account`].
 const SUM_BLOCK: usize = 4096;
 
+/// Every id's key below `n_keys` and every row's id below `key_of.len()`: what summing by
+/// key reads; the first id or row outside names its column.
+pub(crate) fn check_keys(ids: &[u32], key_of: &[u32], n_keys: usize) -> Result<()> {
+    if let Some(id) = key_of.iter().position(|&k| k as usize >= n_keys) {
+        return Err(Error::IdOutOfRange {
+            column: "key_of",
+            row: id,
+            id: u64::from(key_of[id]),
+            len: n_keys,
+        });
+    }
+    if let Some(row) = crate::scan::first_id_out_of_range(ids, key_of.len()) {
+        return Err(Error::IdOutOfRange {
+            column: "ids",
+            row,
+            id: u64::from(ids[row]),
+            len: key_of.len(),
+        });
+    }
+    Ok(())
+}
+
 /// Per account and key (an asset, usually): the sum of `amounts` over the account's rows,
 /// where row `r` counts under key `key_of[ids[r]]` (a row's instrument and the
 /// instrument's settle asset, say). Only non-zero sums are returned, so the result is
@@ -948,22 +970,7 @@ pub fn sum_by_account(
             actual: amounts.len(),
         });
     }
-    if let Some(id) = key_of.iter().position(|&k| k as usize >= n_keys) {
-        return Err(Error::IdOutOfRange {
-            column: "key_of",
-            row: id,
-            id: u64::from(key_of[id]),
-            len: n_keys,
-        });
-    }
-    if let Some(row) = crate::scan::first_id_out_of_range(ids, key_of.len()) {
-        return Err(Error::IdOutOfRange {
-            column: "ids",
-            row,
-            id: u64::from(ids[row]),
-            len: key_of.len(),
-        });
-    }
+    check_keys(ids, key_of, n_keys)?;
     // `None` from a block: an account's total overflowed.
     let blocks: Vec<AccountSums> = (0..groups.n_accounts().div_ceil(SUM_BLOCK))
         .into_par_iter()

@@ -18,7 +18,7 @@
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::money::{AccountSumBlocks, AccountSums};
+use crate::money::{check_keys, AccountSumBlocks, AccountSums};
 use crate::scan::first_id_out_of_range;
 
 /// The most buckets: their write positions stay in cache while the rows are copied.
@@ -88,26 +88,14 @@ pub(crate) fn sum_partitioned(
             });
         }
     }
-    if let Some(id) = key_of.iter().position(|&k| k as usize >= n_keys) {
+    check_keys(ids, key_of, n_keys)?;
+    if let Some(row) = first_id_out_of_range(account_of_row, n_accounts) {
         return Err(Error::IdOutOfRange {
-            column: "key_of",
-            row: id,
-            id: u64::from(key_of[id]),
-            len: n_keys,
+            column: "account_of_row",
+            row,
+            id: u64::from(account_of_row[row]),
+            len: n_accounts,
         });
-    }
-    for (column, values, len) in [
-        ("ids", ids, key_of.len()),
-        ("account_of_row", account_of_row, n_accounts),
-    ] {
-        if let Some(row) = first_id_out_of_range(values, len) {
-            return Err(Error::IdOutOfRange {
-                column,
-                row,
-                id: u64::from(values[row]),
-                len,
-            });
-        }
     }
     if n_accounts >= u32::MAX as usize {
         return Err(Error::LengthMismatch {
