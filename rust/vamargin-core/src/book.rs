@@ -265,6 +265,7 @@ fn sorted_offsets(
     columns: &impl Columns,
 ) -> Sorted {
     let start_of = |account: usize| account_of_row.partition_point(|&a| (a as usize) < account);
+    let arch = pulp::Arch::new();
     let mut offsets = columns.usizes(n_accounts + 1);
     let in_order = offsets
         .par_chunks_mut(SCAN_BLOCK)
@@ -297,7 +298,7 @@ fn sorted_offsets(
                 let end = (piece + ORDER_PIECE).min(rows_end);
                 let compared = piece.max(1)..end.max(1);
                 let before = compared.start - 1..compared.end - 1;
-                let in_order = pulp::Arch::new().dispatch(InOrder {
+                let in_order = arch.dispatch(InOrder {
                     now: &account_of_row[compared.clone()],
                     then: &account_of_row[before.clone()],
                     keys: key_of_row.map(|keys| (&keys[compared], &keys[before])),

@@ -275,10 +275,11 @@ const PARTITION_ROWS: usize = 1 << 21;
 /// When the positions are laid out by account (`groups` is sorted), each block of
 /// accounts makes its rows' payments, then sums them per account while they are in
 /// cache; otherwise the payments are made, then summed: partitioned by account first
-/// when `positions.account` gives each row's account (see `partitioned_sums`), else
-/// through the grouping. The payments column comes from
-/// `columns`. Rows go eight at a time where the CPU has AVX-512 (payments and sums),
-/// unless `VAMARGIN_SCALAR_ROWS` asks for one at a time (the same results either way).
+/// when `positions.account` gives each row's account and there are `PARTITION_ROWS`
+/// or more (see `partitioned_sums`), else through the grouping. The payments column
+/// comes from `columns`. Rows go eight at a time where the CPU has AVX-512 (payments and
+/// sums), unless `VAMARGIN_SCALAR_ROWS` asks for one at a time (the same results either
+/// way).
 pub fn settle_funding_by_account(
     params: &EngineParams,
     positions: &Positions<'_>,

@@ -148,18 +148,21 @@ pub(crate) fn sum_partitioned(
         return Ok(None);
     }
 
-    // Each bucket's rows in one run, piece after piece: each piece's share of each
-    // bucket, split off in that order.
+    // Each bucket's rows in one run (from `starts[bucket]`), piece after piece: each
+    // piece's share of each bucket, split off in that order.
     let mut copied = vec![0u64; n];
     let mut shares: Vec<Vec<&mut [u64]>> = (0..pieces.len()).map(|_| Vec::new()).collect();
+    let mut starts = Vec::with_capacity(n_buckets + 1);
     let mut rest: &mut [u64] = &mut copied;
     for bucket in 0..n_buckets {
+        starts.push(n - rest.len());
         for (piece, (counts, _, _)) in counted.iter().enumerate() {
             let (share, tail) = rest.split_at_mut(counts[bucket]);
             shares[piece].push(share);
             rest = tail;
         }
     }
+    starts.push(n);
     let mask = (1u32 << shift) - 1;
     // A bucket's accounts times the keys used fit in CELL_BITS (see `shift`).
     let cell_width = width as u32;
@@ -181,16 +184,6 @@ pub(crate) fn sum_partitioned(
         });
 
     // Each bucket's sums, in a table of its accounts' cells.
-    let mut starts = Vec::with_capacity(n_buckets + 1);
-    let mut start = 0;
-    for bucket in 0..n_buckets {
-        starts.push(start);
-        start += counted
-            .iter()
-            .map(|(counts, _, _)| counts[bucket])
-            .sum::<usize>();
-    }
-    starts.push(start);
     let blocks: Vec<AccountSums> = (0..n_buckets)
         .into_par_iter()
         .map(|bucket| {
