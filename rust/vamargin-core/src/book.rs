@@ -13,6 +13,7 @@ use crate::columns::{Columns, Zeroed};
 use crate::error::{Error, Result};
 use crate::params::EngineParams;
 use crate::perp;
+use crate::prefetch::Prefetch;
 use crate::scan::{first_id_out_of_range, first_where};
 
 /// Rows of a table grouped by account: account `a` owns rows
@@ -610,6 +611,9 @@ struct Slot {
 
 const EMPTY: u32 = u32::MAX;
 
+/// How many ids ahead of its probes a hash table build or lookup sends for a slot.
+const LOOKUP_AHEAD: usize = 16;
+
 #[inline]
 fn slot_of(key: i64, shift: u32) -> usize {
     // Fibonacci hashing: the top bits of key·2^64/φ.
@@ -624,7 +628,11 @@ impl HashTable {
         let shift = 64 - capacity.trailing_zeros();
         let mut slots = vec![Slot { key: 0, row: EMPTY }; capacity];
         let mask = capacity - 1;
+        let prefetch = Prefetch::new();
         for (row, &id) in ids.iter().enumerate() {
+            if let Some(&later) = ids.get(row + LOOKUP_AHEAD) {
+                prefetch.read(&slots[slot_of(later, shift)]);
+            }
             let mut at = slot_of(id, shift);
             loop {
                 let slot = &mut slots[at];
@@ -643,6 +651,12 @@ impl HashTable {
             }
         }
         Ok(HashTable { slots, shift })
+    }
+
+    /// Sends for the slot where a probe for `id` starts.
+    #[inline(always)]
+    fn prefetch(&self, prefetch: &Prefetch, id: i64) {
+        prefetch.read(&self.slots[slot_of(id, self.shift)]);
     }
 
     #[inline]
@@ -737,27 +751,42 @@ impl AccountIndex {
     pub fn lookup_all_into(&self, ids: &[i64], columns: &impl Columns) -> Result<Vec<u32>> {
         let mut rows = columns.u32s(ids.len());
         match &self.layout {
-            Layout::Dense { .. } => lookup_each(ids, &mut rows, |id| self.get(id))?,
+            Layout::Dense { .. } => lookup_each(ids, &mut rows, |id| self.get(id), |_| ())?,
             Layout::Ascending { ids: sorted, table } => {
                 if !merge_lookup(sorted, ids, &mut rows)? {
                     let table = table.get_or_init(|| {
                         HashTable::build(sorted).expect("ascending ids have no duplicates")
                     });
-                    lookup_each(ids, &mut rows, |id| table.get(id))?;
+                    lookup_hashed(table, ids, &mut rows)?;
                 }
             }
-            Layout::Hashed(table) => lookup_each(ids, &mut rows, |id| table.get(id))?,
+            Layout::Hashed(table) => lookup_hashed(table, ids, &mut rows)?,
         }
         Ok(rows)
     }
 }
 
-/// `ids` looked up one by one with `get` into `rows` (as long), in parallel blocks; the
-/// first unknown id is an error naming its row.
+/// `ids` looked up in `table` (see [`lookup_each`]), each id's slot sent for
+/// [`LOOKUP_AHEAD`] ids before it is probed: the probes read a table far larger than the
+/// caches at random.
+fn lookup_hashed(table: &HashTable, ids: &[i64], rows: &mut [u32]) -> Result<()> {
+    let prefetch = Prefetch::new();
+    lookup_each(
+        ids,
+        rows,
+        |id| table.get(id),
+        |id| table.prefetch(&prefetch, id),
+    )
+}
+
+/// `ids` looked up one by one with `get` into `rows` (as long), in parallel blocks, with
+/// `ahead` told of each id [`LOOKUP_AHEAD`] ids before it is looked up; the first unknown
+/// id is an error naming its row.
 fn lookup_each(
     ids: &[i64],
     rows: &mut [u32],
     get: impl Fn(i64) -> Option<u32> + Sync,
+    ahead: impl Fn(i64) + Sync,
 ) -> Result<()> {
     let first_unknown = rows
         .par_chunks_mut(SCAN_BLOCK)
@@ -765,6 +794,9 @@ fn lookup_each(
         .enumerate()
         .filter_map(|(block, (out, ids))| {
             for (i, (slot, &id)) in out.iter_mut().zip(ids).enumerate() {
+                if let Some(&later) = ids.get(i + LOOKUP_AHEAD) {
+                    ahead(later);
+                }
                 match get(id) {
                     Some(row) => *slot = row,
                     None => return Some(block * SCAN_BLOCK + i),

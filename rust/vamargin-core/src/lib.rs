@@ -20,6 +20,7 @@ pub mod params;
 mod partitioned_sums;
 pub mod perp;
 mod position_lanes;
+mod prefetch;
 pub mod pretrade;
 mod run_sum_lanes;
 pub mod scan;

@@ -24,6 +24,7 @@ use crate::perp;
 use crate::position_lanes::{
     AccountBacking, BalanceRows, MarginColumns, MarginRows, PositionLanes, PriceRows, LANES,
 };
+use crate::prefetch::Prefetch;
 use crate::steps::Steps;
 
 const POSITION_CHUNK: usize = 16 * 1024;
@@ -31,6 +32,9 @@ const ACCOUNT_CHUNK: usize = 2 * 1024;
 /// Rows (or accounts) whose scattered reads [`Walk::Sweeps`] makes together, before the
 /// work that needs them: enough loads in flight to hide most of a cache miss.
 const GATHER: usize = 16;
+/// How far ahead of its gathers [`Walk::Sweeps`] sends for scattered rows (rows, or
+/// accounts in the account pass): far enough that they arrive in time.
+const PREFETCH_AHEAD: usize = 2 * GATHER;
 /// Rows of accounts laid out by account that the one-pass walk takes through each lane
 /// step at once (more when one account has more): their figures stay in the nearest
 /// caches between the steps.
@@ -324,6 +328,89 @@ impl CrossSums {
             upnl: m.upnl * settle_price,
             initial_margin: m.initial_margin * settle_price,
             maintenance_margin: m.maintenance_margin * settle_price,
+        }
+    }
+}
+
+/// Whole triples of rows of a bundle: splits only between triples, so that every chunk
+/// of [`Walk::Sweeps`]' sweep 1 holds whole triples (its rows count must be a multiple
+/// of 3).
+struct Triples<T>(T);
+
+impl<T: SplitRows> SplitRows for Triples<T> {
+    fn rows(&self) -> usize {
+        self.0.rows() / 3
+    }
+
+    fn split_at_row(self, mid: usize) -> (Self, Self) {
+        let (left, right) = self.0.split_at_row(3 * mid);
+        (Triples(left), Triples(right))
+    }
+}
+
+/// Rewrites a chunk's cross contributions, left by figure in the three price columns
+/// (upnl, initial, maintenance), triple of rows by triple of rows so that each row's
+/// three figures lie together: row `3q + c`'s figures go to column `c`, elements
+/// `3q..3q + 3` (see [`Contributions`]). A 3 × 3 transposition in place; the chunk
+/// starts on a multiple of 3 and any last rows short of a triple stay as they were.
+fn interleave_contributions(chunk: &mut PositionColumns<'_>) {
+    let (upnl, _) = chunk.liquidation_price.as_chunks_mut::<3>();
+    let (initial, _) = chunk.bankruptcy_price.as_chunks_mut::<3>();
+    let (maintenance, _) = chunk.adl_score.as_chunks_mut::<3>();
+    for ((row_0, row_1), row_2) in upnl.iter_mut().zip(initial).zip(maintenance) {
+        let [u, i, m] = [*row_0, *row_1, *row_2];
+        *row_0 = [u[0], i[0], m[0]];
+        *row_1 = [u[1], i[1], m[1]];
+        *row_2 = [u[2], i[2], m[2]];
+    }
+}
+
+/// Where sweep 1 of [`Walk::Sweeps`] leaves each row's cross contributions for the
+/// account pass, which reads them in the grouping's order, at random on a shuffled
+/// book. They share the three price columns (no scratch memory), laid out so that a
+/// row's three figures are one read, not three: row `3q + c` has its (uPnL, initial,
+/// maintenance) at elements `3q..3q + 3` of price column `c`. Rows from `whole` (the
+/// last `n % 3`) keep one figure per column.
+struct Contributions<'a> {
+    columns: [&'a [f64]; 3],
+    whole: usize,
+}
+
+impl<'a> Contributions<'a> {
+    fn of(positions: &'a PositionFigures) -> Self {
+        Contributions {
+            columns: [
+                &positions.liquidation_price,
+                &positions.bankruptcy_price,
+                &positions.adl_score,
+            ],
+            whole: positions.liquidation_price.len() / 3 * 3,
+        }
+    }
+
+    /// Where row `row`'s first figure lies (to send for its cache line).
+    #[inline(always)]
+    fn first_of(&self, row: usize) -> &f64 {
+        if row < self.whole {
+            &self.columns[row % 3][row - row % 3]
+        } else {
+            &self.columns[0][row]
+        }
+    }
+
+    #[inline(always)]
+    fn of_row(&self, row: usize) -> CrossSums {
+        let [upnl, initial_margin, maintenance_margin] = if row < self.whole {
+            let start = row - row % 3;
+            let figures = &self.columns[row % 3][start..start + 3];
+            [figures[0], figures[1], figures[2]]
+        } else {
+            self.columns.map(|column| column[row])
+        };
+        CrossSums {
+            upnl,
+            initial_margin,
+            maintenance_margin,
         }
     }
 }
@@ -1022,30 +1109,40 @@ impl<'k, 'b> Kernel<'k, 'b> {
         }
     }
 
-    /// Sweep 1 of [`Walk::Sweeps`].
+    /// Sweep 1 of [`Walk::Sweeps`]. Each row's cross contributions are left in the price
+    /// columns in [`Contributions`]' layout: in parallel chunks of whole triples of rows,
+    /// each triple interleaved while its rows are in cache, and the last `n % 3` rows as
+    /// they are.
     fn position_margins(&self, columns: PositionColumns<'_>) {
+        let whole = columns.rows() / 3 * 3;
+        let (triples, mut tail) = columns.split_at_row(whole);
+        let sweep = |first_triple: usize, Triples(mut chunk): Triples<PositionColumns<'_>>| {
+            self.margins_of_rows(3 * first_triple, &mut chunk);
+            interleave_contributions(&mut chunk);
+        };
+        for_each_chunk(Triples(triples), POSITION_CHUNK / 3, &sweep);
+        self.margins_of_rows(whole, &mut tail);
+    }
+
+    /// Sweep 1's figures for the rows of `chunk` (book rows from `first`), its cross
+    /// contributions in the three price columns.
+    fn margins_of_rows(&self, first: usize, chunk: &mut PositionColumns<'_>) {
+        let n = chunk.rows();
         if let Some(lanes) = &self.lanes {
-            let sweep = |first: usize, mut chunk: PositionColumns<'_>| {
-                let n = chunk.rows();
-                lanes.margins(
-                    self.rows().margin_rows(first..first + n),
-                    chunk.margin_columns(0..n),
-                );
-            };
-            for_each_chunk(columns, POSITION_CHUNK, &sweep);
+            lanes.margins(
+                self.rows().margin_rows(first..first + n),
+                chunk.margin_columns(0..n),
+            );
             return;
         }
-        let sweep = |first: usize, mut chunk: PositionColumns<'_>| {
-            let steps = self.rows();
-            for i in 0..chunk.rows() {
-                let (figures, cross) = steps.margins(first + i);
-                chunk.set_margins(i, &figures);
-                chunk.liquidation_price[i] = cross.upnl;
-                chunk.bankruptcy_price[i] = cross.initial_margin;
-                chunk.adl_score[i] = cross.maintenance_margin;
-            }
-        };
-        for_each_chunk(columns, POSITION_CHUNK, &sweep);
+        let steps = self.rows();
+        for i in 0..n {
+            let (figures, cross) = steps.margins(first + i);
+            chunk.set_margins(i, &figures);
+            chunk.liquidation_price[i] = cross.upnl;
+            chunk.bankruptcy_price[i] = cross.initial_margin;
+            chunk.adl_score[i] = cross.maintenance_margin;
+        }
     }
 
     /// Sweep 2 of [`Walk::Sweeps`]: the accounts, and what backs their cross positions.
@@ -1057,20 +1154,25 @@ impl<'k, 'b> Kernel<'k, 'b> {
     /// rows are summed in the same order either way.
     fn account_pass(&self, positions: &PositionFigures, columns: AccountRows<'_>) {
         let groups = self.book.position_groups;
+        let contributions = Contributions::of(positions);
+        let prefetch = Prefetch::new();
         for_each_chunk(columns, ACCOUNT_CHUNK, &|first, rows: AccountRows<'_>| {
             let (mut chunk, backing) = rows;
+            let n = backing.len();
             let mut sums = [CrossSums::default(); GATHER];
             for (g, group) in backing.chunks_mut(GATHER).enumerate() {
                 let base = g * GATHER;
+                // The rows of the group `PREFETCH_AHEAD` accounts on are sent for.
+                let ahead = (base + PREFETCH_AHEAD).min(n)..(base + PREFETCH_AHEAD + GATHER).min(n);
+                for account in ahead {
+                    for row in groups.rows_of(first + account) {
+                        prefetch.read(contributions.first_of(row));
+                    }
+                }
                 for (k, sum) in sums[..group.len()].iter_mut().enumerate() {
-                    // Sweep 1 left each row's cross contributions in sweep 3's columns.
                     let mut cross = CrossSums::default();
                     for row in groups.rows_of(first + base + k) {
-                        cross.add(&CrossSums {
-                            upnl: positions.liquidation_price[row],
-                            initial_margin: positions.bankruptcy_price[row],
-                            maintenance_margin: positions.adl_score[row],
-                        });
+                        cross.add(&contributions.of_row(row));
                     }
                     *sum = cross;
                 }
@@ -1090,6 +1192,7 @@ impl<'k, 'b> Kernel<'k, 'b> {
         };
         let (upnl, maintenance, notional) = (&out.upnl, &out.maintenance_margin, &out.notional);
         let account_of = self.book.positions.account;
+        let prefetch = Prefetch::new();
         for_each_chunk(
             columns,
             POSITION_CHUNK,
@@ -1099,6 +1202,14 @@ impl<'k, 'b> Kernel<'k, 'b> {
                 let mut gathered = [CrossBacking::default(); GATHER];
                 for start in (0..n).step_by(GATHER) {
                     let rows = first + start..first + (start + GATHER).min(n);
+                    // The backing of the rows `PREFETCH_AHEAD` on is sent for.
+                    let ahead =
+                        (start + PREFETCH_AHEAD).min(n)..(start + PREFETCH_AHEAD + GATHER).min(n);
+                    for &account in &account_of[first + ahead.start..first + ahead.end] {
+                        let record = &backing[account as usize];
+                        prefetch.read(&record[0]);
+                        prefetch.read(&record[4]);
+                    }
                     // The group's backing rows first, in one tight loop (every row's, cross
                     // or not: each names an account), so their loads are in flight at once.
                     for (slot, &account) in gathered.iter_mut().zip(&account_of[rows.clone()]) {
@@ -1392,7 +1503,10 @@ mod tests {
         let (laid_out, _) = generated_book(n_accounts, false);
         let (scattered, order) = generated_book(n_accounts, true);
         let n = laid_out.qty.len();
+        // Several chunks of sweep 1, and rows past the last whole triple (see
+        // `Contributions`).
         assert!(n > POSITION_CHUNK && !n.is_multiple_of(GATHER), "{n} rows");
+        assert!(!n.is_multiple_of(3), "{n} rows");
         assert!(scattered.position_groups.row_starts().is_none());
         // Both walks price cross and isolated positions.
         let isolated = laid_out.isolated.as_ref().unwrap();
