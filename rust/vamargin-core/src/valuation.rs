@@ -110,9 +110,9 @@ pub struct Revaluation {
 column_bundle!(
     /// The position result columns. Sweep 1 of [`Walk::Sweeps`] leaves each row's
     /// contribution to its account's cross sums (reporting currency; 0 for isolated and
-    /// empty rows) in the last three until sweep 3 overwrites them: the account pass then
-    /// reads 3 columns per row instead of 6 (on a shuffled book each read is a cache miss),
-    /// and no scratch memory is added.
+    /// empty rows) in the last three until sweep 3 overwrites them, a row's three figures
+    /// side by side (see `Contributions`): the account pass then reads one place per row
+    /// (on a shuffled book each read is a cache miss), and no scratch memory is added.
     PositionColumns {
         notional: f64,
         upnl: f64,
