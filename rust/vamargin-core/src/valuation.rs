@@ -35,6 +35,12 @@ const GATHER: usize = 16;
 /// How far ahead of its gathers [`Walk::Sweeps`] sends for scattered rows (rows, or
 /// accounts in the account pass): far enough that they arrive in time.
 const PREFETCH_AHEAD: usize = 2 * GATHER;
+/// The group of [`GATHER`] rows (or accounts) [`PREFETCH_AHEAD`] on from the group at
+/// `start`, of `n`: what a sweep sends for before gathering its group at `start`.
+fn gather_ahead(start: usize, n: usize) -> Range<usize> {
+    (start + PREFETCH_AHEAD).min(n)..(start + PREFETCH_AHEAD + GATHER).min(n)
+}
+
 /// Rows of accounts laid out by account that the one-pass walk takes through each lane
 /// step at once (more when one account has more): their figures stay in the nearest
 /// caches between the steps.
@@ -388,24 +394,31 @@ impl<'a> Contributions<'a> {
         }
     }
 
+    /// Row `row`'s three figures, where they lie side by side (not in the last `n % 3`
+    /// rows).
+    #[inline(always)]
+    fn triple(&self, row: usize) -> Option<&[f64; 3]> {
+        if row >= self.whole {
+            return None;
+        }
+        let start = row - row % 3;
+        self.columns[row % 3][start..].first_chunk()
+    }
+
     /// Where row `row`'s first figure lies (to send for its cache line).
     #[inline(always)]
     fn first_of(&self, row: usize) -> &f64 {
-        if row < self.whole {
-            &self.columns[row % 3][row - row % 3]
-        } else {
-            &self.columns[0][row]
+        match self.triple(row) {
+            Some(figures) => &figures[0],
+            None => &self.columns[0][row],
         }
     }
 
     #[inline(always)]
     fn of_row(&self, row: usize) -> CrossSums {
-        let [upnl, initial_margin, maintenance_margin] = if row < self.whole {
-            let start = row - row % 3;
-            let figures = &self.columns[row % 3][start..start + 3];
-            [figures[0], figures[1], figures[2]]
-        } else {
-            self.columns.map(|column| column[row])
+        let [upnl, initial_margin, maintenance_margin] = match self.triple(row) {
+            Some(&figures) => figures,
+            None => self.columns.map(|column| column[row]),
         };
         CrossSums {
             upnl,
@@ -1163,8 +1176,7 @@ impl<'k, 'b> Kernel<'k, 'b> {
             for (g, group) in backing.chunks_mut(GATHER).enumerate() {
                 let base = g * GATHER;
                 // The rows of the group `PREFETCH_AHEAD` accounts on are sent for.
-                let ahead = (base + PREFETCH_AHEAD).min(n)..(base + PREFETCH_AHEAD + GATHER).min(n);
-                for account in ahead {
+                for account in gather_ahead(base, n) {
                     for row in groups.rows_of(first + account) {
                         prefetch.read(contributions.first_of(row));
                     }
@@ -1203,8 +1215,7 @@ impl<'k, 'b> Kernel<'k, 'b> {
                 for start in (0..n).step_by(GATHER) {
                     let rows = first + start..first + (start + GATHER).min(n);
                     // The backing of the rows `PREFETCH_AHEAD` on is sent for.
-                    let ahead =
-                        (start + PREFETCH_AHEAD).min(n)..(start + PREFETCH_AHEAD + GATHER).min(n);
+                    let ahead = gather_ahead(start, n);
                     for &account in &account_of[first + ahead.start..first + ahead.end] {
                         let record = &backing[account as usize];
                         prefetch.read(&record[0]);
