@@ -390,8 +390,15 @@ impl<'a> Contributions<'a> {
                 &positions.bankruptcy_price,
                 &positions.adl_score,
             ],
-            whole: positions.liquidation_price.len() / 3 * 3,
+            whole: Self::interleaved_rows(positions.liquidation_price.len()),
         }
+    }
+
+    /// Of `n` rows, how many lie in whole triples (interleaved): the rest, the last
+    /// `n % 3`, keep one figure per column. Sweep 1 writes by this and the account pass
+    /// reads by it.
+    fn interleaved_rows(n: usize) -> usize {
+        n / 3 * 3
     }
 
     /// Row `row`'s three figures, where they lie side by side (not in the last `n % 3`
@@ -1127,7 +1134,7 @@ impl<'k, 'b> Kernel<'k, 'b> {
     /// each triple interleaved while its rows are in cache, and the last `n % 3` rows as
     /// they are.
     fn position_margins(&self, columns: PositionColumns<'_>) {
-        let whole = columns.rows() / 3 * 3;
+        let whole = Contributions::interleaved_rows(columns.rows());
         let (triples, mut tail) = columns.split_at_row(whole);
         let sweep = |first_triple: usize, Triples(mut chunk): Triples<PositionColumns<'_>>| {
             self.margins_of_rows(3 * first_triple, &mut chunk);
@@ -1217,9 +1224,10 @@ impl<'k, 'b> Kernel<'k, 'b> {
                     // The backing of the rows `PREFETCH_AHEAD` on is sent for.
                     let ahead = gather_ahead(start, n);
                     for &account in &account_of[first + ahead.start..first + ahead.end] {
-                        let record = &backing[account as usize];
-                        prefetch.read(&record[0]);
-                        prefetch.read(&record[4]);
+                        // Both ends: a 40-byte record can straddle two cache lines.
+                        let [first_figure, .., last_figure] = &backing[account as usize];
+                        prefetch.read(first_figure);
+                        prefetch.read(last_figure);
                     }
                     // The group's backing rows first, in one tight loop (every row's, cross
                     // or not: each names an account), so their loads are in flight at once.
